@@ -1,0 +1,1 @@
+"""Alliance core: the event store, the collaborative-goal domain and the projections."""

@@ -1,0 +1,809 @@
+"""The client stream: care episode, care team, proxies, consents, measurements, notes,
+risk flags, feedback, the relapse-prevention plan, corrections, legal hold and erasure.
+
+Stream id ``client-{client_id}``. Consents and measurements share this stream on
+purpose: "no measurement after measurement consent is withdrawn" then holds under
+concurrency through the stream's optimistic version. Goal commands read this
+stream too (care team, consents) and the handler asserts its version unchanged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal, assert_never
+from uuid import UUID
+
+import msgspec
+from msgspec.structs import replace
+
+from core.authority import (
+    CLINICAL_ROLES,
+    Command,
+    is_care_team_clinician,
+    is_client_voice,
+    require_admin,
+    require_care_team_clinician,
+    require_client_voice,
+    require_not_auditor,
+    require_tenant,
+)
+from core.clinic import ClinicState
+from core.consent import (
+    ConsentEvent,
+    ConsentGranted,
+    ConsentMode,
+    ConsentScope,
+    ConsentWithdrawn,
+    consent_in_force,
+    current_text_version,
+)
+from core.errors import DomainRuleViolation, Forbidden, NotFound, ValidationError
+from core.events.base import (
+    EventPayload,
+    OptionalPersonalStr,
+    PersonalMap,
+    PersonalStr,
+    PersonalTexts,
+)
+from core.identity import Actor, Role
+
+#: Namespace for risk-flag ids derived from a measurement id (stable across retries).
+RISK_FLAG_NAMESPACE = UUID("3b0d2f5e-8f61-4c7e-9a57-0c2b6f1e4d21")
+
+ProxyBasis = Literal["minor", "lacks_capacity"]
+ReportedBy = Literal["self", "clinician"]
+RiskSource = Literal["measurement", "clinician"]
+EntryKind = Literal["measurement", "note"]
+
+
+def client_stream(client_id: UUID) -> str:
+    return f"client-{client_id}"
+
+
+def risk_flag_id_for(measurement_id: UUID) -> UUID:
+    """The id of the risk flag a measurement raises (deterministic)."""
+    return uuid.uuid5(RISK_FLAG_NAMESPACE, str(measurement_id))
+
+
+# --- events -------------------------------------------------------------------------------
+
+class ClientEnrolled(EventPayload, tag="client.enrolled", kw_only=True):
+    client_id: UUID
+    tenant_id: UUID
+    episode_id: UUID
+    primary_clinician_id: UUID
+    by: UUID
+    by_role: Role
+
+
+class CareTeamMemberAdded(EventPayload, tag="care_team.member_added", kw_only=True):
+    member_id: UUID
+    member_role: Role
+    by: UUID
+    by_role: Role
+
+
+class CareTeamMemberRemoved(EventPayload, tag="care_team.member_removed", kw_only=True):
+    member_id: UUID
+    reason: OptionalPersonalStr = None
+    by: UUID
+    by_role: Role
+
+
+class PrimaryClinicianChanged(EventPayload, tag="care_team.primary_changed", kw_only=True):
+    clinician_id: UUID
+    by: UUID
+    by_role: Role
+
+
+class ClientDischarged(EventPayload, tag="client.discharged", kw_only=True):
+    episode_id: UUID | None
+    reason: OptionalPersonalStr = None
+    by: UUID
+    by_role: Role
+
+
+class ProxyAuthorised(EventPayload, tag="proxy.authorised", kw_only=True):
+    proxy_id: UUID
+    basis: ProxyBasis
+    by: UUID
+    by_role: Role
+
+
+class ProxyRevoked(EventPayload, tag="proxy.revoked", kw_only=True):
+    proxy_id: UUID
+    by: UUID
+    by_role: Role
+
+
+class MeasurementRecorded(EventPayload, tag="measurement.recorded", kw_only=True):
+    measurement_id: UUID
+    instrument_id: str
+    instrument_version: str
+    fingerprint: str
+    answers: dict[str, int | float | bool]   # scored/structured answers
+    free_text: PersonalMap = {}              # free-text answers (personal)  # noqa: RUF012
+    scores: dict[str, float]                 # "total" plus subscale ids
+    band: str | None = None                  # severity band label, if any
+    reported_by: str                         # "self" | "clinician"
+    observed_at: datetime
+    goal_ids: tuple[UUID, ...] = ()
+
+
+class MeasurementEnteredInError(EventPayload, tag="measurement.entered_in_error", kw_only=True):
+    measurement_id: UUID
+    reason: PersonalStr
+    by: UUID
+    by_role: Role
+
+
+class NoteRecorded(EventPayload, tag="note.recorded", kw_only=True):
+    note_id: UUID
+    text: PersonalStr
+    goal_ids: tuple[UUID, ...] = ()
+    by: UUID
+    by_role: Role
+
+
+class NoteEnteredInError(EventPayload, tag="note.entered_in_error", kw_only=True):
+    note_id: UUID
+    reason: PersonalStr
+    by: UUID
+    by_role: Role
+
+
+class RiskFlagRaised(EventPayload, tag="risk.flag_raised", kw_only=True):
+    flag_id: UUID
+    source: RiskSource
+    measurement_id: UUID | None = None
+    items: tuple[str, ...] = ()  # item ids (e.g. "phq9.q9"), not the answers' words
+    note: OptionalPersonalStr = None
+    raised_by: UUID
+    raised_by_role: Role
+    raised_at: datetime
+
+
+class RiskFlagAcknowledged(EventPayload, tag="risk.flag_acknowledged", kw_only=True):
+    flag_id: UUID
+    action_taken: PersonalStr
+    by: UUID
+    by_role: Role
+    acknowledged_at: datetime
+
+
+class FeedbackGiven(EventPayload, tag="feedback.given", kw_only=True):
+    feedback_id: UUID
+    text: PersonalStr
+    rating: int | None = None  # 0..10 when given
+    resonates: PersonalTexts = ()
+    misaligned: PersonalTexts = ()
+    goal_ids: tuple[UUID, ...] = ()
+    by: UUID
+    by_role: Role
+
+
+class RelapsePreventionPlanUpdated(EventPayload, tag="relapse_plan.updated", kw_only=True):
+    plan_version: int
+    warning_signs: PersonalTexts = ()
+    actions: PersonalTexts = ()
+    supports: PersonalTexts = ()
+    by: UUID
+    by_role: Role
+
+
+class LegalHoldPlaced(EventPayload, tag="legal_hold.placed", kw_only=True):
+    hold_id: UUID
+    reason: PersonalStr
+    by: UUID
+    by_role: Role
+
+
+class LegalHoldReleased(EventPayload, tag="legal_hold.released", kw_only=True):
+    hold_id: UUID
+    by: UUID
+    by_role: Role
+
+
+class ErasureRequested(EventPayload, tag="erasure.requested", kw_only=True):
+    request_id: UUID
+    by: UUID
+    by_role: Role
+
+
+class ClientErased(EventPayload, tag="erasure.completed", kw_only=True):
+    """The client's data key is to be destroyed (crypto-shredding, done by the store)."""
+
+    request_id: UUID
+    by: UUID
+    by_role: Role
+
+
+CLIENT_EVENT_TYPES: tuple[type[EventPayload], ...] = (
+    ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
+    ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
+    MeasurementRecorded, MeasurementEnteredInError, NoteRecorded, NoteEnteredInError,
+    RiskFlagRaised, RiskFlagAcknowledged, FeedbackGiven, RelapsePreventionPlanUpdated,
+    LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased,
+)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+class EnrollClient(Command, tag="client.enroll", kw_only=True, frozen=True):
+    client_id: UUID
+    episode_id: UUID
+    primary_clinician_id: UUID
+
+
+class AddCareTeamMember(Command, tag="client.add_care_team_member", kw_only=True, frozen=True):
+    member_id: UUID
+    member_role: Role = Role.CLINICIAN
+
+
+class RemoveCareTeamMember(Command, tag="client.remove_care_team_member", kw_only=True,
+                           frozen=True):
+    member_id: UUID
+    reason: str | None = None
+
+
+class ChangePrimaryClinician(Command, tag="client.change_primary_clinician", kw_only=True,
+                             frozen=True):
+    clinician_id: UUID
+
+
+class DischargeClient(Command, tag="client.discharge", kw_only=True, frozen=True):
+    reason: str | None = None
+
+
+class AuthoriseProxy(Command, tag="client.authorise_proxy", kw_only=True, frozen=True):
+    proxy_id: UUID
+    basis: ProxyBasis
+
+
+class RevokeProxy(Command, tag="client.revoke_proxy", kw_only=True, frozen=True):
+    proxy_id: UUID
+
+
+class GrantConsent(Command, tag="consent.grant", kw_only=True, frozen=True):
+    scope: ConsentScope
+    text_version: str
+    mode: ConsentMode
+    attestation_method: str | None = None
+    given_at: datetime | None = None
+
+
+class WithdrawConsent(Command, tag="consent.withdraw", kw_only=True, frozen=True):
+    scope: ConsentScope
+    mode: ConsentMode
+    attestation_method: str | None = None
+    given_at: datetime | None = None
+
+
+class RecordMeasurement(Command, tag="measurement.record", kw_only=True, frozen=True):
+    measurement_id: UUID
+    instrument_id: str
+    instrument_version: str
+    fingerprint: str
+    answers: dict[str, int | float | bool]
+    free_text: dict[str, str] = {}  # noqa: RUF012
+    scores: dict[str, float]
+    band: str | None = None
+    reported_by: ReportedBy
+    observed_at: datetime
+    goal_ids: tuple[UUID, ...] = ()
+    #: Item ids whose answers need follow-up (e.g. PHQ-9 item 9 > 0), from the plugin.
+    risk_items: tuple[str, ...] = ()
+
+
+class MarkEntryInError(Command, tag="entry.mark_in_error", kw_only=True, frozen=True):
+    kind: EntryKind
+    entry_id: UUID
+    reason: str
+
+
+class RecordNote(Command, tag="note.record", kw_only=True, frozen=True):
+    note_id: UUID
+    text: str
+    goal_ids: tuple[UUID, ...] = ()
+
+
+class RaiseRiskFlag(Command, tag="risk.raise", kw_only=True, frozen=True):
+    flag_id: UUID
+    items: tuple[str, ...] = ()
+    note: str | None = None
+
+
+class AcknowledgeRiskFlag(Command, tag="risk.acknowledge", kw_only=True, frozen=True):
+    flag_id: UUID
+    action_taken: str
+
+
+class GiveFeedback(Command, tag="feedback.give", kw_only=True, frozen=True):
+    feedback_id: UUID
+    text: str
+    rating: int | None = None
+    resonates: tuple[str, ...] = ()
+    misaligned: tuple[str, ...] = ()
+    goal_ids: tuple[UUID, ...] = ()
+
+
+class UpdateRelapsePlan(Command, tag="relapse_plan.update", kw_only=True, frozen=True):
+    warning_signs: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    supports: tuple[str, ...] = ()
+
+
+class PlaceLegalHold(Command, tag="legal_hold.place", kw_only=True, frozen=True):
+    hold_id: UUID
+    reason: str
+
+
+class ReleaseLegalHold(Command, tag="legal_hold.release", kw_only=True, frozen=True):
+    hold_id: UUID
+
+
+class RequestErasure(Command, tag="erasure.request", kw_only=True, frozen=True):
+    request_id: UUID
+
+
+class CompleteErasure(Command, tag="erasure.complete", kw_only=True, frozen=True):
+    request_id: UUID
+
+
+ClientCommand = (
+    EnrollClient | AddCareTeamMember | RemoveCareTeamMember | ChangePrimaryClinician
+    | DischargeClient | AuthoriseProxy | RevokeProxy | GrantConsent | WithdrawConsent
+    | RecordMeasurement | MarkEntryInError | RecordNote | RaiseRiskFlag | AcknowledgeRiskFlag
+    | GiveFeedback | UpdateRelapsePlan | PlaceLegalHold | ReleaseLegalHold | RequestErasure
+    | CompleteErasure
+)
+
+
+# --- state --------------------------------------------------------------------------------
+
+class ClientState(msgspec.Struct, frozen=True, kw_only=True):
+    client_id: UUID
+    tenant_id: UUID | None = None
+    episode_id: UUID | None = None
+    primary_clinician: UUID | None = None
+    #: Clinicians/supervisors on the care team, with their role.
+    care_team_roles: dict[UUID, Role] = {}
+    discharged: bool = False
+    proxies: dict[UUID, str] = {}  # proxy id -> basis
+    consents: tuple[ConsentEvent, ...] = ()
+    measurements: dict[UUID, str] = {}  # id -> reported_by
+    measurements_in_error: frozenset[UUID] = frozenset()
+    notes: frozenset[UUID] = frozenset()
+    notes_in_error: frozenset[UUID] = frozenset()
+    risk_flags: dict[UUID, bool] = {}  # id -> acknowledged
+    feedback: frozenset[UUID] = frozenset()
+    relapse_plan_version: int = 0
+    legal_holds: frozenset[UUID] = frozenset()
+    erasure_requests: frozenset[UUID] = frozenset()
+    erased: bool = False
+
+    @property
+    def enrolled(self) -> bool:
+        return self.tenant_id is not None
+
+    @property
+    def care_team(self) -> frozenset[UUID]:
+        return frozenset(self.care_team_roles)
+
+    @property
+    def legal_hold(self) -> bool:
+        return bool(self.legal_holds)
+
+    @property
+    def open_risk_flags(self) -> frozenset[UUID]:
+        return frozenset(f for f, acked in self.risk_flags.items() if not acked)
+
+    def consent_in_force(self, scope: ConsentScope | str, at: datetime) -> bool:
+        return consent_in_force(self.consents, scope, at)
+
+
+def initial_client_state(client_id: UUID) -> ClientState:
+    return ClientState(client_id=client_id)
+
+
+def evolve_client(state: ClientState, event: EventPayload) -> ClientState:
+    """Apply one recorded fact. Never raises: unknown or odd events leave state as is."""
+    match event:
+        case ClientEnrolled():
+            return replace(state, tenant_id=event.tenant_id, episode_id=event.episode_id,
+                           primary_clinician=event.primary_clinician_id,
+                           care_team_roles={**state.care_team_roles,
+                                            event.primary_clinician_id: Role.CLINICIAN},
+                           discharged=False)
+        case CareTeamMemberAdded():
+            return replace(state, care_team_roles={**state.care_team_roles,
+                                                   event.member_id: event.member_role})
+        case CareTeamMemberRemoved():
+            team = {k: v for k, v in state.care_team_roles.items() if k != event.member_id}
+            primary = None if state.primary_clinician == event.member_id \
+                else state.primary_clinician
+            return replace(state, care_team_roles=team, primary_clinician=primary)
+        case PrimaryClinicianChanged():
+            team = state.care_team_roles
+            if event.clinician_id not in team:
+                team = {**team, event.clinician_id: Role.CLINICIAN}
+            return replace(state, primary_clinician=event.clinician_id, care_team_roles=team)
+        case ClientDischarged():
+            return replace(state, discharged=True)
+        case ProxyAuthorised():
+            return replace(state, proxies={**state.proxies, event.proxy_id: event.basis})
+        case ProxyRevoked():
+            return replace(state, proxies={k: v for k, v in state.proxies.items()
+                                           if k != event.proxy_id})
+        case ConsentGranted() | ConsentWithdrawn():
+            return replace(state, consents=(*state.consents, event))
+        case MeasurementRecorded():
+            return replace(state, measurements={**state.measurements,
+                                                event.measurement_id: event.reported_by})
+        case MeasurementEnteredInError():
+            return replace(state, measurements_in_error=state.measurements_in_error
+                           | {event.measurement_id})
+        case NoteRecorded():
+            return replace(state, notes=state.notes | {event.note_id})
+        case NoteEnteredInError():
+            return replace(state, notes_in_error=state.notes_in_error | {event.note_id})
+        case RiskFlagRaised():
+            return replace(state, risk_flags={**state.risk_flags, event.flag_id: False})
+        case RiskFlagAcknowledged():
+            return replace(state, risk_flags={**state.risk_flags, event.flag_id: True})
+        case FeedbackGiven():
+            return replace(state, feedback=state.feedback | {event.feedback_id})
+        case RelapsePreventionPlanUpdated():
+            return replace(state, relapse_plan_version=max(state.relapse_plan_version,
+                                                           event.plan_version))
+        case LegalHoldPlaced():
+            return replace(state, legal_holds=state.legal_holds | {event.hold_id})
+        case LegalHoldReleased():
+            return replace(state, legal_holds=state.legal_holds - {event.hold_id})
+        case ErasureRequested():
+            return replace(state, erasure_requests=state.erasure_requests | {event.request_id})
+        case ClientErased():
+            return replace(state, erased=True)
+        case _:
+            return state
+
+
+# --- decide -------------------------------------------------------------------------------
+
+def _require_active_record(command: Command, state: ClientState) -> None:
+    """Checks shared by every command on an existing client record."""
+    require_not_auditor(command.actor)
+    if state.erased:
+        raise DomainRuleViolation("This client's record has been erased.", code="client_erased")
+    if not state.enrolled:
+        raise NotFound("This client is not enrolled in a clinic.", code="client_not_enrolled")
+    require_tenant(command.tenant_id, state.tenant_id)
+
+
+def _require_not_discharged(state: ClientState) -> None:
+    if state.discharged:
+        raise DomainRuleViolation("The client has been discharged; only self-monitoring, "
+                                  "feedback and consent changes continue.",
+                                  code="client_discharged")
+
+
+def _require_team_or_admin(actor: Actor, state: ClientState) -> None:
+    if actor.role in (Role.ADMIN, Role.SYSTEM):
+        return
+    require_care_team_clinician(actor, state)
+
+
+def _require_text(value: str, field: str) -> None:
+    if not value.strip():
+        raise ValidationError(f"Please fill in {field.replace('_', ' ')}.",
+                              code=f"{field}_required", field=field)
+
+
+def _require_consent(state: ClientState, scope: ConsentScope, at: datetime) -> None:
+    if not state.consent_in_force(scope, at):
+        raise DomainRuleViolation(
+            f"The client's consent for {scope.value.replace('_', ' ')} is not in force.",
+            code="consent_not_in_force", field="scope", scope=scope.value)
+
+
+def _require_clinic_staff(clinic: ClinicState | None, staff_id: UUID, *roles: Role) -> None:
+    if clinic is not None and not clinic.is_active(staff_id, *roles):
+        raise DomainRuleViolation("This person is not active staff of the clinic.",
+                                  code="not_clinic_staff")
+
+
+def _check_consent_mode(command: GrantConsent | WithdrawConsent, state: ClientState) -> None:
+    actor = command.actor
+    match command.mode:
+        case "self":
+            if actor.role is not Role.CLIENT:
+                raise Forbidden("Consent in the client's own name is given by the client.",
+                                code="consent_mode_mismatch", field="mode")
+            require_client_voice(actor, state)
+        case "proxy":
+            if actor.role is not Role.PROXY:
+                raise Forbidden("Proxy consent is given by a registered proxy.",
+                                code="consent_mode_mismatch", field="mode")
+            require_client_voice(actor, state)
+        case "verbal_attested":
+            if actor.role not in CLINICAL_ROLES:
+                raise Forbidden("Verbal consent is recorded by a clinician on the care team.",
+                                code="consent_mode_mismatch", field="mode")
+            require_care_team_clinician(actor, state)
+            if not command.attestation_method or not command.attestation_method.strip():
+                raise ValidationError("Say how the client gave their consent (for example "
+                                      "in session or by phone).", code="attestation_required",
+                                      field="attestation_method")
+            if command.given_at is not None and command.given_at > command.at:
+                raise ValidationError("Consent cannot be given in the future.",
+                                      code="given_in_future", field="given_at")
+        case _:
+            assert_never(command.mode)
+
+
+def _attestation(command: GrantConsent | WithdrawConsent) -> dict[str, object]:
+    if command.mode != "verbal_attested":
+        return {}
+    return {"attested_by": command.actor.id, "attested_at": command.at,
+            "attestation_method": command.attestation_method,
+            "given_at": command.given_at or command.at}
+
+
+def decide_client(command: ClientCommand, state: ClientState,
+                  clinic: ClinicState | None = None) -> list[EventPayload]:
+    """Decide what a client-stream command records, or raise a domain error.
+
+    ``clinic`` (optional) lets the decider check that people named in the command
+    are active staff of the clinic; without it that check is skipped.
+    """
+    actor = command.actor
+    by = {"by": actor.id, "by_role": actor.role}
+
+    if isinstance(command, EnrollClient):
+        require_not_auditor(actor)
+        if state.erased:
+            raise DomainRuleViolation("This client's record has been erased.",
+                                      code="client_erased")
+        if actor.role not in (Role.ADMIN, Role.SYSTEM, *CLINICAL_ROLES):
+            raise Forbidden("Clients are enrolled by clinic staff.", code="staff_only")
+        require_tenant(command.tenant_id, state.tenant_id)
+        if command.client_id != state.client_id:
+            raise ValidationError("The command names another client.", code="client_mismatch",
+                                  field="client_id")
+        if state.enrolled and not state.discharged:
+            raise DomainRuleViolation("The client is already in an episode of care.",
+                                      code="already_enrolled")
+        if actor.role is not Role.SYSTEM:
+            _require_clinic_staff(clinic, actor.id)
+        _require_clinic_staff(clinic, command.primary_clinician_id, *CLINICAL_ROLES)
+        return [ClientEnrolled(client_id=state.client_id, tenant_id=command.tenant_id,
+                               episode_id=command.episode_id,
+                               primary_clinician_id=command.primary_clinician_id, **by)]
+
+    _require_active_record(command, state)
+
+    match command:
+        case AddCareTeamMember():
+            _require_team_or_admin(actor, state)
+            _require_not_discharged(state)
+            if command.member_role not in CLINICAL_ROLES:
+                raise ValidationError("Care team members are clinicians or supervisors.",
+                                      code="invalid_member_role", field="member_role")
+            if command.member_id in state.care_team_roles:
+                raise DomainRuleViolation("This person is already on the care team.",
+                                          code="already_on_care_team")
+            _require_consent(state, ConsentScope.CARE_TEAM_SHARING, command.at)
+            _require_clinic_staff(clinic, command.member_id, *CLINICAL_ROLES)
+            return [CareTeamMemberAdded(member_id=command.member_id,
+                                        member_role=command.member_role, **by)]
+        case RemoveCareTeamMember():
+            _require_team_or_admin(actor, state)
+            if command.member_id not in state.care_team_roles:
+                raise NotFound("This person is not on the care team.",
+                               code="member_not_on_care_team")
+            if command.member_id == state.primary_clinician:
+                raise DomainRuleViolation("Name another primary clinician before removing "
+                                          "this one.", code="cannot_remove_primary_clinician")
+            return [CareTeamMemberRemoved(member_id=command.member_id, reason=command.reason,
+                                          **by)]
+        case ChangePrimaryClinician():
+            _require_team_or_admin(actor, state)
+            _require_not_discharged(state)
+            if command.clinician_id not in state.care_team_roles:
+                raise NotFound("The new primary clinician must be on the care team first.",
+                               code="member_not_on_care_team")
+            if command.clinician_id == state.primary_clinician:
+                raise DomainRuleViolation("This clinician is already the primary clinician.",
+                                          code="already_primary_clinician")
+            return [PrimaryClinicianChanged(clinician_id=command.clinician_id, **by)]
+        case DischargeClient():
+            _require_team_or_admin(actor, state)
+            if state.discharged:
+                raise DomainRuleViolation("The client is already discharged.",
+                                          code="already_discharged")
+            return [ClientDischarged(episode_id=state.episode_id, reason=command.reason, **by)]
+        case AuthoriseProxy():
+            _require_team_or_admin(actor, state)
+            if command.proxy_id in state.proxies:
+                raise DomainRuleViolation("This proxy is already registered.",
+                                          code="proxy_already_authorised")
+            if command.proxy_id == state.client_id:
+                raise ValidationError("A client cannot be their own proxy.",
+                                      code="invalid_proxy", field="proxy_id")
+            return [ProxyAuthorised(proxy_id=command.proxy_id, basis=command.basis, **by)]
+        case RevokeProxy():
+            if not (actor.role is Role.CLIENT and actor.id == state.client_id):
+                _require_team_or_admin(actor, state)
+            if command.proxy_id not in state.proxies:
+                raise NotFound("This person is not a registered proxy.", code="proxy_not_found")
+            return [ProxyRevoked(proxy_id=command.proxy_id, **by)]
+        case GrantConsent():
+            _check_consent_mode(command, state)
+            _require_text(command.text_version, "text_version")
+            if current_text_version(state.consents, command.scope, command.at) \
+                    == command.text_version:
+                raise DomainRuleViolation("Consent for this scope and text is already in force.",
+                                          code="consent_already_in_force")
+            return [ConsentGranted(scope=command.scope, text_version=command.text_version,
+                                   mode=command.mode, effective_at=command.at,
+                                   **by, **_attestation(command))]  # type: ignore[arg-type]
+        case WithdrawConsent():
+            _check_consent_mode(command, state)
+            if not state.consent_in_force(command.scope, command.at):
+                raise DomainRuleViolation("There is no consent in force to withdraw.",
+                                          code="consent_not_in_force", field="scope")
+            return [ConsentWithdrawn(scope=command.scope, mode=command.mode,
+                                     effective_at=command.at,
+                                     **by, **_attestation(command))]  # type: ignore[arg-type]
+        case RecordMeasurement():
+            return _record_measurement(command, state)
+        case MarkEntryInError():
+            return _mark_in_error(command, state)
+        case RecordNote():
+            require_care_team_clinician(actor, state)
+            _require_not_discharged(state)
+            _require_text(command.text, "text")
+            if command.note_id in state.notes:
+                raise DomainRuleViolation("A note with this id exists.", code="duplicate_id")
+            return [NoteRecorded(note_id=command.note_id, text=command.text,
+                                 goal_ids=command.goal_ids, **by)]
+        case RaiseRiskFlag():
+            require_care_team_clinician(actor, state)
+            if command.flag_id in state.risk_flags:
+                raise DomainRuleViolation("A risk flag with this id exists.", code="duplicate_id")
+            return [RiskFlagRaised(flag_id=command.flag_id, source="clinician",
+                                   items=command.items, note=command.note, raised_by=actor.id,
+                                   raised_by_role=actor.role, raised_at=command.at)]
+        case AcknowledgeRiskFlag():
+            # Allowed after discharge too: a flag raised by self-monitoring must be seen to.
+            require_care_team_clinician(actor, state)
+            if command.flag_id not in state.risk_flags:
+                raise NotFound("There is no such risk flag.", code="risk_flag_not_found")
+            if state.risk_flags[command.flag_id]:
+                raise DomainRuleViolation("This risk flag was already acknowledged.",
+                                          code="risk_flag_already_acknowledged")
+            _require_text(command.action_taken, "action_taken")
+            return [RiskFlagAcknowledged(flag_id=command.flag_id,
+                                         action_taken=command.action_taken,
+                                         acknowledged_at=command.at, **by)]
+        case GiveFeedback():
+            require_client_voice(actor, state)
+            _require_text(command.text, "text")
+            if command.rating is not None and not 0 <= command.rating <= 10:
+                raise ValidationError("A rating is between 0 and 10.", code="invalid_rating",
+                                      field="rating")
+            if command.feedback_id in state.feedback:
+                raise DomainRuleViolation("Feedback with this id exists.", code="duplicate_id")
+            return [FeedbackGiven(feedback_id=command.feedback_id, text=command.text,
+                                  rating=command.rating, resonates=command.resonates,
+                                  misaligned=command.misaligned, goal_ids=command.goal_ids,
+                                  **by)]
+        case UpdateRelapsePlan():
+            if not is_client_voice(actor, state):
+                require_care_team_clinician(actor, state)
+                _require_not_discharged(state)
+            if not (command.warning_signs or command.actions or command.supports):
+                raise ValidationError("The plan needs at least one warning sign, action or "
+                                      "support.", code="plan_empty")
+            return [RelapsePreventionPlanUpdated(plan_version=state.relapse_plan_version + 1,
+                                                 warning_signs=command.warning_signs,
+                                                 actions=command.actions,
+                                                 supports=command.supports, **by)]
+        case PlaceLegalHold():
+            require_admin(actor)
+            if command.hold_id in state.legal_holds:
+                raise DomainRuleViolation("This legal hold is already in place.",
+                                          code="duplicate_id")
+            _require_text(command.reason, "reason")
+            return [LegalHoldPlaced(hold_id=command.hold_id, reason=command.reason, **by)]
+        case ReleaseLegalHold():
+            require_admin(actor)
+            if command.hold_id not in state.legal_holds:
+                raise NotFound("There is no such legal hold in place.",
+                               code="legal_hold_not_found")
+            return [LegalHoldReleased(hold_id=command.hold_id, **by)]
+        case RequestErasure():
+            if not is_client_voice(actor, state):
+                require_admin(actor)
+            if command.request_id in state.erasure_requests:
+                raise DomainRuleViolation("This erasure request exists.", code="duplicate_id")
+            return [ErasureRequested(request_id=command.request_id, **by)]
+        case CompleteErasure():
+            require_admin(actor)
+            if command.request_id not in state.erasure_requests:
+                raise NotFound("There is no such erasure request.",
+                               code="erasure_not_requested")
+            if state.legal_hold:
+                raise DomainRuleViolation("A legal hold is in place; the record cannot be "
+                                          "erased until it is released.",
+                                          code="legal_hold_in_force")
+            return [ClientErased(request_id=command.request_id, **by)]
+        case EnrollClient():  # handled above; kept for exhaustiveness
+            raise AssertionError("unreachable")
+        case _:
+            assert_never(command)
+
+
+def _record_measurement(command: RecordMeasurement, state: ClientState) -> list[EventPayload]:
+    actor = command.actor
+    if command.reported_by == "self":
+        # Self-monitoring continues after discharge.
+        require_client_voice(actor, state)
+    elif command.reported_by == "clinician":
+        require_care_team_clinician(actor, state)
+        _require_not_discharged(state)
+    else:
+        raise ValidationError("reported_by is 'self' or 'clinician'.", code="invalid",
+                              field="reported_by")
+    _require_consent(state, ConsentScope.MEASUREMENT, command.at)
+    if command.measurement_id in state.measurements:
+        raise DomainRuleViolation("A measurement with this id exists.", code="duplicate_id")
+    if command.observed_at > command.at:
+        raise ValidationError("A measurement cannot be observed in the future.",
+                              code="observed_in_future", field="observed_at")
+    events: list[EventPayload] = [MeasurementRecorded(
+        measurement_id=command.measurement_id, instrument_id=command.instrument_id,
+        instrument_version=command.instrument_version, fingerprint=command.fingerprint,
+        answers=command.answers, free_text=command.free_text, scores=command.scores,
+        band=command.band, reported_by=command.reported_by, observed_at=command.observed_at,
+        goal_ids=command.goal_ids)]
+    if command.risk_items:
+        events.append(RiskFlagRaised(
+            flag_id=risk_flag_id_for(command.measurement_id), source="measurement",
+            measurement_id=command.measurement_id, items=command.risk_items,
+            raised_by=actor.id, raised_by_role=actor.role, raised_at=command.at))
+    return events
+
+
+def _mark_in_error(command: MarkEntryInError, state: ClientState) -> list[EventPayload]:
+    actor = command.actor
+    by = {"by": actor.id, "by_role": actor.role}
+    _require_text(command.reason, "reason")
+    match command.kind:
+        case "measurement":
+            reported_by = state.measurements.get(command.entry_id)
+            if reported_by is None:
+                raise NotFound("There is no such measurement.", code="measurement_not_found")
+            # The client may correct their own self-monitoring; the care team any entry.
+            if not (reported_by == "self" and is_client_voice(actor, state)):
+                require_care_team_clinician(actor, state)
+            if command.entry_id in state.measurements_in_error:
+                raise DomainRuleViolation("This measurement is already marked as entered in "
+                                          "error.", code="already_entered_in_error")
+            return [MeasurementEnteredInError(measurement_id=command.entry_id,
+                                              reason=command.reason, **by)]
+        case "note":
+            if command.entry_id not in state.notes:
+                raise NotFound("There is no such note.", code="note_not_found")
+            require_care_team_clinician(actor, state)
+            if command.entry_id in state.notes_in_error:
+                raise DomainRuleViolation("This note is already marked as entered in error.",
+                                          code="already_entered_in_error")
+            return [NoteEnteredInError(note_id=command.entry_id, reason=command.reason, **by)]
+        case _:
+            assert_never(command.kind)
+
+
+def is_care_team_member(actor: Actor, state: ClientState) -> bool:
+    return is_care_team_clinician(actor, state)

@@ -1,0 +1,1 @@
+"""Events: the envelope, the codec, personal-field encryption and the store."""

@@ -1,0 +1,188 @@
+"""Personal-field encryption: per-subject data keys wrapped by a key-encryption key.
+
+* The key-encryption key (KEK) lives outside the database: a file (created with
+  mode 0600 on first use) or the ``ALLIANCE_KEK`` environment variable. A database
+  dump alone therefore reveals no personal text.
+* Each subject (client) has one data key (AES-256-GCM), stored wrapped by the KEK
+  (AES-GCM, the subject id as associated data so a wrapped key cannot be moved to
+  another subject).
+* Each event's personal fields are sealed with the subject's data key, the event
+  id as associated data (a ciphertext cannot be moved to another event).
+* Erasure destroys the wrapped key (see ``KeyRing.destroy``): every personal field
+  of that subject, in every event and every read model that keeps ciphertext,
+  becomes unreadable at once. Nothing else changes, so hash chains still verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID, uuid4
+
+import asyncpg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from core.errors import AllianceError, ConfigurationError
+
+NONCE_BYTES = 12
+
+
+class SubjectErased(AllianceError):
+    """The subject's data key was destroyed: no new personal data can be recorded."""
+
+    code = "subject_erased"
+    status = 409
+
+
+def load_kek(*, path: Path, inline: str | None) -> bytes:
+    """The key-encryption key from the environment or its file (created when absent)."""
+    if inline:
+        key = base64.b64decode(inline)
+    else:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
+        key = base64.b64decode(path.read_text().strip())
+    if len(key) != 32:
+        raise ConfigurationError("the key-encryption key must be 32 bytes (base64)", field="kek")
+    return key
+
+
+def seal(key: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + key.encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(key: AESGCM, sealed: bytes, aad: bytes) -> bytes:
+    return key.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+
+
+class DataKey:
+    __slots__ = ("key_id", "cipher")
+
+    def __init__(self, key_id: UUID, cipher: AESGCM | None) -> None:
+        self.key_id = key_id
+        self.cipher = cipher  # None: destroyed
+
+    @property
+    def destroyed(self) -> bool:
+        return self.cipher is None
+
+    def decrypt(self, sealed: bytes, aad: bytes) -> bytes | None:
+        """The plaintext, or None when the key is destroyed (erased subject)."""
+        if self.cipher is None:
+            return None
+        try:
+            return open_sealed(self.cipher, sealed, aad)
+        except InvalidTag as exc:  # tampered ciphertext is not "erased": say so
+            raise ConfigurationError("personal fields failed authentication (tampered?)") from exc
+
+
+class KeyRing(Protocol):
+    async def key_for_append(self, tenant_id: UUID, subject_id: UUID) -> DataKey: ...
+    async def key_for_read(self, subject_id: UUID, key_id: UUID) -> DataKey: ...
+    async def destroy(self, subject_id: UUID) -> bool: ...
+    def forget(self, subject_id: UUID) -> None: ...
+
+
+class _CachingKeyRing:
+    """Wrapping, unwrapping and an in-process cache shared by both key rings."""
+
+    def __init__(self, kek: bytes) -> None:
+        self._kek = AESGCM(kek)
+        self._cache: dict[UUID, DataKey] = {}
+
+    def _wrap(self, subject_id: UUID, raw: bytes) -> bytes:
+        return seal(self._kek, raw, subject_id.bytes)
+
+    def _unwrap(self, subject_id: UUID, key_id: UUID, wrapped: bytes | None) -> DataKey:
+        if wrapped is None:
+            return DataKey(key_id, None)
+        try:
+            raw = open_sealed(self._kek, wrapped, subject_id.bytes)
+        except InvalidTag as exc:
+            raise ConfigurationError(
+                "a data key does not open with this key-encryption key (wrong ALLIANCE_KEK?)") from exc
+        return DataKey(key_id, AESGCM(raw))
+
+    def forget(self, subject_id: UUID) -> None:
+        """Drop a cached key (another process destroyed it)."""
+        self._cache.pop(subject_id, None)
+
+
+class PostgresKeyRing(_CachingKeyRing):
+    def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
+        super().__init__(kek)
+        self._pool = pool
+
+    async def _load(self, subject_id: UUID) -> DataKey | None:
+        row = await self._pool.fetchrow(
+            "SELECT key_id, wrapped_key FROM data_keys WHERE subject_id = $1", subject_id)
+        if row is None:
+            return None
+        key = self._unwrap(subject_id, row["key_id"], row["wrapped_key"])
+        if not key.destroyed:
+            self._cache[subject_id] = key
+        return key
+
+    async def key_for_append(self, tenant_id: UUID, subject_id: UUID) -> DataKey:
+        key = self._cache.get(subject_id) or await self._load(subject_id)
+        if key is None:
+            raw = AESGCM.generate_key(bit_length=256)
+            await self._pool.execute(
+                "INSERT INTO data_keys (subject_id, tenant_id, key_id, wrapped_key) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (subject_id) DO NOTHING",
+                subject_id, tenant_id, uuid4(), self._wrap(subject_id, raw))
+            key = await self._load(subject_id)
+            assert key is not None
+        if key.destroyed:
+            raise SubjectErased("this client's personal data was erased; nothing personal can be added")
+        return key
+
+    async def key_for_read(self, subject_id: UUID, key_id: UUID) -> DataKey:
+        key = self._cache.get(subject_id) or await self._load(subject_id)
+        if key is None or key.key_id != key_id:
+            return DataKey(key_id, None)
+        return key
+
+    async def destroy(self, subject_id: UUID) -> bool:
+        self.forget(subject_id)
+        status = await self._pool.execute(
+            "UPDATE data_keys SET wrapped_key = NULL, destroyed_at = now() "
+            "WHERE subject_id = $1 AND wrapped_key IS NOT NULL", subject_id)
+        return status.endswith(" 1")
+
+
+class MemoryKeyRing(_CachingKeyRing):
+    """The same behaviour without a database, for the in-memory store."""
+
+    def __init__(self, kek: bytes | None = None) -> None:
+        super().__init__(kek or AESGCM.generate_key(bit_length=256))
+        self._wrapped: dict[UUID, tuple[UUID, bytes | None]] = {}
+
+    async def key_for_append(self, tenant_id: UUID, subject_id: UUID) -> DataKey:
+        if subject_id not in self._wrapped:
+            self._wrapped[subject_id] = (uuid4(), self._wrap(subject_id, AESGCM.generate_key(bit_length=256)))
+        key_id, wrapped = self._wrapped[subject_id]
+        key = self._unwrap(subject_id, key_id, wrapped)
+        if key.destroyed:
+            raise SubjectErased("this client's personal data was erased; nothing personal can be added")
+        return key
+
+    async def key_for_read(self, subject_id: UUID, key_id: UUID) -> DataKey:
+        stored = self._wrapped.get(subject_id)
+        if stored is None or stored[0] != key_id:
+            return DataKey(key_id, None)
+        return self._unwrap(subject_id, *stored)
+
+    async def destroy(self, subject_id: UUID) -> bool:
+        stored = self._wrapped.get(subject_id)
+        if stored is None or stored[1] is None:
+            return False
+        self._wrapped[subject_id] = (stored[0], None)
+        return True

@@ -1,0 +1,305 @@
+"""The PostgreSQL event store (asyncpg).
+
+Never skipping an event (DOMAIN.md §4): a sequence gives each event its global
+``position``, but two concurrent transactions can commit out of position order,
+so a reader that has seen position 11 may later find 10 appear. We keep writers
+concurrent and make readers safe with a *transaction-id watermark*: every event
+stores the id of the transaction that wrote it (``tx_id``, a ``xid8``), the
+global order is ``(tx_id, position)``, and readers only return events whose
+``tx_id`` is below ``pg_snapshot_xmin(pg_current_snapshot())`` — the oldest
+transaction still running. Every transaction below that horizon has ended, so
+no event can ever appear behind a reader's checkpoint. The price is that a long
+open write transaction holds the horizon back: every append is therefore one
+short statement (``append_events`` in SQL), so the horizon moves on within
+milliseconds. Serialising writers with a table lock (the other known cure)
+would cost the concurrency the benchmarks show is worth most.
+
+LISTEN/NOTIFY only wakes subscribers; they always read from the table. The
+NOTIFY is sent *after* the append commits, coalesced by a background task, since
+a NOTIFY inside the append transaction would serialise all commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from core.errors import ConcurrencyConflict, OutcomeUnknown, ValidationError
+from core.events.codec import HASH_SCHEME, EventCodec
+from core.events.crypto import KeyRing
+from core.events.envelope import NewEvent, RecordedEvent
+from core.events.store import (
+    START,
+    AppendResult,
+    PreparedEvent,
+    StoreBase,
+    StreamAppend,
+    format_checkpoint,
+    parse_checkpoint,
+    validate_expected_version,
+    validate_stream_id,
+)
+from core.logging import get_logger
+
+log = get_logger("alliance.store")
+
+EVENTS_CHANNEL = "alliance_events"
+KEYS_CHANNEL = "alliance_keys"
+
+_COLUMNS = ("position, tx_id::text::bigint, event_id, stream_id, version, type, schema_version, tenant_id, "
+            "subject_id, actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id, "
+            "hash_scheme, payload, secret, hash")
+
+_APPEND = ("SELECT r_position, r_tx, r_recorded_at, r_hash, r_duplicate FROM append_events("
+           "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
+
+_HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+_CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError, OSError)
+
+
+def _read_all_sql(*, tenant: bool, subject: bool, recorded_until: bool, until: bool) -> str:
+    where = ["(tx_id, position) > ($1::text::xid8, $2)", _HORIZON]
+    n = 3
+    for flag, clause in ((tenant, "tenant_id"), (subject, "subject_id"), (recorded_until, "recorded_at")):
+        if flag:
+            n += 1
+            where.append(f"{clause} {'<=' if clause == 'recorded_at' else '='} ${n}")
+    if until:
+        where.append(f"(tx_id, position) <= (${n + 1}::text::xid8, ${n + 2})")
+    return f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY tx_id, position LIMIT $3"
+
+
+class PostgresEventStore(StoreBase):
+    def __init__(self, pool: asyncpg.Pool, codec: EventCodec, keys: KeyRing, *, dsn: str) -> None:
+        super().__init__(codec, keys)
+        self._pool = pool
+        self._dsn = dsn  # for the dedicated LISTEN connection
+        self._dirty = asyncio.Event()
+        self._notifier: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock = asyncio.Lock()
+        self._waiters: set[asyncio.Event] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._notifier
+            self._notifier = None
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+    def _signal_appended(self) -> None:
+        self._dirty.set()
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.get_running_loop().create_task(self._notify_loop())
+
+    async def _notify_loop(self) -> None:
+        """Send one NOTIFY per burst of appends, after they committed."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                async with self._pool.acquire() as conn:
+                    await conn.execute("SELECT pg_notify($1, '')", EVENTS_CHANNEL)
+            except Exception as exc:  # subscribers still poll: a lost wake-up only adds latency
+                log.warning("notify_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.1)
+
+    # -- append --------------------------------------------------------------
+    def _args(self, stream_id: str, expected: int, tenant_id: UUID, rows: Sequence[PreparedEvent]) -> tuple[Any, ...]:
+        return (
+            stream_id, tenant_id, expected,
+            [r.event.event_id for r in rows], [r.type for r in rows], [r.schema_version for r in rows],
+            [r.event.subject_id for r in rows], [r.event.actor_id for r in rows],
+            [str(r.event.actor_role) for r in rows], [r.event.occurred_at for r in rows],
+            [r.event.correlation_id for r in rows], [r.event.causation_id for r in rows],
+            [r.key_id for r in rows], HASH_SCHEME, [r.payload for r in rows], [r.secret for r in rows],
+            [r.digest for r in rows],
+        )
+
+    @staticmethod
+    def _result(stream_id: str, expected: int, records: list[asyncpg.Record]) -> AppendResult:
+        if not records:
+            return AppendResult(stream_id=stream_id, version=expected, positions=(), checkpoint=None)
+        last = records[-1]
+        return AppendResult(stream_id=stream_id, version=expected + len(records),
+                            positions=tuple(r[0] for r in records),
+                            checkpoint=format_checkpoint(int(last[1]), last[0]), duplicate=bool(last[4]))
+
+    @staticmethod
+    def _translate(exc: asyncpg.PostgresError, stream_id: str, expected: int) -> Exception:
+        if exc.sqlstate == "AL409":
+            actual = int(getattr(exc, "detail", None) or 0)
+            return ConcurrencyConflict(f"stream {stream_id} is at version {actual}, not {expected}",
+                                       stream_id=stream_id, expected=expected, actual=actual)
+        if exc.sqlstate == "AL422" or isinstance(exc, asyncpg.UniqueViolationError):
+            return ValidationError("these event ids were already recorded with other content",
+                                   code="event_id_reused", field="events")
+        return exc
+
+    async def append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> AppendResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rows = await self._prepare(stream_id, events, expected_version)
+        args = self._args(stream_id, expected_version, events[0].tenant_id, rows)
+        try:
+            async with self._pool.acquire() as conn:
+                records = await conn.fetch(_APPEND, *args)
+        except asyncpg.PostgresError as exc:
+            raise self._translate(exc, stream_id, expected_version) from exc
+        except _CONNECTION_LOST as exc:
+            raise OutcomeUnknown("the connection dropped during the append; retry with the same event ids "
+                                 "to learn whether it was recorded") from exc
+        result = self._result(stream_id, expected_version, records)
+        if not result.duplicate:
+            self._signal_appended()
+        log.debug("appended", stream=stream_id, types=[r.type for r in rows], position=result.positions[-1],
+                  duplicate=result.duplicate, ms=round((loop.time() - started) * 1000, 2))
+        return result
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        if not appends:
+            raise ValidationError("nothing to append", code="no_events", field="appends")
+        if len({a.stream_id for a in appends}) != len(appends):
+            raise ValidationError("a stream appears twice in one append", code="duplicate_stream",
+                                  field="appends")
+        prepared: list[tuple[StreamAppend, list[PreparedEvent]]] = []
+        tenants = {e.tenant_id for a in appends for e in a.events}
+        if len(tenants) != 1:
+            raise ValidationError("one atomic append belongs to one tenant", code="mixed_tenants", field="events")
+        tenant = tenants.pop()
+        for item in appends:
+            validate_stream_id(item.stream_id)
+            validate_expected_version(item.expected_version)
+            rows = await self._prepare(item.stream_id, item.events, item.expected_version) if item.events else []
+            prepared.append((item, rows))
+        results: list[AppendResult] = []
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # A fixed order (by stream id) so two multi-stream appends cannot deadlock.
+                for item, rows in sorted(prepared, key=lambda p: p[0].stream_id):
+                    try:
+                        records = await conn.fetch(_APPEND, *self._args(item.stream_id, item.expected_version,
+                                                                        tenant, rows))
+                    except asyncpg.PostgresError as exc:
+                        raise self._translate(exc, item.stream_id, item.expected_version) from exc
+                    results.append(self._result(item.stream_id, item.expected_version, records))
+        except _CONNECTION_LOST as exc:
+            raise OutcomeUnknown("the connection dropped during the append; retry with the same event ids "
+                                 "to learn whether it was recorded") from exc
+        by_stream = {r.stream_id: r for r in results}
+        ordered = [by_stream[a.stream_id] for a in appends]
+        written = [r for r in ordered if r.positions]
+        if written and all(r.duplicate for r in written) is False:
+            self._signal_appended()
+        return ordered
+
+    # -- read ----------------------------------------------------------------
+    async def _rows_to_events(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
+        materialize = self._materialize
+        return [
+            await materialize(position=r[0], tx=r[1], event_id=r[2], stream_id=r[3], version=r[4],
+                              type_name=r[5], schema_version=r[6], tenant_id=r[7], subject_id=r[8],
+                              actor_id=r[9], actor_role=r[10], occurred_at=r[11], recorded_at=r[12],
+                              correlation_id=r[13], causation_id=r[14], key_id=r[15], hash_scheme=r[16],
+                              payload=r[17], secret=r[18], hash_=r[19])
+            for r in rows
+        ]
+
+    async def read_stream(self, stream_id: str, *, from_version: int = 1, to_version: int | None = None,
+                          recorded_until: datetime | None = None) -> list[RecordedEvent]:
+        validate_stream_id(stream_id)
+        sql = (f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 AND version <= $3"
+               + (" AND recorded_at <= $4" if recorded_until is not None else "") + " ORDER BY version")
+        args: list[Any] = [stream_id, from_version, to_version if to_version is not None else 2**62]
+        if recorded_until is not None:
+            args.append(recorded_until)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        return await self._rows_to_events(rows)
+
+    async def stream_version(self, stream_id: str) -> int:
+        validate_stream_id(stream_id)
+        async with self._pool.acquire() as conn:
+            version = await conn.fetchval("SELECT version FROM streams WHERE stream_id = $1", stream_id)
+        return int(version or 0)
+
+    async def read_all(self, *, after: str = START, limit: int = 1000, tenant_id: UUID | None = None,
+                       subject_id: UUID | None = None, recorded_until: datetime | None = None,
+                       until: str | None = None) -> list[RecordedEvent]:
+        tx, position = parse_checkpoint(after)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be a positive integer", code="invalid_limit", field="limit")
+        sql = _read_all_sql(tenant=tenant_id is not None, subject=subject_id is not None,
+                            recorded_until=recorded_until is not None, until=until is not None)
+        args: list[Any] = [str(tx), position, limit]
+        args += [v for v in (tenant_id, subject_id, recorded_until) if v is not None]
+        if until is not None:
+            until_tx, until_position = parse_checkpoint(until)
+            args += [str(until_tx), until_position]
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        return await self._rows_to_events(rows)
+
+    async def head(self) -> str:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT tx_id::text::bigint, position FROM events WHERE {_HORIZON} "
+                "ORDER BY tx_id DESC, position DESC LIMIT 1")
+        return format_checkpoint(row[0], row[1]) if row else START
+
+    # -- live ----------------------------------------------------------------
+    async def _ensure_listener(self) -> None:
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            conn = await asyncpg.connect(self._dsn)  # dedicated: LISTEN is session state
+            await conn.add_listener(EVENTS_CHANNEL, self._on_events)
+            await conn.add_listener(KEYS_CHANNEL, self._on_keys)
+            self._listener = conn
+
+    def _on_events(self, *_: object) -> None:
+        for waiter in self._waiters:
+            waiter.set()
+
+    def _on_keys(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.keys.forget(UUID(payload))
+
+    async def subscribe(self, *, after: str = START, tenant_id: UUID | None = None,
+                        subject_id: UUID | None = None, batch: int = 500,
+                        poll_interval: float = 1.0) -> AsyncIterator[RecordedEvent]:
+        """Catch up in batches, then wait for a wake-up (or ``poll_interval``) and read again."""
+        await self._ensure_listener()
+        wake = asyncio.Event()
+        self._waiters.add(wake)
+        checkpoint = after
+        try:
+            while True:
+                wake.clear()
+                events = await self.read_all(after=checkpoint, limit=batch, tenant_id=tenant_id,
+                                             subject_id=subject_id)
+                for event in events:
+                    yield event
+                    checkpoint = event.checkpoint
+                if len(events) < batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), poll_interval)
+        finally:
+            self._waiters.discard(wake)
+
+    async def notify_key_destroyed(self, subject_id: UUID) -> None:
+        """Tell every process to drop its cached data key for this subject."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, str(subject_id))

@@ -1,0 +1,91 @@
+"""One settings object, read from the environment once, with defaults that work on a fresh machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+def _default_home() -> Path:
+    """Where Alliance keeps its local state (embedded database, keys, anchors).
+
+    pgserver run as root loosens the permissions of every folder above its data
+    directory, so as root we keep it in a dedicated place under /var/lib rather
+    than inside a home or a checkout.
+    """
+    if explicit := os.environ.get("ALLIANCE_HOME"):
+        return Path(explicit)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/alliance")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "alliance"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    #: Owner connection (runs migrations). Unset: an embedded PostgreSQL is started.
+    database_url: str | None = None
+    #: The least-privileged role the app connects as (created by the migrations).
+    app_role: str = "alliance_app"
+    #: Password for the app role, when the server does not trust local connections.
+    app_role_password: str | None = None
+    #: Home for local state; the embedded database lives in ``home/pgdata``.
+    home: Path = msgspec.field(default_factory=_default_home)
+    #: Database name used inside the embedded server.
+    embedded_database: str = "alliance"
+    #: Key-encryption key: a file holding 32 random bytes (base64), or the key itself.
+    kek_file: Path | None = None
+    kek: str | None = None
+    log_format: str = "console"  # "json" in production
+    log_level: str = "info"
+    plugins_dir: Path | None = None
+    #: Development HS256 secret for bearer tokens; production uses RS256 via JWKS.
+    jwt_secret: str = "alliance-development-secret-change-me"
+    jwt_jwks_url: str | None = None
+    #: Where chain heads are anchored outside the database, and signing keys kept.
+    anchor_dir: Path | None = None
+    signing_key_dir: Path | None = None
+
+    @property
+    def embedded_data_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def kek_path(self) -> Path:
+        return self.kek_file or (self.home / "keys" / "kek")
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.anchor_dir or (self.home / "anchors")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_dir or (self.home / "signing-keys")
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read ``Settings`` from the environment (``ALLIANCE_*`` plus ``DATABASE_URL``)."""
+    env = os.environ if environ is None else environ
+
+    def path(name: str) -> Path | None:
+        value = env.get(name)
+        return Path(value) if value else None
+
+    values: dict[str, object] = {
+        "database_url": env.get("DATABASE_URL") or None,
+        "app_role": env.get("ALLIANCE_APP_ROLE", "alliance_app"),
+        "app_role_password": env.get("ALLIANCE_APP_ROLE_PASSWORD") or None,
+        "kek_file": path("ALLIANCE_KEK_FILE"),
+        "kek": env.get("ALLIANCE_KEK") or None,
+        "log_format": env.get("ALLIANCE_LOG_FORMAT", "console"),
+        "log_level": env.get("ALLIANCE_LOG_LEVEL", "info"),
+        "plugins_dir": path("ALLIANCE_PLUGINS_DIR"),
+        "jwt_secret": env.get("ALLIANCE_JWT_SECRET", "alliance-development-secret-change-me"),
+        "jwt_jwks_url": env.get("ALLIANCE_JWT_JWKS_URL") or None,
+        "anchor_dir": path("ALLIANCE_ANCHOR_DIR"),
+        "signing_key_dir": path("ALLIANCE_SIGNING_KEY_DIR"),
+    }
+    if home := env.get("ALLIANCE_HOME"):
+        values["home"] = Path(home)
+    return Settings(**values)  # type: ignore[arg-type]

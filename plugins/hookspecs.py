@@ -1,0 +1,68 @@
+"""The hooks a clinic plugin can implement (pluggy project name ``alliance``).
+
+Every hook is synchronous and returns data; the app does any I/O with it. An
+implementation may take a subset of a spec's arguments, so specs can grow.
+``docs/plugins.md`` documents each one with its exact signature (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from plugins.instruments import InstrumentDefinition
+
+hookspec = pluggy.HookspecMarker("alliance")
+hookimpl = pluggy.HookimplMarker("alliance")
+
+
+@hookspec
+def register_measures() -> list[InstrumentDefinition]:
+    """Return the instrument definitions this plugin provides.
+
+    Called once at start-up; every definition is validated then (duplicate id and version,
+    ranges, scoring, bands, a changed definition under an existing version) and a problem
+    stops start-up with an error naming the plugin.
+    """
+
+
+@hookspec
+def score_measure(definition: InstrumentDefinition,
+                  answers: dict[str, Any]) -> dict[str, float] | None:
+    """Compute the scores of a ``Scoring(method="custom")`` instrument this plugin registered.
+
+    Only the plugin that registered ``definition`` is asked. ``answers`` are already
+    validated against the items (free-text answers included). Return a dict with at least
+    ``"total"`` (inside the declared score range) plus any subscales, or ``None`` for a
+    definition that is not yours. Runs in a worker thread with a time limit: a raise, a
+    malformed return or a timeout refuses the measurement with ``instrument_failed``.
+    """
+
+
+@hookspec
+def risk_flag_actions(flag: dict[str, Any]) -> list[str]:
+    """Return what this clinic wants shown or done when a risk flag is raised.
+
+    ``flag`` holds ``tenant_id``, ``instrument_id``, ``instrument_version``, ``item_ids`` (the
+    risk items that fired) and ``goal_ids``; never the answers. Return short plain-language
+    action lines (e.g. "Call the client today"); the app shows all plugins' lines together.
+    """
+
+
+@hookspec
+def glossary_terms() -> dict[str, str]:
+    """Return clinical jargon → everyday words for the plain-language check.
+
+    Keys are matched case-insensitively as whole words; later plugins do not override an
+    earlier term, they add to the list of suggestions.
+    """
+
+
+@hookspec(firstresult=True)
+def crisis_information(tenant_id: str) -> str | None:
+    """Return the crisis information text to show a client of ``tenant_id``, or ``None``.
+
+    First non-``None`` answer wins (plugins registered later are asked first), so a clinic
+    plugin can give its own local numbers.
+    """

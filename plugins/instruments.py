@@ -1,0 +1,577 @@
+"""Instrument definitions and the scoring helpers every measure shares.
+
+This is the module plugin authors import. An instrument is *data*: a frozen
+msgspec Struct that encodes to JSON, so the API can serve it and a frontend can
+render it as a form. Scoring is a pure function of a definition and a set of
+answers (:func:`score`); an instrument that needs more than totals and
+subscales (e.g. Goal Attainment Scaling) declares ``Scoring(method="custom")``
+and its plugin implements the ``score_measure`` hook — the callable never sits
+on the encoded struct.
+
+Conventions
+-----------
+* Severity bands and score ranges are inclusive (``0–4`` minimal, ``5–9`` mild).
+  A score belongs to the last band whose ``min`` it reaches, so bands over
+  non-integer scores may meet at a boundary (``0–2.5``, ``2.5–5``).
+* A cut-off is *met* when the score is at or above its value (PHQ-9 caseness:
+  total ≥ 10), whatever the instrument's direction.
+* ``direction`` says which way is better; change helpers use it to say whether a
+  change is an improvement or a deterioration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from core.errors import ValidationError
+
+__all__ = [
+    "ChoiceOption", "ChoiceResponse", "IntegerResponse", "NumberResponse", "YesNoResponse",
+    "FreeTextResponse", "Response", "Item", "Subscale", "Scoring", "ScoreRange", "Band",
+    "CutOff", "ReliableChange", "RiskItem", "Coding", "InstrumentDefinition",
+    "ScoredMeasurement", "ChangeResult", "Scorer", "LOINC", "Direction",
+    "compute_fingerprint", "validate_answers", "score", "rescore",
+    "total", "subscale_scores", "severity_band", "change_from_baseline",
+    "reliable_change_by_threshold", "reliable_change_index", "reliable_change_by_index",
+    "reliable_change", "cutoff_a", "cutoff_b", "cutoff_c", "crossed_cutoff",
+    "clinically_significant_change", "gas_t_score", "instrument_key",
+]
+
+LOINC = "http://loinc.org"
+
+Direction = Literal["higher_is_better", "lower_is_better"]
+Number = int | float
+AnswerValue = int | float | bool
+
+
+# --- Responses: what kind of answer an item takes --------------------------------------------
+
+class ChoiceOption(msgspec.Struct, frozen=True, kw_only=True):
+    """One labelled answer of a choice item; ``value`` is what is scored and stored."""
+
+    value: int | float
+    label: str
+    translations: dict[str, str] = {}
+    code: str | None = None  # e.g. a LOINC answer code (LA6568-5 "Not at all")
+
+
+class ChoiceResponse(msgspec.Struct, frozen=True, kw_only=True, tag="choice", tag_field="type"):
+    options: tuple[ChoiceOption, ...]
+
+
+class IntegerResponse(msgspec.Struct, frozen=True, kw_only=True, tag="integer", tag_field="type"):
+    min: int
+    max: int
+    min_label: str | None = None  # anchors a form shows at each end of a 0–10 slider
+    max_label: str | None = None
+    unit: str | None = None
+
+
+class NumberResponse(msgspec.Struct, frozen=True, kw_only=True, tag="number", tag_field="type"):
+    min: float
+    max: float
+    unit: str | None = None
+
+
+class YesNoResponse(msgspec.Struct, frozen=True, kw_only=True, tag="yes_no", tag_field="type"):
+    """Answered with ``true``/``false``; scores 1/0 when summed."""
+
+
+class FreeTextResponse(msgspec.Struct, frozen=True, kw_only=True, tag="free_text",
+                       tag_field="type"):
+    """Personal words: stored apart from structured answers and never scored."""
+
+    max_length: int = 2000
+
+
+Response = ChoiceResponse | IntegerResponse | NumberResponse | YesNoResponse | FreeTextResponse
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    prompt: str
+    response: Response
+    translations: dict[str, str] = {}  # language tag (BCP 47) → prompt
+    required: bool = True
+
+
+# --- Scoring and interpretation ---------------------------------------------------------------
+
+class Subscale(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    title: str
+    item_ids: tuple[str, ...]
+
+
+class Scoring(msgspec.Struct, frozen=True, kw_only=True):
+    """``sum``: ``total`` is the sum of the listed items (missing optional items count as
+    nothing), each subscale the sum of its items. ``custom``: the plugin's ``score_measure``
+    hook computes the scores; ``total`` and ``subscales`` then only document what it returns."""
+
+    method: Literal["sum", "custom"] = "sum"
+    total: tuple[str, ...] = ()
+    subscales: tuple[Subscale, ...] = ()
+
+
+class ScoreRange(msgspec.Struct, frozen=True, kw_only=True):
+    """Range of the total score. ``integer``: every achievable total is a whole number."""
+
+    min: float
+    max: float
+    integer: bool = True
+
+
+class Band(msgspec.Struct, frozen=True, kw_only=True):
+    label: str
+    min: float
+    max: float
+
+
+class CutOff(msgspec.Struct, frozen=True, kw_only=True):
+    """A named threshold on the total; met when the total is at or above ``value``."""
+
+    name: str
+    value: float
+    description: str = ""
+    source: str = ""
+
+
+class ReliableChange(msgspec.Struct, frozen=True, kw_only=True):
+    """How this instrument tells a real change from noise.
+
+    ``method`` says which criterion is applied by default (and is shown with the result):
+    ``threshold`` (a change of at least ``threshold`` points, as NHS Talking Therapies do) or
+    ``index`` (Jacobson–Truax |RCI| > 1.96 from ``reliability`` and the pre-treatment ``sd``).
+    """
+
+    method: Literal["threshold", "index"] = "threshold"
+    threshold: float | None = None
+    reliability: float | None = None
+    sd: float | None = None
+    source: str = ""
+
+
+class RiskItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An answer that needs follow-up whatever the total (PHQ-9 item 9 > 0)."""
+
+    item_id: str
+    operator: Literal[">", ">=", "==", "<", "<="] = ">"
+    value: float = 0
+    label: str = ""
+
+
+class Coding(msgspec.Struct, frozen=True, kw_only=True):
+    """A code for the instrument (``target="panel"``), a score (``"total"``, a subscale id)
+    or an item id."""
+
+    system: str
+    code: str
+    display: str = ""
+    target: str = "panel"
+
+
+class InstrumentDefinition(msgspec.Struct, frozen=True, kw_only=True):
+    """A measurement instrument as data. ``fingerprint`` is computed from the content."""
+
+    id: str
+    version: str
+    title: str
+    description: str
+    items: tuple[Item, ...]
+    scoring: Scoring
+    direction: Direction
+    score_range: ScoreRange
+    bands: tuple[Band, ...] = ()
+    cutoffs: tuple[CutOff, ...] = ()
+    reliable_change: ReliableChange | None = None
+    risk_items: tuple[RiskItem, ...] = ()
+    codings: tuple[Coding, ...] = ()
+    licence: str = ""
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        # Derived, never trusted from input: a decoded definition gets its real fingerprint.
+        msgspec.structs.force_setattr(self, "fingerprint", compute_fingerprint(self))
+
+    @property
+    def key(self) -> str:
+        return instrument_key(self.id, self.version)
+
+    def item(self, item_id: str) -> Item:
+        for item in self.items:
+            if item.id == item_id:
+                return item
+        raise KeyError(item_id)
+
+    def cutoff(self, name: str) -> CutOff:
+        for cutoff in self.cutoffs:
+            if cutoff.name == name:
+                return cutoff
+        raise KeyError(name)
+
+
+def instrument_key(instrument_id: str, version: str) -> str:
+    """``id@version``: the key of a definition in the fingerprint registry."""
+    return f"{instrument_id}@{version}"
+
+
+def compute_fingerprint(definition: InstrumentDefinition) -> str:
+    """sha256 of the canonical JSON of the definition's content (fingerprint excluded).
+
+    Canonical: keys sorted, no whitespace, UTF-8. Any change of wording, values, bands or
+    scoring changes the fingerprint; that is how start-up notices a definition changed under
+    an existing version.
+    """
+    content = msgspec.to_builtins(definition)
+    content.pop("fingerprint", None)
+    canonical = json.dumps(_canonical_numbers(content), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _canonical_numbers(value: Any) -> Any:
+    # 3 and 3.0 are the same content: a definition built in code with ``min=0`` and one
+    # decoded from JSON as ``0.0`` must share a fingerprint.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(v) for v in value]
+    return value
+
+
+# --- A scored measurement ---------------------------------------------------------------------
+
+class ScoredMeasurement(msgspec.Struct, frozen=True, kw_only=True):
+    """What scoring produced; the app stores it in ``MeasurementRecorded`` as the record."""
+
+    instrument_id: str
+    instrument_version: str
+    fingerprint: str
+    answers: dict[str, int | float | bool]
+    free_text: dict[str, str]
+    scores: dict[str, float]
+    band: str | None
+    risk_items: tuple[str, ...]
+
+
+#: A custom scorer: (definition, validated answers) → scores including ``"total"``.
+Scorer = Callable[[InstrumentDefinition, dict[str, Any]], Mapping[str, float]]
+
+
+def _invalid(item_id: str, message: str, code: str = "invalid_answer") -> ValidationError:
+    return ValidationError(message, code=code, field=f"answers.{item_id}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_answer(item: Item, value: object) -> AnswerValue | str:
+    response = item.response
+    label = f"Item '{item.id}'"
+    if isinstance(response, ChoiceResponse):
+        if _is_number(value):
+            for option in response.options:
+                if value == option.value:
+                    return option.value
+        allowed = ", ".join(str(o.value) for o in response.options)
+        raise _invalid(item.id, f"{label} takes one of {allowed}; got {value!r}.")
+    if isinstance(response, IntegerResponse):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _invalid(item.id, f"{label} takes a whole number; got {type(value).__name__}.")
+        if not response.min <= value <= response.max:
+            raise _invalid(item.id, f"{label} takes {response.min} to {response.max}; "
+                                    f"got {value}.")
+        return value
+    if isinstance(response, NumberResponse):
+        if not _is_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
+            raise _invalid(item.id, f"{label} takes a number; got {type(value).__name__}.")
+        if not response.min <= value <= response.max:  # type: ignore[operator]
+            raise _invalid(item.id, f"{label} takes {response.min} to {response.max}; "
+                                    f"got {value}.")
+        return value  # type: ignore[return-value]
+    if isinstance(response, YesNoResponse):
+        if not isinstance(value, bool):
+            raise _invalid(item.id, f"{label} takes true or false; got {type(value).__name__}.")
+        return value
+    if not isinstance(value, str):
+        raise _invalid(item.id, f"{label} takes text; got {type(value).__name__}.")
+    if len(value) > response.max_length:
+        raise _invalid(item.id, f"{label} takes at most {response.max_length} characters.")
+    return value
+
+
+def validate_answers(definition: InstrumentDefinition, answers: Mapping[str, Any]
+                     ) -> tuple[dict[str, AnswerValue], dict[str, str]]:
+    """Check every answer against its item; return (structured answers, free-text answers).
+
+    Raises ``ValidationError`` (``field="answers.<item id>"``) with code ``unknown_item``
+    for an answer to no item, ``invalid_answer`` for a missing required item, a wrong type or
+    an out-of-range value. ``None`` or ``""`` counts as not answered.
+    """
+    if not isinstance(answers, Mapping):
+        raise ValidationError("Answers must be an object keyed by item id.",
+                              code="invalid_answer", field="answers")
+    known = {item.id for item in definition.items}
+    for item_id in answers:
+        if item_id not in known:
+            raise _invalid(str(item_id), f"'{item_id}' is not an item of {definition.title}.",
+                           code="unknown_item")
+    structured: dict[str, AnswerValue] = {}
+    free_text: dict[str, str] = {}
+    for item in definition.items:
+        value = answers.get(item.id)
+        if value is None or value == "":
+            if item.required:
+                raise _invalid(item.id, f"Item '{item.id}' needs an answer.")
+            continue
+        checked = _check_answer(item, value)
+        if isinstance(item.response, FreeTextResponse):
+            free_text[item.id] = checked  # type: ignore[assignment]
+        else:
+            structured[item.id] = checked  # type: ignore[assignment]
+    return structured, free_text
+
+
+def _risk_fired(risk: RiskItem, value: float) -> bool:
+    match risk.operator:
+        case ">":
+            return value > risk.value
+        case ">=":
+            return value >= risk.value
+        case "==":
+            return value == risk.value
+        case "<":
+            return value < risk.value
+        case "<=":
+            return value <= risk.value
+    return False  # pragma: no cover - Literal is exhaustive
+
+
+def _sum_scores(definition: InstrumentDefinition, structured: Mapping[str, AnswerValue]
+                ) -> dict[str, float]:
+    scores = {"total": total(structured.get(i) for i in definition.scoring.total)}
+    scores.update(subscale_scores(structured, definition.scoring.subscales))
+    return scores
+
+
+def rescore(definition: InstrumentDefinition, answers: Mapping[str, Any], *,
+            scorer: Scorer | None = None) -> dict[str, float]:
+    """The scores for a set of answers (what ``alliance verify --scores`` compares)."""
+    return score(definition, answers, scorer=scorer).scores
+
+
+def score(definition: InstrumentDefinition, answers: Mapping[str, Any], *,
+          scorer: Scorer | None = None) -> ScoredMeasurement:
+    """Validate ``answers`` and score them with ``definition``. Pure: no I/O, no clock.
+
+    ``scorer`` is required for ``Scoring(method="custom")``; the registry passes the owning
+    plugin's ``score_measure`` wrapped in the failure guard. Validation happens first, so a
+    custom scorer only ever sees valid answers.
+    """
+    structured, free_text = validate_answers(definition, answers)
+    if definition.scoring.method == "custom":
+        if scorer is None:
+            raise ValueError(f"{definition.key} uses custom scoring: pass its scorer")
+        raw = scorer(definition, {**structured, **free_text})
+        scores = {str(k): float(v) for k, v in raw.items()}
+    else:
+        scores = _sum_scores(definition, structured)
+    fired = tuple(
+        risk.item_id for risk in definition.risk_items
+        if risk.item_id in structured and _risk_fired(risk, float(structured[risk.item_id]))
+    )
+    return ScoredMeasurement(
+        instrument_id=definition.id,
+        instrument_version=definition.version,
+        fingerprint=definition.fingerprint,
+        answers=structured,
+        free_text=free_text,
+        scores=scores,
+        band=severity_band(definition.bands, scores["total"]),
+        risk_items=fired,
+    )
+
+
+# --- Scoring helpers --------------------------------------------------------------------------
+
+def total(values: Iterable[AnswerValue | None]) -> float:
+    """Sum of the answered values (``True`` counts 1; unanswered ``None`` counts nothing)."""
+    return float(sum(float(v) for v in values if v is not None))
+
+
+def subscale_scores(answers: Mapping[str, AnswerValue], subscales: Iterable[Subscale]
+                    ) -> dict[str, float]:
+    """Each subscale's sum; a subscale none of whose items was answered is left out."""
+    result: dict[str, float] = {}
+    for subscale in subscales:
+        values = [answers[i] for i in subscale.item_ids if answers.get(i) is not None]
+        if values:
+            result[subscale.id] = total(values)
+    return result
+
+
+def severity_band(bands: Iterable[Band], value: float) -> str | None:
+    """Label of the band ``value`` falls in (the last whose ``min`` it reaches), else None."""
+    reached = [band for band in sorted(bands, key=lambda b: b.min) if band.min <= value]
+    if reached and value <= reached[-1].max:
+        return reached[-1].label
+    return None
+
+
+def change_from_baseline(baseline: float, current: float) -> float:
+    """``current − baseline`` (negative on PHQ-9 means fewer symptoms)."""
+    return current - baseline
+
+
+ChangeLabel = Literal["improved", "deteriorated", "no_reliable_change"]
+
+
+def _classify(change: float, direction: Direction, reliable: bool) -> ChangeLabel:
+    if not reliable or change == 0:
+        return "no_reliable_change"
+    better = change < 0 if direction == "lower_is_better" else change > 0
+    return "improved" if better else "deteriorated"
+
+
+def reliable_change_by_threshold(baseline: float, current: float, threshold: float,
+                                 direction: Direction) -> ChangeLabel:
+    """Reliable when the change is at least ``threshold`` points (NHS TT: PHQ-9 6, GAD-7 4)."""
+    change = change_from_baseline(baseline, current)
+    return _classify(change, direction, abs(change) >= threshold)
+
+
+def reliable_change_index(baseline: float, current: float, sd: float, reliability: float
+                          ) -> float:
+    """Jacobson–Truax RCI = (x2 − x1) / S_diff, S_diff = √2·SE, SE = SD·√(1 − r)."""
+    s_diff = math.sqrt(2) * sd * math.sqrt(1 - reliability)
+    return (current - baseline) / s_diff
+
+
+def reliable_change_by_index(baseline: float, current: float, sd: float, reliability: float,
+                             direction: Direction) -> ChangeLabel:
+    """Reliable when |RCI| > 1.96 (Jacobson & Truax 1991)."""
+    rci = reliable_change_index(baseline, current, sd, reliability)
+    return _classify(current - baseline, direction, abs(rci) > 1.96)
+
+
+class ChangeResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A change between two totals, with the criterion that was applied (so it can be shown)."""
+
+    change: float
+    method: Literal["threshold", "index"]
+    status: ChangeLabel
+    rci: float | None = None
+    threshold: float | None = None
+
+
+def reliable_change(definition: InstrumentDefinition, baseline: float, current: float, *,
+                    method: Literal["threshold", "index"] | None = None,
+                    sd: float | None = None) -> ChangeResult:
+    """Reliable change by the instrument's declared criterion (or ``method``).
+
+    ``sd`` overrides the declared pre-treatment SD for the index (services use their own
+    population's SD). Raises ``ValueError`` if the criterion lacks what it needs.
+    """
+    spec = definition.reliable_change
+    if spec is None:
+        raise ValueError(f"{definition.key} declares no reliable change criterion")
+    method = method or spec.method
+    change = change_from_baseline(baseline, current)
+    if method == "threshold":
+        if spec.threshold is None:
+            raise ValueError(f"{definition.key} declares no reliable change threshold")
+        status = reliable_change_by_threshold(baseline, current, spec.threshold,
+                                              definition.direction)
+        return ChangeResult(change=change, method="threshold", status=status,
+                            threshold=spec.threshold)
+    sd = sd if sd is not None else spec.sd
+    if spec.reliability is None or sd is None:
+        raise ValueError(f"{definition.key} needs reliability and SD for the change index")
+    rci = reliable_change_index(baseline, current, sd, spec.reliability)
+    status = reliable_change_by_index(baseline, current, sd, spec.reliability,
+                                      definition.direction)
+    return ChangeResult(change=change, method="index", status=status, rci=rci)
+
+
+def cutoff_a(mean_clinical: float, sd_clinical: float) -> float:
+    """Cut-off *a*: two SDs beyond the clinical mean (``M_clin − 2·SD_clin``)."""
+    return mean_clinical - 2 * sd_clinical
+
+
+def cutoff_b(mean_functional: float, sd_functional: float) -> float:
+    """Cut-off *b*: within two SDs of the functional mean (``M_func + 2·SD_func``)."""
+    return mean_functional + 2 * sd_functional
+
+
+def cutoff_c(mean_clinical: float, sd_clinical: float, mean_functional: float,
+             sd_functional: float) -> float:
+    """Cut-off *c*: ``(SD_clin·M_func + SD_func·M_clin) / (SD_clin + SD_func)``."""
+    return ((sd_clinical * mean_functional + sd_functional * mean_clinical)
+            / (sd_clinical + sd_functional))
+
+
+def crossed_cutoff(baseline: float, current: float, cutoff: float, direction: Direction
+                   ) -> bool:
+    """Moved from the clinical to the non-clinical side of ``cutoff``.
+
+    Lower is better: from ``≥ cutoff`` to ``< cutoff`` (NHS TT recovery: PHQ-9 from ≥ 10 to
+    < 10). Higher is better: from ``< cutoff`` to ``≥ cutoff``.
+    """
+    if direction == "lower_is_better":
+        return baseline >= cutoff > current
+    return baseline < cutoff <= current
+
+
+CSCLabel = Literal["recovered", "improved", "no_reliable_change", "deteriorated"]
+
+
+def clinically_significant_change(baseline: float, current: float, *,
+                                  cutoff: float | str,
+                                  reliable: ChangeLabel,
+                                  direction: Direction,
+                                  definition: InstrumentDefinition | None = None) -> CSCLabel:
+    """Jacobson–Truax categories: *recovered* = reliably improved **and** crossed the cut-off.
+
+    ``cutoff`` is a number (e.g. from :func:`cutoff_a`/``b``/``c``) or the name of one of the
+    definition's cut-offs (``"caseness"``). ``reliable`` is the result of a reliable change
+    helper, so the criterion applied stays the caller's choice.
+    """
+    if isinstance(cutoff, str):
+        if definition is None:
+            raise ValueError("a named cut-off needs the definition")
+        cutoff = definition.cutoff(cutoff).value
+    if reliable == "improved" and crossed_cutoff(baseline, current, cutoff, direction):
+        return "recovered"
+    return reliable
+
+
+def gas_t_score(levels_and_weights: Iterable[int | float | tuple[float, float]],
+                rho: float = 0.3) -> float:
+    """Kiresuk–Sherman summary T-score over goals.
+
+    ``T = 50 + 10·Σwᵢxᵢ / √((1−ρ)·Σwᵢ² + ρ·(Σwᵢ)²)``; each entry is a level ``x`` (−2…+2,
+    weight 1) or a ``(level, weight)`` pair. All goals at 0 → 50.
+    """
+    pairs = [(float(e[0]), float(e[1])) if isinstance(e, tuple) else (float(e), 1.0)
+             for e in levels_and_weights]
+    if not pairs:
+        raise ValueError("GAS T-score needs at least one goal")
+    for level, weight in pairs:
+        if not -2 <= level <= 2:
+            raise ValueError(f"GAS level {level} is outside −2…+2")
+        if weight <= 0:
+            raise ValueError("GAS weights must be positive")
+    weighted = sum(w * x for x, w in pairs)
+    sum_w = sum(w for _, w in pairs)
+    sum_w2 = sum(w * w for _, w in pairs)
+    return 50 + 10 * weighted / math.sqrt((1 - rho) * sum_w2 + rho * sum_w ** 2)

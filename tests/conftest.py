@@ -1,0 +1,32 @@
+"""Shared fixtures: one migrated database per test run (embedded or ``DATABASE_URL``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from core.database import create_app_pool
+from tests.database import create_test_database, drop_test_database
+
+
+class Database:
+    def __init__(self, admin_dsn: str, owner_dsn: str, app_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.owner_dsn = owner_dsn
+        self.app_dsn = app_dsn
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[Database]:
+    admin, owner, app = await create_test_database()
+    yield Database(admin, owner, app)
+    await drop_test_database(admin, owner)
+
+
+@pytest.fixture(scope="session")
+async def app_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_app_pool(database.app_dsn, min_size=2, max_size=12)
+    yield pool
+    await pool.close()
