@@ -14,7 +14,7 @@ they raise :class:`core.errors.Forbidden` with a stable code.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 from uuid import UUID
 
 import msgspec
@@ -42,6 +42,17 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="command"):
     actor: Actor
     at: datetime
     tenant_id: UUID
+
+
+class By(TypedDict):
+    """Who did it, as carried by event payloads whose rule depends on it."""
+
+    by: UUID
+    by_role: Role
+
+
+def by_of(actor: Actor) -> By:
+    return {"by": actor.id, "by_role": actor.role}
 
 
 def require_not_auditor(actor: Actor) -> None:

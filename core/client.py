@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal, assert_never
+from typing import Literal, TypedDict, assert_never
 from uuid import UUID
 
 import msgspec
@@ -20,6 +20,7 @@ from msgspec.structs import replace
 from core.authority import (
     CLINICAL_ROLES,
     Command,
+    by_of,
     is_care_team_clinician,
     is_client_voice,
     require_admin,
@@ -68,7 +69,7 @@ def risk_flag_id_for(measurement_id: UUID) -> UUID:
 
 # --- events -------------------------------------------------------------------------------
 
-class ClientEnrolled(EventPayload, tag="client.enrolled", kw_only=True):
+class ClientEnrolled(EventPayload, tag="client.enrolled", kw_only=True, frozen=True):
     client_id: UUID
     tenant_id: UUID
     episode_id: UUID
@@ -77,53 +78,53 @@ class ClientEnrolled(EventPayload, tag="client.enrolled", kw_only=True):
     by_role: Role
 
 
-class CareTeamMemberAdded(EventPayload, tag="care_team.member_added", kw_only=True):
+class CareTeamMemberAdded(EventPayload, tag="care_team.member_added", kw_only=True, frozen=True):
     member_id: UUID
     member_role: Role
     by: UUID
     by_role: Role
 
 
-class CareTeamMemberRemoved(EventPayload, tag="care_team.member_removed", kw_only=True):
+class CareTeamMemberRemoved(EventPayload, tag="care_team.member_removed", kw_only=True, frozen=True):
     member_id: UUID
     reason: OptionalPersonalStr = None
     by: UUID
     by_role: Role
 
 
-class PrimaryClinicianChanged(EventPayload, tag="care_team.primary_changed", kw_only=True):
+class PrimaryClinicianChanged(EventPayload, tag="care_team.primary_changed", kw_only=True, frozen=True):
     clinician_id: UUID
     by: UUID
     by_role: Role
 
 
-class ClientDischarged(EventPayload, tag="client.discharged", kw_only=True):
+class ClientDischarged(EventPayload, tag="client.discharged", kw_only=True, frozen=True):
     episode_id: UUID | None
     reason: OptionalPersonalStr = None
     by: UUID
     by_role: Role
 
 
-class ProxyAuthorised(EventPayload, tag="proxy.authorised", kw_only=True):
+class ProxyAuthorised(EventPayload, tag="proxy.authorised", kw_only=True, frozen=True):
     proxy_id: UUID
     basis: ProxyBasis
     by: UUID
     by_role: Role
 
 
-class ProxyRevoked(EventPayload, tag="proxy.revoked", kw_only=True):
+class ProxyRevoked(EventPayload, tag="proxy.revoked", kw_only=True, frozen=True):
     proxy_id: UUID
     by: UUID
     by_role: Role
 
 
-class MeasurementRecorded(EventPayload, tag="measurement.recorded", kw_only=True):
+class MeasurementRecorded(EventPayload, tag="measurement.recorded", kw_only=True, frozen=True):
     measurement_id: UUID
     instrument_id: str
     instrument_version: str
     fingerprint: str
     answers: dict[str, int | float | bool]   # scored/structured answers
-    free_text: PersonalMap = {}              # free-text answers (personal)  # noqa: RUF012
+    free_text: PersonalMap = {}              # free-text answers (personal)
     scores: dict[str, float]                 # "total" plus subscale ids
     band: str | None = None                  # severity band label, if any
     reported_by: str                         # "self" | "clinician"
@@ -131,14 +132,14 @@ class MeasurementRecorded(EventPayload, tag="measurement.recorded", kw_only=True
     goal_ids: tuple[UUID, ...] = ()
 
 
-class MeasurementEnteredInError(EventPayload, tag="measurement.entered_in_error", kw_only=True):
+class MeasurementEnteredInError(EventPayload, tag="measurement.entered_in_error", kw_only=True, frozen=True):
     measurement_id: UUID
     reason: PersonalStr
     by: UUID
     by_role: Role
 
 
-class NoteRecorded(EventPayload, tag="note.recorded", kw_only=True):
+class NoteRecorded(EventPayload, tag="note.recorded", kw_only=True, frozen=True):
     note_id: UUID
     text: PersonalStr
     goal_ids: tuple[UUID, ...] = ()
@@ -146,14 +147,14 @@ class NoteRecorded(EventPayload, tag="note.recorded", kw_only=True):
     by_role: Role
 
 
-class NoteEnteredInError(EventPayload, tag="note.entered_in_error", kw_only=True):
+class NoteEnteredInError(EventPayload, tag="note.entered_in_error", kw_only=True, frozen=True):
     note_id: UUID
     reason: PersonalStr
     by: UUID
     by_role: Role
 
 
-class RiskFlagRaised(EventPayload, tag="risk.flag_raised", kw_only=True):
+class RiskFlagRaised(EventPayload, tag="risk.flag_raised", kw_only=True, frozen=True):
     flag_id: UUID
     source: RiskSource
     measurement_id: UUID | None = None
@@ -164,7 +165,7 @@ class RiskFlagRaised(EventPayload, tag="risk.flag_raised", kw_only=True):
     raised_at: datetime
 
 
-class RiskFlagAcknowledged(EventPayload, tag="risk.flag_acknowledged", kw_only=True):
+class RiskFlagAcknowledged(EventPayload, tag="risk.flag_acknowledged", kw_only=True, frozen=True):
     flag_id: UUID
     action_taken: PersonalStr
     by: UUID
@@ -172,7 +173,7 @@ class RiskFlagAcknowledged(EventPayload, tag="risk.flag_acknowledged", kw_only=T
     acknowledged_at: datetime
 
 
-class FeedbackGiven(EventPayload, tag="feedback.given", kw_only=True):
+class FeedbackGiven(EventPayload, tag="feedback.given", kw_only=True, frozen=True):
     feedback_id: UUID
     text: PersonalStr
     rating: int | None = None  # 0..10 when given
@@ -183,7 +184,7 @@ class FeedbackGiven(EventPayload, tag="feedback.given", kw_only=True):
     by_role: Role
 
 
-class RelapsePreventionPlanUpdated(EventPayload, tag="relapse_plan.updated", kw_only=True):
+class RelapsePreventionPlanUpdated(EventPayload, tag="relapse_plan.updated", kw_only=True, frozen=True):
     plan_version: int
     warning_signs: PersonalTexts = ()
     actions: PersonalTexts = ()
@@ -192,26 +193,26 @@ class RelapsePreventionPlanUpdated(EventPayload, tag="relapse_plan.updated", kw_
     by_role: Role
 
 
-class LegalHoldPlaced(EventPayload, tag="legal_hold.placed", kw_only=True):
+class LegalHoldPlaced(EventPayload, tag="legal_hold.placed", kw_only=True, frozen=True):
     hold_id: UUID
     reason: PersonalStr
     by: UUID
     by_role: Role
 
 
-class LegalHoldReleased(EventPayload, tag="legal_hold.released", kw_only=True):
+class LegalHoldReleased(EventPayload, tag="legal_hold.released", kw_only=True, frozen=True):
     hold_id: UUID
     by: UUID
     by_role: Role
 
 
-class ErasureRequested(EventPayload, tag="erasure.requested", kw_only=True):
+class ErasureRequested(EventPayload, tag="erasure.requested", kw_only=True, frozen=True):
     request_id: UUID
     by: UUID
     by_role: Role
 
 
-class ClientErased(EventPayload, tag="erasure.completed", kw_only=True):
+class ClientErased(EventPayload, tag="erasure.completed", kw_only=True, frozen=True):
     """The client's data key is to be destroyed (crypto-shredding, done by the store)."""
 
     request_id: UUID
@@ -286,7 +287,7 @@ class RecordMeasurement(Command, tag="measurement.record", kw_only=True, frozen=
     instrument_version: str
     fingerprint: str
     answers: dict[str, int | float | bool]
-    free_text: dict[str, str] = {}  # noqa: RUF012
+    free_text: dict[str, str] = {}
     scores: dict[str, float]
     band: str | None = None
     reported_by: ReportedBy
@@ -542,7 +543,14 @@ def _check_consent_mode(command: GrantConsent | WithdrawConsent, state: ClientSt
             assert_never(command.mode)
 
 
-def _attestation(command: GrantConsent | WithdrawConsent) -> dict[str, object]:
+class _Attestation(TypedDict, total=False):
+    attested_by: UUID
+    attested_at: datetime
+    attestation_method: str | None
+    given_at: datetime
+
+
+def _attestation(command: GrantConsent | WithdrawConsent) -> _Attestation:
     if command.mode != "verbal_attested":
         return {}
     return {"attested_by": command.actor.id, "attested_at": command.at,
@@ -558,7 +566,7 @@ def decide_client(command: ClientCommand, state: ClientState,
     are active staff of the clinic; without it that check is skipped.
     """
     actor = command.actor
-    by = {"by": actor.id, "by_role": actor.role}
+    by = by_of(actor)
 
     if isinstance(command, EnrollClient):
         require_not_auditor(actor)
@@ -647,7 +655,7 @@ def decide_client(command: ClientCommand, state: ClientState,
                                           code="consent_already_in_force")
             return [ConsentGranted(scope=command.scope, text_version=command.text_version,
                                    mode=command.mode, effective_at=command.at,
-                                   **by, **_attestation(command))]  # type: ignore[arg-type]
+                                   **by, **_attestation(command))]
         case WithdrawConsent():
             _check_consent_mode(command, state)
             if not state.consent_in_force(command.scope, command.at):
@@ -655,7 +663,7 @@ def decide_client(command: ClientCommand, state: ClientState,
                                           code="consent_not_in_force", field="scope")
             return [ConsentWithdrawn(scope=command.scope, mode=command.mode,
                                      effective_at=command.at,
-                                     **by, **_attestation(command))]  # type: ignore[arg-type]
+                                     **by, **_attestation(command))]
         case RecordMeasurement():
             return _record_measurement(command, state)
         case MarkEntryInError():
@@ -778,7 +786,7 @@ def _record_measurement(command: RecordMeasurement, state: ClientState) -> list[
 
 def _mark_in_error(command: MarkEntryInError, state: ClientState) -> list[EventPayload]:
     actor = command.actor
-    by = {"by": actor.id, "by_role": actor.role}
+    by = by_of(actor)
     _require_text(command.reason, "reason")
     match command.kind:
         case "measurement":

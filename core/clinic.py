@@ -28,7 +28,7 @@ def clinic_stream(tenant_id: UUID) -> str:
 
 # --- events -------------------------------------------------------------------------------
 
-class StaffActivated(EventPayload, tag="clinic.staff_activated", kw_only=True):
+class StaffActivated(EventPayload, tag="clinic.staff_activated", kw_only=True, frozen=True):
     tenant_id: UUID
     staff_id: UUID
     role: Role
@@ -36,14 +36,14 @@ class StaffActivated(EventPayload, tag="clinic.staff_activated", kw_only=True):
     by_role: Role
 
 
-class StaffDeactivated(EventPayload, tag="clinic.staff_deactivated", kw_only=True):
+class StaffDeactivated(EventPayload, tag="clinic.staff_deactivated", kw_only=True, frozen=True):
     tenant_id: UUID
     staff_id: UUID
     by: UUID
     by_role: Role
 
 
-class CrisisInformationSet(EventPayload, tag="clinic.crisis_information_set", kw_only=True):
+class CrisisInformationSet(EventPayload, tag="clinic.crisis_information_set", kw_only=True, frozen=True):
     """What the client is shown about getting help urgently (the clinic's text, not personal)."""
 
     tenant_id: UUID

@@ -29,7 +29,7 @@ class ConsentScope(enum.StrEnum):
 ConsentMode = Literal["self", "verbal_attested", "proxy"]
 
 
-class ConsentGranted(EventPayload, tag="consent.granted", kw_only=True):
+class ConsentGranted(EventPayload, tag="consent.granted", kw_only=True, frozen=True):
     scope: ConsentScope
     text_version: str
     mode: ConsentMode
@@ -43,7 +43,7 @@ class ConsentGranted(EventPayload, tag="consent.granted", kw_only=True):
     given_at: datetime | None = None  # when the client said it (verbal), for the record
 
 
-class ConsentWithdrawn(EventPayload, tag="consent.withdrawn", kw_only=True):
+class ConsentWithdrawn(EventPayload, tag="consent.withdrawn", kw_only=True, frozen=True):
     scope: ConsentScope
     mode: ConsentMode
     effective_at: datetime

@@ -33,13 +33,19 @@ class DatabaseTarget:
 
 def start_embedded(settings: Settings) -> str:
     """Start (or attach to) the embedded server; returns the owner DSN of its ``postgres`` db."""
-    import pgserver  # imported lazily: only the embedded path needs it
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: only the embedded path needs it
 
     data_dir = settings.embedded_data_dir
     key = str(data_dir)
     if key not in _embedded:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        _embedded[key] = pgserver.get_server(data_dir, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _embedded[key] = pgserver.get_server(data_dir, cleanup_mode="stop")
         log.info("embedded_postgres_started", data_dir=key)
     return str(_embedded[key].get_uri())
 

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="empty-body"
+# (Specs have empty bodies: pluggy only reads their names, arguments and docstrings.)
 """The hooks a clinic plugin can implement (pluggy project name ``alliance``).
 
 Every hook is synchronous and returns data; the app does any I/O with it. An

@@ -22,8 +22,10 @@ Conventions
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -32,15 +34,48 @@ import msgspec
 from core.errors import ValidationError
 
 __all__ = [
-    "ChoiceOption", "ChoiceResponse", "IntegerResponse", "NumberResponse", "YesNoResponse",
-    "FreeTextResponse", "Response", "Item", "Subscale", "Scoring", "ScoreRange", "Band",
-    "CutOff", "ReliableChange", "RiskItem", "Coding", "InstrumentDefinition",
-    "ScoredMeasurement", "ChangeResult", "Scorer", "LOINC", "Direction",
-    "compute_fingerprint", "validate_answers", "score", "rescore",
-    "total", "subscale_scores", "severity_band", "change_from_baseline",
-    "reliable_change_by_threshold", "reliable_change_index", "reliable_change_by_index",
-    "reliable_change", "cutoff_a", "cutoff_b", "cutoff_c", "crossed_cutoff",
-    "clinically_significant_change", "gas_t_score", "instrument_key",
+    "LOINC",
+    "Band",
+    "ChangeResult",
+    "ChoiceOption",
+    "ChoiceResponse",
+    "Coding",
+    "CutOff",
+    "Direction",
+    "FreeTextResponse",
+    "InstrumentDefinition",
+    "IntegerResponse",
+    "Item",
+    "NumberResponse",
+    "ReliableChange",
+    "Response",
+    "RiskItem",
+    "ScoreRange",
+    "ScoredMeasurement",
+    "Scorer",
+    "Scoring",
+    "Subscale",
+    "YesNoResponse",
+    "change_from_baseline",
+    "clinically_significant_change",
+    "compute_fingerprint",
+    "crossed_cutoff",
+    "cutoff_a",
+    "cutoff_b",
+    "cutoff_c",
+    "definition_problems",
+    "gas_t_score",
+    "instrument_key",
+    "reliable_change",
+    "reliable_change_by_index",
+    "reliable_change_by_threshold",
+    "reliable_change_index",
+    "rescore",
+    "score",
+    "severity_band",
+    "subscale_scores",
+    "total",
+    "validate_answers",
 ]
 
 LOINC = "http://loinc.org"
@@ -241,9 +276,161 @@ def _canonical_numbers(value: Any) -> Any:
         return int(value)
     if isinstance(value, dict):
         return {k: _canonical_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_canonical_numbers(v) for v in value]
     return value
+
+
+# --- Checking a definition (start-up runs this on every registration) -------------------------
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+#: Item ids may be FHIR linkIds ("/44250-9"), so they allow more than instrument ids.
+_ITEM_ID = re.compile(r"^[A-Za-z0-9_./-]{1,64}$")
+
+
+def _item_bounds(item: Item) -> tuple[float, float, bool] | None:
+    """(lowest, highest, integer-valued) of an item's scored value; None if not scorable."""
+    response = item.response
+    if isinstance(response, ChoiceResponse):
+        values = [o.value for o in response.options]
+        if not values:
+            return None
+        integer = all(float(v).is_integer() for v in values)
+        return min(values), max(values), integer
+    if isinstance(response, IntegerResponse):
+        return response.min, response.max, True
+    if isinstance(response, NumberResponse):
+        return response.min, response.max, False
+    if isinstance(response, YesNoResponse):
+        return 0, 1, True
+    return None
+
+
+def _item_problems(item: Item) -> list[str]:
+    response = item.response
+    where = f"item '{item.id}'"
+    if isinstance(response, ChoiceResponse):
+        values = [o.value for o in response.options]
+        if len(values) < 2:
+            return [f"{where} needs at least two answer options"]
+        if len(set(values)) != len(values):
+            return [f"{where} has answer options with the same value"]
+        if not all(_is_number(v) and math.isfinite(v) for v in values):
+            return [f"{where} has an answer option value that is not a finite number"]
+        if any(not o.label.strip() for o in response.options):
+            return [f"{where} has an answer option without a label"]
+    elif isinstance(response, IntegerResponse | NumberResponse):
+        if not (math.isfinite(response.min) and math.isfinite(response.max)
+                and response.min < response.max):
+            return [f"{where} has a bad range {response.min}–{response.max}"]
+    elif isinstance(response, FreeTextResponse) and response.max_length < 1:
+        return [f"{where} has a bad maximum length"]
+    return []
+
+
+def definition_problems(definition: InstrumentDefinition) -> list[str]:
+    """Everything wrong with a definition, in plain words (empty when it is sound).
+
+    Checks ids, items and their ranges, scoring (present, refers to scorable items), that the
+    declared score range is what summing the items can give, that bands cover the range
+    without gaps or overlaps, cut-offs inside the range, the reliable change criterion, and
+    risk items. Plugin authors can call it in their own tests.
+    """
+    d = definition
+    problems: list[str] = []
+    if not _ID.match(d.id):
+        problems.append(f"id '{d.id}' must be lowercase letters, digits, '_', '.' or '-'")
+    if not d.version.strip():
+        problems.append("version is empty")
+    if not d.title.strip() or not d.description.strip():
+        problems.append("title and description must not be empty")
+    if not d.items:
+        problems.append("has no items")
+    ids = [item.id for item in d.items]
+    if len(set(ids)) != len(ids):
+        problems.append("has two items with the same id")
+    for item in d.items:
+        if not _ITEM_ID.match(item.id):
+            problems.append(f"item id '{item.id}' must be letters, digits, '_', '.', '/', '-'")
+        problems.extend(_item_problems(item))
+    by_id = {item.id: item for item in d.items}
+
+    def scorable(item_ids: Iterable[str], what: str) -> bool:
+        ok = True
+        for item_id in item_ids:
+            item = by_id.get(item_id)
+            if item is None:
+                problems.append(f"{what} refers to unknown item '{item_id}'")
+                ok = False
+            elif _item_bounds(item) is None:
+                problems.append(f"{what} refers to item '{item_id}', which cannot be scored")
+                ok = False
+        return ok
+
+    rng = d.score_range
+    if not (math.isfinite(rng.min) and math.isfinite(rng.max) and rng.min < rng.max):
+        problems.append(f"score range {rng.min}–{rng.max} is not a range")
+        return problems
+    subscale_ids = [s.id for s in d.scoring.subscales]
+    if len(set(subscale_ids)) != len(subscale_ids) or "total" in subscale_ids:
+        problems.append("subscale ids must be unique and not 'total'")
+    if d.scoring.method == "sum":
+        if not d.scoring.total:
+            problems.append("has no scoring: list the items of the total or use custom scoring")
+        elif scorable(d.scoring.total, "the total"):
+            bounds = [(_item_bounds(by_id[i]), by_id[i].required) for i in d.scoring.total]
+            low = sum(b[0] if req else min(0, b[0]) for b, req in bounds if b)
+            high = sum(b[1] if req else max(0, b[1]) for b, req in bounds if b)
+            if (low, high) != (rng.min, rng.max):
+                problems.append(f"score range {rng.min:g}–{rng.max:g} does not match what the "
+                                f"items add up to ({low:g}–{high:g})")
+            if rng.integer and not all(b[2] for b, _ in bounds if b):
+                problems.append("score range says whole numbers but an item of the total "
+                                "takes decimals")
+        for subscale in d.scoring.subscales:
+            if not subscale.item_ids:
+                problems.append(f"subscale '{subscale.id}' has no items")
+            scorable(subscale.item_ids, f"subscale '{subscale.id}'")
+    if d.bands:
+        bands = sorted(d.bands, key=lambda b: b.min)
+        labels = [b.label for b in bands]
+        if len(set(labels)) != len(labels):
+            problems.append("two severity bands have the same label")
+        if any(b.min > b.max for b in bands):
+            problems.append("a severity band has min above max")
+        elif bands[0].min != rng.min or bands[-1].max != rng.max:
+            problems.append(f"severity bands ({bands[0].min:g}–{bands[-1].max:g}) do not cover "
+                            f"the score range ({rng.min:g}–{rng.max:g})")
+        else:
+            step = 1 if rng.integer else 0
+            for before, after in itertools.pairwise(bands):
+                if after.min != before.max + step:
+                    problems.append(f"severity bands '{before.label}' and '{after.label}' "
+                                    "leave a gap or overlap")
+    names = [c.name for c in d.cutoffs]
+    if len(set(names)) != len(names):
+        problems.append("two cut-offs have the same name")
+    for cutoff in d.cutoffs:
+        if not rng.min <= cutoff.value <= rng.max:
+            problems.append(f"cut-off '{cutoff.name}' ({cutoff.value:g}) is outside the range")
+    rc = d.reliable_change
+    if rc is not None:
+        if rc.threshold is not None and not 0 < rc.threshold <= rng.max - rng.min:
+            problems.append("reliable change threshold must be above 0 and within the range")
+        if rc.reliability is not None and not 0 < rc.reliability < 1:
+            problems.append("reliability must be between 0 and 1")
+        if rc.sd is not None and not rc.sd > 0:
+            problems.append("reliable change SD must be above 0")
+        if rc.method == "threshold" and rc.threshold is None:
+            problems.append("reliable change by threshold needs a threshold")
+        if rc.method == "index" and (rc.reliability is None or rc.sd is None):
+            problems.append("reliable change by index needs reliability and SD")
+    for risk in d.risk_items:
+        scorable([risk.item_id], "a risk item")
+    for coding in d.codings:
+        if not coding.system or not coding.code:
+            problems.append("a coding needs a system and a code")
+    return problems
 
 
 # --- A scored measurement ---------------------------------------------------------------------

@@ -116,7 +116,7 @@ def guarded_scorer(plugin: str, scorer: Scorer, *, timeout: float = DEFAULT_TIME
         def target() -> None:
             try:
                 outcome["result"] = scorer(definition, answers)
-            except BaseException as exc:  # noqa: BLE001 - any failure of a plugin is isolated
+            except BaseException as exc:
                 outcome["error"] = exc
             finally:
                 with state:

@@ -30,3 +30,9 @@ async def app_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_app_pool(database.app_dsn, min_size=2, max_size=12)
     yield pool
     await pool.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from core.logging import configure_logging
+
+    configure_logging(fmt="console", level="warning")

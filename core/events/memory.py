@@ -138,6 +138,10 @@ class MemoryEventStore(StoreBase):
     async def stream_version(self, stream_id: str) -> int:
         return len(self._streams.get(validate_stream_id(stream_id), []))
 
+    async def read_event(self, event_id: UUID) -> RecordedEvent | None:
+        row = self._by_id.get(event_id)
+        return await self._event(row) if row is not None else None
+
     async def read_all(self, *, after: str = START, limit: int = 1000, tenant_id: UUID | None = None,
                        subject_id: UUID | None = None, recorded_until: datetime | None = None,
                        until: str | None = None) -> list[RecordedEvent]:

@@ -138,7 +138,13 @@ class PostgresEventStore(StoreBase):
                             checkpoint=format_checkpoint(int(last[1]), last[0]), duplicate=bool(last[4]))
 
     @staticmethod
-    def _translate(exc: asyncpg.PostgresError, stream_id: str, expected: int) -> Exception:
+    def _translate(exc: Exception, stream_id: str, expected: int) -> Exception:
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if isinstance(exc, _CONNECTION_LOST) or sqlstate[:2] in {"08", "57"}:
+            return OutcomeUnknown("the connection dropped during the append; retry with the same event ids "
+                                  "to learn whether it was recorded")
+        if not isinstance(exc, asyncpg.PostgresError):
+            return exc
         if exc.sqlstate == "AL409":
             actual = int(getattr(exc, "detail", None) or 0)
             return ConcurrencyConflict(f"stream {stream_id} is at version {actual}, not {expected}",
@@ -156,11 +162,8 @@ class PostgresEventStore(StoreBase):
         try:
             async with self._pool.acquire() as conn:
                 records = await conn.fetch(_APPEND, *args)
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
             raise self._translate(exc, stream_id, expected_version) from exc
-        except _CONNECTION_LOST as exc:
-            raise OutcomeUnknown("the connection dropped during the append; retry with the same event ids "
-                                 "to learn whether it was recorded") from exc
         result = self._result(stream_id, expected_version, records)
         if not result.duplicate:
             self._signal_appended()
@@ -192,12 +195,11 @@ class PostgresEventStore(StoreBase):
                     try:
                         records = await conn.fetch(_APPEND, *self._args(item.stream_id, item.expected_version,
                                                                         tenant, rows))
-                    except asyncpg.PostgresError as exc:
+                    except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
                         raise self._translate(exc, item.stream_id, item.expected_version) from exc
                     results.append(self._result(item.stream_id, item.expected_version, records))
         except _CONNECTION_LOST as exc:
-            raise OutcomeUnknown("the connection dropped during the append; retry with the same event ids "
-                                 "to learn whether it was recorded") from exc
+            raise self._translate(exc, appends[0].stream_id, appends[0].expected_version) from exc
         by_stream = {r.stream_id: r for r in results}
         ordered = [by_stream[a.stream_id] for a in appends]
         written = [r for r in ordered if r.positions]
@@ -234,6 +236,12 @@ class PostgresEventStore(StoreBase):
         async with self._pool.acquire() as conn:
             version = await conn.fetchval("SELECT version FROM streams WHERE stream_id = $1", stream_id)
         return int(version or 0)
+
+    async def read_event(self, event_id: UUID) -> RecordedEvent | None:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE event_id = $1", event_id)
+        found = await self._rows_to_events(rows)
+        return found[0] if found else None
 
     async def read_all(self, *, after: str = START, limit: int = 1000, tenant_id: UUID | None = None,
                        subject_id: UUID | None = None, recorded_until: datetime | None = None,

@@ -86,6 +86,10 @@ class EventStore(Protocol):
 
     async def stream_version(self, stream_id: str) -> int: ...
 
+    async def read_event(self, event_id: UUID) -> RecordedEvent | None:
+        """One event by id (to tell whether a retried command was already recorded)."""
+        ...
+
     async def read_all(self, *, after: str = START, limit: int = 1000, tenant_id: UUID | None = None,
                        subject_id: UUID | None = None, recorded_until: datetime | None = None,
                        until: str | None = None) -> list[RecordedEvent]:

@@ -7,7 +7,7 @@ The goal is the one the measurement serves (the event's ``goal_ids``), so the pr
 from __future__ import annotations
 
 from plugins.hookspecs import hookimpl
-from plugins.instruments import InstrumentDefinition, IntegerResponse, Item, Scoring, ScoreRange
+from plugins.instruments import InstrumentDefinition, IntegerResponse, Item, ScoreRange, Scoring
 
 CONFIDENCE = InstrumentDefinition(
     id="confidence",

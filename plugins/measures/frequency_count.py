@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    ChoiceOption, ChoiceResponse, Direction, FreeTextResponse, InstrumentDefinition,
-    IntegerResponse, Item, Scoring, ScoreRange,
+    ChoiceOption,
+    ChoiceResponse,
+    Direction,
+    FreeTextResponse,
+    InstrumentDefinition,
+    IntegerResponse,
+    Item,
+    ScoreRange,
+    Scoring,
 )
 
 MAX_COUNT = 1000

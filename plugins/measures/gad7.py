@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    LOINC, Band, ChoiceOption, ChoiceResponse, Coding, CutOff, InstrumentDefinition, Item,
-    ReliableChange, Scoring, ScoreRange,
+    LOINC,
+    Band,
+    ChoiceOption,
+    ChoiceResponse,
+    Coding,
+    CutOff,
+    InstrumentDefinition,
+    Item,
+    ReliableChange,
+    ScoreRange,
+    Scoring,
 )
 
 STEM = "Over the last 2 weeks, how often have you been bothered by the following problems?"

@@ -13,8 +13,15 @@ from typing import Any
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    Band, ChoiceOption, ChoiceResponse, InstrumentDefinition, Item, Scoring, ScoreRange,
-    Subscale, gas_t_score,
+    Band,
+    ChoiceOption,
+    ChoiceResponse,
+    InstrumentDefinition,
+    Item,
+    ScoreRange,
+    Scoring,
+    Subscale,
+    gas_t_score,
 )
 
 LEVELS = (

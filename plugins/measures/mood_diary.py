@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    FreeTextResponse, InstrumentDefinition, IntegerResponse, Item, Scoring, ScoreRange,
+    FreeTextResponse,
+    InstrumentDefinition,
+    IntegerResponse,
+    Item,
+    ScoreRange,
+    Scoring,
 )
 
 MOOD_DIARY = InstrumentDefinition(

@@ -10,8 +10,18 @@ from typing import Any
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    LOINC, Band, ChoiceOption, ChoiceResponse, Coding, CutOff, InstrumentDefinition, Item,
-    ReliableChange, RiskItem, Scoring, ScoreRange,
+    LOINC,
+    Band,
+    ChoiceOption,
+    ChoiceResponse,
+    Coding,
+    CutOff,
+    InstrumentDefinition,
+    Item,
+    ReliableChange,
+    RiskItem,
+    ScoreRange,
+    Scoring,
 )
 
 STEM = "Over the last 2 weeks, how often have you been bothered by any of the following problems?"

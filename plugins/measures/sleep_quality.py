@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    Band, InstrumentDefinition, IntegerResponse, Item, NumberResponse, Scoring, ScoreRange,
+    Band,
+    InstrumentDefinition,
+    IntegerResponse,
+    Item,
+    NumberResponse,
+    ScoreRange,
+    Scoring,
 )
 
 SLEEP_QUALITY = InstrumentDefinition(

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
-    InstrumentDefinition, IntegerResponse, Item, Scoring, ScoreRange, Subscale,
+    InstrumentDefinition,
+    IntegerResponse,
+    Item,
+    ScoreRange,
+    Scoring,
+    Subscale,
 )
 
 SOCIAL_ENGAGEMENT = InstrumentDefinition(

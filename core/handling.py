@@ -1,0 +1,165 @@
+"""One generic command handler: load → fold → decide → append, with bounded re-decides.
+
+Each command names the stream it writes and the streams its rules read (a goal
+command reads the client's stream for the care team and consents). The events
+are appended to the written stream at the version the decider saw, and every
+other stream read is *asserted* unchanged in the same transaction, so a rule
+spanning streams holds under concurrency (no agreement by a clinician removed
+from the team a moment earlier). On a version conflict the command is re-loaded
+and re-decided while it is still valid (a domain error then ends it), up to
+``max_attempts``; with ``if_match`` (HTTP ``If-Match``) there is no re-decide.
+
+Event ids derive from the command id, so a retried command is recorded once: the
+second attempt finds its first event already stored and answers with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from core.authority import Command
+from core.client import ClientState, client_stream, decide_client, evolve_client, initial_client_state
+from core.clinic import ClinicState, clinic_stream, decide_clinic, evolve_clinic, initial_clinic_state
+from core.errors import AllianceError, ConcurrencyConflict, PreconditionFailed
+from core.events.base import EventPayload
+from core.events.envelope import NewEvent, RecordedEvent, derive_event_id
+from core.events.store import EventStore, StreamAppend
+from core.goal import GoalCommandUnion, GoalState, decide_goal, evolve_goal, goal_stream, initial_goal_state
+from core.logging import get_logger
+
+log = get_logger("alliance.handling")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a handled command recorded."""
+
+    stream_id: str
+    version: int
+    events: tuple[RecordedEvent, ...]
+    #: True when this command id had already been recorded (a safe retry).
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded:
+    stream_id: str
+    state: Any
+    version: int
+
+
+async def load(store: EventStore, stream_id: str, initial: Any, evolve: Callable[[Any, EventPayload], Any]) -> Loaded:
+    state = initial
+    events = await store.read_stream(stream_id)
+    for event in events:
+        state = evolve(state, event.payload)
+    return Loaded(stream_id, state, events[-1].version if events else 0)
+
+
+def envelope(command: Command, subject_id: UUID, payloads: Sequence[EventPayload]) -> list[NewEvent]:
+    correlation = getattr(command, "correlation_id", None) or command.command_id
+    return [
+        NewEvent(event_id=derive_event_id(command.command_id, index), payload=payload,
+                 tenant_id=command.tenant_id, subject_id=subject_id, actor_id=command.actor.id,
+                 actor_role=command.actor.role, occurred_at=command.at, correlation_id=correlation,
+                 causation_id=command.command_id)
+        for index, payload in enumerate(payloads)
+    ]
+
+
+class CommandHandler:
+    def __init__(self, store: EventStore, *, max_attempts: int = 4) -> None:
+        self.store = store
+        self.max_attempts = max_attempts
+
+    # -- the three stream types ----------------------------------------------
+    async def load_client(self, client_id: UUID) -> Loaded:
+        return await load(self.store, client_stream(client_id), initial_client_state(client_id), evolve_client)
+
+    async def load_goal(self, goal_id: UUID) -> Loaded:
+        return await load(self.store, goal_stream(goal_id), initial_goal_state(goal_id), evolve_goal)
+
+    async def load_clinic(self, tenant_id: UUID) -> Loaded:
+        return await load(self.store, clinic_stream(tenant_id), initial_clinic_state(tenant_id), evolve_clinic)
+
+    async def handle_client(self, client_id: UUID, command: Command, *, check_staff: bool = True) -> Outcome:
+        async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
+            client = await self.load_client(client_id)
+            clinic = await self.load_clinic(command.tenant_id) if check_staff else None
+            state: ClientState = client.state
+            clinic_state: ClinicState | None = clinic.state if clinic and clinic.version else None
+            return client, [], decide_client(command, state, clinic_state)  # type: ignore[arg-type]
+
+        return await self._run(command, client_id, attempt)
+
+    async def handle_goal(self, command: GoalCommandUnion, *, if_match: int | None = None) -> Outcome:
+        async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
+            goal = await self.load_goal(command.goal_id)
+            if if_match is not None and goal.version != if_match:
+                raise PreconditionFailed(f"the goal is at version {goal.version}, not {if_match}",
+                                         field="If-Match", actual=goal.version)
+            client = await self.load_client(command.client_id)
+            goal_state: GoalState = goal.state
+            return goal, [client], decide_goal(command, goal_state, client.state)
+
+        return await self._run(command, command.client_id, attempt, retry=if_match is None)
+
+    async def handle_clinic(self, command: Command) -> Outcome:
+        async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
+            clinic = await self.load_clinic(command.tenant_id)
+            return clinic, [], decide_clinic(command, clinic.state)  # type: ignore[arg-type]
+
+        # staff events are about staff, not a client: the clinic itself is the subject
+        return await self._run(command, command.tenant_id, attempt)
+
+    # -- the loop ------------------------------------------------------------
+    async def _already_recorded(self, command: Command) -> Outcome | None:
+        first = await self.store.read_event(derive_event_id(command.command_id, 0))
+        if first is None:
+            return None
+        events = await self.store.read_stream(first.stream_id, from_version=first.version)
+        mine = tuple(e for e in events if e.causation_id == command.command_id)
+        return Outcome(first.stream_id, mine[-1].version, mine, duplicate=True)
+
+    async def _run(self, command: Command, subject_id: UUID,
+                   attempt: Callable[[], Any], *, retry: bool = True) -> Outcome:
+        for round_ in range(1, self.max_attempts + 1):
+            try:
+                written, asserted, payloads = await attempt()
+            except AllianceError:
+                # A retried command that already succeeded may be refused on re-decide
+                # ("already agreed"): answer with what it recorded instead.
+                if (done := await self._already_recorded(command)) is not None:
+                    return done
+                raise
+            if not payloads:
+                return Outcome(written.stream_id, written.version, ())
+            events = envelope(command, subject_id, payloads)
+            appends = [StreamAppend(stream_id=written.stream_id, expected_version=written.version, events=events),
+                       *(StreamAppend(stream_id=a.stream_id, expected_version=a.version) for a in asserted)]
+            try:
+                if asserted:
+                    results = await self.store.append_many(appends)
+                    result = results[0]
+                else:
+                    result = await self.store.append(written.stream_id, events, written.version)
+            except ConcurrencyConflict as conflict:
+                if (done := await self._already_recorded(command)) is not None:
+                    return done
+                if not retry or round_ == self.max_attempts:
+                    raise
+                log.info("command_redecided", command=type(command).__name__, stream=conflict.stream_id,
+                         attempt=round_)
+                continue
+            except AllianceError as exc:
+                if getattr(exc, "code", "") == "event_id_reused" and \
+                        (done := await self._already_recorded(command)) is not None:
+                    return done
+                raise
+            recorded = await self.store.read_stream(written.stream_id, from_version=written.version + 1,
+                                                    to_version=result.version)
+            return Outcome(written.stream_id, result.version, tuple(recorded), duplicate=result.duplicate)
+        raise AssertionError("unreachable")  # the loop returns or raises

@@ -1,0 +1,56 @@
+"""Everything a process needs to talk to the store, opened once and closed once.
+
+The CLI verbs and the HTTP app's lifespan both use ``open_runtime``: resolve the
+database (``DATABASE_URL`` or embedded), apply pending migrations as the owner,
+then connect as the least-privileged app role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from core.database import DatabaseTarget, create_app_pool, resolve_target
+from core.events.base import EventPayload
+from core.events.codec import EventCodec
+from core.events.crypto import PostgresKeyRing, load_kek
+from core.events.postgres import PostgresEventStore
+from core.migrations import apply_migrations
+from core.settings import Settings
+
+
+def domain_codec() -> EventCodec:
+    from core import catalog
+
+    return EventCodec(catalog.ALL_EVENT_TYPES, getattr(catalog, "UPCASTERS", {}))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    target: DatabaseTarget
+    pool: asyncpg.Pool
+    store: PostgresEventStore
+    keys: PostgresKeyRing
+    codec: EventCodec
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, migrate: bool = True, pool_size: int = 10,
+                       event_types: Iterable[type[EventPayload]] | None = None) -> AsyncIterator[Runtime]:
+    target = await resolve_target(settings)
+    if migrate:
+        await apply_migrations(target.owner_dsn, app_role=settings.app_role,
+                               app_role_password=settings.app_role_password)
+    pool = await create_app_pool(target.app_dsn, min_size=min(2, pool_size), max_size=pool_size)
+    codec = EventCodec(event_types) if event_types is not None else domain_codec()
+    keys = PostgresKeyRing(pool, load_kek(path=settings.kek_path, inline=settings.kek))
+    store = PostgresEventStore(pool, codec, keys, dsn=target.app_dsn)
+    try:
+        yield Runtime(settings, target, pool, store, keys, codec)
+    finally:
+        await store.close()
+        await pool.close()

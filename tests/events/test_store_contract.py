@@ -1,0 +1,232 @@
+"""The store contract: one suite, run against every implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from core.errors import ConcurrencyConflict, EventDecodeError, ValidationError
+from core.events.base import ERASED
+from core.events.crypto import MemoryKeyRing, PostgresKeyRing
+from core.events.memory import MemoryEventStore
+from core.events.postgres import PostgresEventStore
+from core.events.store import START, StreamAppend
+from tests.events.helpers import new_event, sample_codec
+from tests.events.sample_events import Counted, NoteTaken, Renamed
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def store(request, app_pool, database) -> AsyncIterator:
+    codec = sample_codec()
+    if request.param == "memory":
+        yield MemoryEventStore(codec, MemoryKeyRing())
+    else:
+        pg = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, bytes(range(32))),
+                                dsn=database.app_dsn)
+        yield pg
+        await pg.close()
+
+
+@pytest.fixture
+def ids():
+    return uuid.uuid4(), uuid.uuid4()  # tenant, subject
+
+
+def stream() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+async def test_append_then_read_back_in_order(store, ids):
+    tenant, subject = ids
+    s = stream()
+    events = [new_event(Counted(number=i), tenant=tenant, subject=subject) for i in range(3)]
+    result = await store.append(s, events, 0)
+    assert result.version == 3 and len(result.positions) == 3 and not result.duplicate
+    read = await store.read_stream(s)
+    assert [e.payload.number for e in read] == [0, 1, 2]
+    assert [e.version for e in read] == [1, 2, 3]
+    assert [e.event_id for e in read] == [e.event_id for e in events]
+    assert read[0].recorded_at.tzinfo is not None and read[0].tenant_id == tenant
+    assert await store.stream_version(s) == 3
+    assert [e.version for e in await store.read_stream(s, from_version=2, to_version=2)] == [2]
+
+
+async def test_conflict_carries_actual_version_and_writes_nothing(store, ids):
+    tenant, subject = ids
+    s = stream()
+    await store.append(s, [new_event(Counted(number=1), tenant=tenant, subject=subject)], 0)
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append(s, [new_event(Counted(number=2), tenant=tenant, subject=subject) for _ in range(2)], 0)
+    assert caught.value.actual == 1 and caught.value.expected == 0
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append(s, [new_event(Counted(number=2), tenant=tenant, subject=subject)], 5)
+    assert caught.value.actual == 1
+    assert len(await store.read_stream(s)) == 1
+
+
+async def test_same_event_ids_are_recorded_once(store, ids):
+    tenant, subject = ids
+    s = stream()
+    events = [new_event(Counted(number=i), tenant=tenant, subject=subject) for i in range(2)]
+    first = await store.append(s, events, 0)
+    again = await store.append(s, events, 0)
+    assert again.duplicate and again.positions == first.positions
+    assert len(await store.read_stream(s)) == 2
+
+
+async def test_event_id_reused_for_other_stream_is_refused(store, ids):
+    tenant, subject = ids
+    event = new_event(Counted(number=1), tenant=tenant, subject=subject)
+    await store.append(stream(), [event], 0)
+    with pytest.raises(ValidationError) as caught:
+        await store.append(stream(), [event], 0)
+    assert caught.value.code == "event_id_reused"
+
+
+async def test_multi_stream_append_is_all_or_nothing(store, ids):
+    tenant, subject = ids
+    a, b = stream(), stream()
+    await store.append(b, [new_event(Counted(number=1), tenant=tenant, subject=subject)], 0)
+    with pytest.raises(ConcurrencyConflict):
+        await store.append_many([
+            StreamAppend(stream_id=a, expected_version=0,
+                         events=[new_event(Counted(number=2), tenant=tenant, subject=subject)]),
+            StreamAppend(stream_id=b, expected_version=0,  # wrong: b is at 1
+                         events=[new_event(Counted(number=3), tenant=tenant, subject=subject)]),
+        ])
+    assert await store.read_stream(a) == [] and len(await store.read_stream(b)) == 1
+    results = await store.append_many([
+        StreamAppend(stream_id=a, expected_version=0,
+                     events=[new_event(Counted(number=2), tenant=tenant, subject=subject)]),
+        StreamAppend(stream_id=b, expected_version=1),  # assertion only
+    ])
+    assert [r.version for r in results] == [1, 1]
+    assert len(await store.read_stream(a)) == 1 and len(await store.read_stream(b)) == 1
+
+
+@pytest.mark.parametrize(("stream_id", "expected", "code"), [
+    ("", 0, "invalid_stream_id"), ("   ", 0, "invalid_stream_id"), ("x" * 201, 0, "invalid_stream_id"),
+    ("ok", -1, "invalid_expected_version"), ("ok", True, "invalid_expected_version"),
+])
+async def test_bad_append_arguments_name_the_field(store, ids, stream_id, expected, code):
+    tenant, subject = ids
+    with pytest.raises(ValidationError) as caught:
+        await store.append(stream_id, [new_event(Counted(number=1), tenant=tenant, subject=subject)], expected)
+    assert caught.value.code == code and caught.value.field in {"stream_id", "expected_version"}
+
+
+async def test_event_not_matching_its_schema_is_refused_before_writing(store, ids):
+    tenant, subject = ids
+    s = stream()
+    with pytest.raises(ValidationError) as caught:
+        await store.append(s, [new_event(Counted(number=1), tenant=tenant, subject=subject),
+                               new_event(Counted(number=-5), tenant=tenant, subject=subject)], 0)
+    assert caught.value.code == "invalid_event" and caught.value.field == "number"
+    assert await store.stream_version(s) == 0
+
+
+async def test_unknown_event_type_is_refused(store, ids):
+    from core.events.base import EventPayload
+
+    class Stranger(EventPayload, tag="test.stranger"):
+        x: int = 1
+
+    tenant, subject = ids
+    with pytest.raises(ValidationError) as caught:
+        await store.append(stream(), [new_event(Stranger(), tenant=tenant, subject=subject)], 0)
+    assert caught.value.code == "unknown_event_type"
+
+
+async def test_personal_fields_round_trip_and_read_as_erased_after_key_destroyed(store, ids):
+    tenant, subject = ids
+    s = stream()
+    note = NoteTaken(number=7, text="I want to walk my dog", remark="plain", tags=("dog", "walks"),
+                     answers={"why": "to feel alive"})
+    await store.append(s, [new_event(note, tenant=tenant, subject=subject)], 0)
+    [read] = await store.read_stream(s)
+    assert read.payload == note and read.key_id is not None
+    assert await store.keys.destroy(subject)
+    store.keys.forget(subject)
+    [erased] = await store.read_stream(s)
+    assert erased.payload.number == 7  # structure stays
+    assert erased.payload.text == ERASED and erased.payload.remark == ERASED
+    assert erased.payload.tags == () and erased.payload.answers == {}
+
+
+async def test_read_all_is_global_order_and_filters(store):
+    tenant_a, tenant_b, subject = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    start = await store.head()
+    s1, s2 = stream(), stream()
+    await store.append(s1, [new_event(Counted(number=1), tenant=tenant_a, subject=subject)], 0)
+    await store.append(s2, [new_event(Counted(number=2), tenant=tenant_b, subject=subject)], 0)
+    await store.append(s1, [new_event(Counted(number=3), tenant=tenant_a, subject=subject)], 1)
+    everything = await store.read_all(after=start, limit=100)
+    assert [e.payload.number for e in everything][-3:] == [1, 2, 3]
+    only_a = await store.read_all(after=start, tenant_id=tenant_a)
+    assert [e.payload.number for e in only_a] == [1, 3]
+    by_subject = await store.read_all(after=start, subject_id=subject)
+    assert [e.payload.number for e in by_subject] == [1, 2, 3]
+    page = await store.read_all(after=start, limit=1, subject_id=subject)
+    rest = await store.read_all(after=page[0].checkpoint, subject_id=subject)
+    assert [e.payload.number for e in page + rest] == [1, 2, 3]
+    with pytest.raises(ValidationError):
+        await store.read_all(after="not-a-checkpoint")
+
+
+async def test_subscribe_catches_up_then_follows_live(store, ids):
+    tenant, subject = ids
+    s = stream()
+    await store.append(s, [new_event(Counted(number=1), tenant=tenant, subject=subject)], 0)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for event in store.subscribe(after=START, subject_id=subject):
+            seen.append(event.payload.number)
+            if len(seen) == 3:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    await store.append(s, [new_event(Counted(number=2), tenant=tenant, subject=subject)], 1)
+    await store.append(s, [new_event(Counted(number=3), tenant=tenant, subject=subject)], 2)
+    await asyncio.wait_for(task, 5)
+    assert seen == [1, 2, 3]
+
+
+async def test_upcasters_apply_on_read(store, ids, app_pool):
+    # Write a v1 document as an old version of the code would have, then read it as v2.
+    tenant, subject = ids
+    s = stream()
+    codec = store.codec
+    original = codec.encode
+    from core.events.codec import EncodedPayload
+
+    def old_encode(payload):
+        if isinstance(payload, Renamed):
+            return EncodedPayload("test.renamed", 1, b'{"type":"test.renamed","name":"Walk daily"}', None)
+        return original(payload)
+
+    codec.encode = old_encode
+    try:
+        await store.append(s, [new_event(Renamed(title="ignored"), tenant=tenant, subject=subject)], 0)
+    finally:
+        codec.encode = original
+    [event] = await store.read_stream(s)
+    assert event.schema_version == 1 and event.payload == Renamed(title="Walk daily", lang="en")
+
+
+async def test_unknown_type_on_read_names_position_and_type(store, ids):
+    tenant, subject = ids
+    s = stream()
+    await store.append(s, [new_event(Counted(number=1), tenant=tenant, subject=subject)], 0)
+    store.codec.types.pop("test.counted")
+    try:
+        with pytest.raises(EventDecodeError) as caught:
+            await store.read_stream(s)
+    finally:
+        store.codec.types["test.counted"] = Counted
+    assert caught.value.type_name == "test.counted" and caught.value.position >= 1
+    assert "test.counted" in str(caught.value)

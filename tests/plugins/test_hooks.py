@@ -1,0 +1,119 @@
+"""Every hook: a ``test_hook_<name>`` test here, and documented with its exact signature."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugins import hookspecs
+from plugins.hookspecs import hookimpl
+from plugins.instruments import InstrumentDefinition
+from plugins.manager import InstrumentRegistry, get_plugin_manager
+from tests.plugins.helpers import MeasuresPlugin, manager_with, simple_definition
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hook_names() -> list[str]:
+    return sorted(name for name, fn in vars(hookspecs).items()
+                  if callable(fn) and hasattr(fn, "alliance_spec"))
+
+
+def rendered_signature(name: str) -> str:
+    """``name(arg: type, …) -> type`` from the spec, annotations exactly as written."""
+    signature = inspect.signature(getattr(hookspecs, name))
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in signature.parameters.values())
+    return f"{name}({params}) -> {signature.return_annotation}"
+
+
+def test_every_hook_has_a_test() -> None:
+    tests = set(re.findall(r"^def test_hook_(\w+)\(", Path(__file__).read_text(), re.M))
+    assert set(hook_names()) <= tests, set(hook_names()) - tests
+
+
+def test_every_hook_is_documented_with_its_exact_signature() -> None:
+    documented = re.findall(r"^### `(\w+)(\(.*)`$", (ROOT / "docs" / "plugins.md").read_text(), re.M)
+    headings = {name: name + rest for name, rest in documented}
+    assert sorted(headings) == hook_names()
+    for name in hook_names():
+        assert headings[name] == rendered_signature(name)
+
+
+def test_every_spec_has_a_docstring_and_an_empty_body() -> None:
+    for name in hook_names():
+        spec = getattr(hookspecs, name)
+        assert inspect.getdoc(spec)
+        body = inspect.getsource(spec).split('"""')[-1].strip()
+        assert body == "", name
+
+
+def test_hook_register_measures() -> None:
+    pm = manager_with(clinic_a=MeasuresPlugin(simple_definition()))
+    results = pm.hook.register_measures()
+    ids = {d.id for batch in results for d in batch}
+    assert {"phq9", "gad7", "gas", "clinic_scale"} <= ids
+
+
+def test_hook_score_measure() -> None:
+    class Doubling:
+        @hookimpl
+        def register_measures(self) -> list[InstrumentDefinition]:
+            return [simple_definition("doubling", scoring=simple_definition().scoring.__class__(method="custom"),
+                                      score_range=simple_definition().score_range.__class__(min=0, max=20),
+                                      bands=())]
+
+        @hookimpl
+        def score_measure(self, answers: dict[str, Any]) -> dict[str, float]:  # a subset of the spec's args
+            return {"total": 2 * (answers["a"] + answers["b"])}
+
+    registry = InstrumentRegistry.from_plugin_manager(manager_with(doubling=Doubling()))
+    assert registry.score("doubling", {"a": 2, "b": 3}).scores == {"total": 10}
+    # The built-in GAS answers for its own definition only.
+    gas_plugin = get_plugin_manager().get_plugin("plugins.measures.gas")
+    assert gas_plugin.score_measure(simple_definition(), {"level": 1}) is None
+
+
+def test_hook_risk_flag_actions() -> None:
+    class Clinic:
+        @hookimpl
+        def risk_flag_actions(self, flag: dict[str, Any]) -> list[str]:
+            return [f"Call the duty clinician about {flag['instrument_id']}."]
+
+    pm = manager_with(clinic=Clinic())
+    flag = {"tenant_id": "t1", "instrument_id": "phq9", "instrument_version": "1", "item_ids": ["item9"],
+            "goal_ids": []}
+    actions = [line for lines in pm.hook.risk_flag_actions(flag=flag) for line in lines]
+    assert "Call the duty clinician about phq9." in actions
+    assert any("question 9" in line for line in actions)  # the built-in PHQ-9 suggestion
+    other = {**flag, "instrument_id": "gad7"}
+    assert [line for lines in pm.hook.risk_flag_actions(flag=other) for line in lines] == [
+        "Call the duty clinician about gad7."]
+
+
+def test_hook_glossary_terms() -> None:
+    class Clinic:
+        @hookimpl
+        def glossary_terms(self) -> dict[str, str]:
+            return {"psychoeducation": "learning how your mind and body work"}
+
+    merged: dict[str, str] = {}
+    for terms in manager_with(clinic=Clinic()).hook.glossary_terms():
+        merged.update(terms)
+    assert merged["anhedonia"] == "losing interest or pleasure in things you usually enjoy"
+    assert merged["psychoeducation"] == "learning how your mind and body work"
+
+
+@pytest.mark.parametrize("tenant", ["clinic-north", "elsewhere"])
+def test_hook_crisis_information(tenant: str) -> None:
+    class Clinic:
+        @hookimpl
+        def crisis_information(self, tenant_id: str) -> str | None:
+            return "Call 0800 123 456, day or night." if tenant_id == "clinic-north" else None
+
+    assert get_plugin_manager().hook.crisis_information(tenant_id=tenant) is None
+    answer = manager_with(clinic=Clinic()).hook.crisis_information(tenant_id=tenant)
+    assert answer == ("Call 0800 123 456, day or night." if tenant == "clinic-north" else None)
