@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -32,7 +33,7 @@ from core.database import database_name, ensure_database, start_embedded, with_d
 from core.migrations import apply_migrations
 from core.settings import Settings, load_settings
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 APP_ROLE = "alliance_app"
 

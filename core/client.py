@@ -10,7 +10,7 @@ stream too (care team, consents) and the handler asserts its version unchanged.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypedDict, assert_never
 from uuid import UUID
 
@@ -130,6 +130,9 @@ class MeasurementRecorded(EventPayload, tag="measurement.recorded", kw_only=True
     reported_by: str                         # "self" | "clinician"
     observed_at: datetime
     goal_ids: tuple[UUID, ...] = ()
+    #: When it was recorded under consent (the command's time); a later withdrawal
+    #: never takes effect before it. Absent on events recorded before this field existed.
+    recorded_under_consent_at: datetime | None = None
 
 
 class MeasurementEnteredInError(EventPayload, tag="measurement.entered_in_error", kw_only=True, frozen=True):
@@ -383,6 +386,8 @@ class ClientState(msgspec.Struct, frozen=True, kw_only=True):
     legal_holds: frozenset[UUID] = frozenset()
     erasure_requests: frozenset[UUID] = frozenset()
     erased: bool = False
+    #: The latest time a measurement was recorded under consent (see WithdrawConsent).
+    last_measurement_at: datetime | None = None
 
     @property
     def enrolled(self) -> bool:
@@ -440,8 +445,13 @@ def evolve_client(state: ClientState, event: EventPayload) -> ClientState:
         case ConsentGranted() | ConsentWithdrawn():
             return replace(state, consents=(*state.consents, event))
         case MeasurementRecorded():
+            latest = state.last_measurement_at
+            if event.recorded_under_consent_at is not None and (
+                    latest is None or event.recorded_under_consent_at > latest):
+                latest = event.recorded_under_consent_at
             return replace(state, measurements={**state.measurements,
-                                                event.measurement_id: event.reported_by})
+                                                event.measurement_id: event.reported_by},
+                           last_measurement_at=latest)
         case MeasurementEnteredInError():
             return replace(state, measurements_in_error=state.measurements_in_error
                            | {event.measurement_id})
@@ -661,8 +671,15 @@ def decide_client(command: ClientCommand, state: ClientState,
             if not state.consent_in_force(command.scope, command.at):
                 raise DomainRuleViolation("There is no consent in force to withdraw.",
                                           code="consent_not_in_force", field="scope")
+            # A withdrawal that lost a race to a measurement recorded (under consent) at a
+            # later moment takes effect just after it: history must never show a
+            # measurement recorded while consent was not in force.
+            effective = command.at
+            if command.scope == ConsentScope.MEASUREMENT and state.last_measurement_at is not None \
+                    and state.last_measurement_at >= effective:
+                effective = state.last_measurement_at + timedelta(microseconds=1)
             return [ConsentWithdrawn(scope=command.scope, mode=command.mode,
-                                     effective_at=command.at,
+                                     effective_at=effective,
                                      **by, **_attestation(command))]
         case RecordMeasurement():
             return _record_measurement(command, state)
@@ -775,7 +792,7 @@ def _record_measurement(command: RecordMeasurement, state: ClientState) -> list[
         instrument_version=command.instrument_version, fingerprint=command.fingerprint,
         answers=command.answers, free_text=command.free_text, scores=command.scores,
         band=command.band, reported_by=command.reported_by, observed_at=command.observed_at,
-        goal_ids=command.goal_ids)]
+        goal_ids=command.goal_ids, recorded_under_consent_at=command.at)]
     if command.risk_items:
         events.append(RiskFlagRaised(
             flag_id=risk_flag_id_for(command.measurement_id), source="measurement",

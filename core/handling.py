@@ -159,6 +159,12 @@ class CommandHandler:
                         (done := await self._already_recorded(command)) is not None:
                     return done
                 raise
+            if result.duplicate and (done := await self._already_recorded(command)) is not None:
+                # The store says these event ids were already recorded (a retry, or a copy of
+                # this command that got there first): answer with what *this command* recorded,
+                # at its own versions — the stream may have moved on since, and the versions
+                # after ``written.version`` are then another command's events (or none).
+                return done
             recorded = await self.store.read_stream(written.stream_id, from_version=written.version + 1,
                                                     to_version=result.version)
             return Outcome(written.stream_id, result.version, tuple(recorded), duplicate=result.duplicate)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from core.errors import ConfigurationError
 from plugins.hookspecs import hookimpl
@@ -219,9 +219,11 @@ def questionnaire_to_definition(resource: dict[str, Any]) -> InstrumentDefinitio
             return None if value is None else float(_number(value, name))
 
         threshold = decimal("threshold")
-        method = _sub(spec, "method") or ("threshold" if threshold is not None else "index")
-        if method not in ("threshold", "index"):
-            raise QuestionnaireError(f"reliable-change method '{method}' is not threshold or index")
+        method: Literal["threshold", "index"] = "threshold" if threshold is not None else "index"
+        if (given_method := _sub(spec, "method")) is not None:
+            if given_method not in ("threshold", "index"):
+                raise QuestionnaireError(f"reliable-change method '{given_method}' is not threshold or index")
+            method = given_method
         reliable = ReliableChange(method=method, threshold=threshold, reliability=decimal("reliability"),
                                   sd=decimal("sd"))
     codings = tuple(Coding(system=str(c.get("system", "")), code=str(c.get("code", "")),

@@ -106,10 +106,12 @@ async def apply_migrations(owner_dsn: str, *, app_role: str = "alliance_app",
                     migration.version, migration.name, migration.checksum)
                 applied.append(f"{migration.version:04d}_{migration.name}")
                 log.info("migration_applied", version=migration.version, name=migration.name)
-        await conn.execute(f'GRANT SELECT ON schema_migrations TO "{app_role}"')
-        if app_role_password is not None:
-            literal = "'" + app_role_password.replace("'", "''") + "'"
-            await conn.execute(f'ALTER ROLE "{app_role}" LOGIN PASSWORD {literal}')
+        async with conn.transaction():  # concurrent GRANTs on one object collide: keep them under the lock
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await conn.execute(f'GRANT SELECT ON schema_migrations TO "{app_role}"')
+            if app_role_password is not None:
+                literal = "'" + app_role_password.replace("'", "''") + "'"
+                await conn.execute(f'ALTER ROLE "{app_role}" LOGIN PASSWORD {literal}')
     finally:
         await conn.close()
     return applied

@@ -302,7 +302,8 @@ def test_measurement_recorded_with_exact_fields():
     assert event == MeasurementRecorded(
         measurement_id=c.measurement_id, instrument_id="phq9", instrument_version="1", fingerprint="abc",
         answers={"q1": 1}, free_text={"q10": "tired"}, scores={"total": 1.0}, band="mild",
-        reported_by="self", observed_at=c.observed_at, goal_ids=c.goal_ids)
+        reported_by="self", observed_at=c.observed_at, goal_ids=c.goal_ids,
+        recorded_under_consent_at=c.at)
 
 
 def test_measurement_needs_consent():
@@ -477,3 +478,12 @@ def test_evolve_ignores_unknown_events():
 def test_consent_events_types():
     assert ConsentGranted.type_name() == "consent.granted"
     assert ConsentWithdrawn.type_name() == "consent.withdrawn"
+
+
+def test_withdrawal_never_takes_effect_before_a_measurement_already_recorded():
+    given = [*enrolled(MEASUREMENT)]
+    c = measurement(when=at(5))
+    given += decide(given, c)
+    [withdrawn] = decide(given, cmd(WithdrawConsent, CLIENT, when=c.at - timedelta(minutes=1),
+                                    scope=ConsentScope.MEASUREMENT, mode="self"))
+    assert withdrawn.effective_at > c.at

@@ -68,3 +68,9 @@ def test_questionnaire_needs_a_version_and_a_questionnaire() -> None:
         questionnaire_to_definition(resource)
     with pytest.raises(QuestionnaireError, match="resourceType"):
         questionnaire_to_definition({"resourceType": "Patient"})
+
+
+def test_fixture_is_a_valid_fhir_r4b_questionnaire() -> None:
+    from fhir.resources.R4B.questionnaire import Questionnaire
+
+    Questionnaire.model_validate(json.loads(FIXTURE.read_text()))

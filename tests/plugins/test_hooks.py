@@ -11,7 +11,7 @@ import pytest
 
 from plugins import hookspecs
 from plugins.hookspecs import hookimpl
-from plugins.instruments import InstrumentDefinition
+from plugins.instruments import InstrumentDefinition, ScoreRange, Scoring
 from plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.plugins.helpers import MeasuresPlugin, manager_with, simple_definition
 
@@ -62,9 +62,8 @@ def test_hook_score_measure() -> None:
     class Doubling:
         @hookimpl
         def register_measures(self) -> list[InstrumentDefinition]:
-            return [simple_definition("doubling", scoring=simple_definition().scoring.__class__(method="custom"),
-                                      score_range=simple_definition().score_range.__class__(min=0, max=20),
-                                      bands=())]
+            return [simple_definition("doubling", scoring=Scoring(method="custom"),
+                                      score_range=ScoreRange(min=0, max=20), bands=())]
 
         @hookimpl
         def score_measure(self, answers: dict[str, Any]) -> dict[str, float]:  # a subset of the spec's args

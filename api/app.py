@@ -1,0 +1,135 @@
+"""The Litestar application: ``create_app()`` and the lifespan that owns its resources.
+
+The lifespan opens the runtime (database, migrations, store), the plugin manager
+and the instrument registry, the change feed, and the projection runners (one
+process at a time runs each projection; the others stand by and take over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.events.crypto import load_kek
+from core.handling import CommandHandler
+from core.logging import configure_logging, get_logger
+from core.projections.feed import ChangeFeed
+from core.projections.registry import PROJECTIONS
+from core.projections.runner import ProjectionRunner
+from core.runtime import open_runtime
+from core.settings import Settings, load_settings
+from plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
+
+from api.auth import TokenVerifier
+from api.errors import EXCEPTION_HANDLERS
+from api.routes.clients import CLIENT_ROUTES
+from api.routes.clinic import CLINIC_ROUTES
+from api.routes.goals import GOAL_ROUTES
+from api.routes.stream import STREAM_ROUTES
+from api.routes.system import SYSTEM_ROUTES
+from api.state import AppServices, derive_mac_key, provide_principal, provide_services
+
+log = get_logger("alliance.http")
+
+API_VERSION = "0.1.0"
+
+
+def _request_logging(app: ASGIApp) -> ASGIApp:
+    """Method, route, status, duration and request id for every request; never bodies."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            log.info("request", method=scope["method"], route=scope.get("path_template") or "<unmatched>",
+                     status=status, ms=round((time.perf_counter() - started) * 1000, 2), request_id=request_id)
+
+    return middleware
+
+
+def create_app(settings: Settings | None = None, *, run_projections: bool = True) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_runtime(settings, pool_size=20) as runtime:
+            plugins = get_plugin_manager(settings.plugins_dir)
+            fingerprints = settings.home / "instrument-fingerprints.json"
+            registry = InstrumentRegistry.from_plugin_manager(plugins, known_fingerprints=fingerprints)
+            with contextlib.suppress(OSError):
+                fingerprints.parent.mkdir(parents=True, exist_ok=True)
+                write_fingerprints(fingerprints, registry.fingerprint_record())
+            kek = load_kek(path=settings.kek_path, inline=settings.kek)
+            feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, instruments=registry)
+            svc = AppServices(runtime=runtime, handler=CommandHandler(runtime.store), plugins=plugins,
+                              instruments=registry, tokens=TokenVerifier(settings), feed=feed,
+                              mac_key=derive_mac_key(kek))
+            if run_projections:
+                for projection in PROJECTIONS:
+                    runner = ProjectionRunner(projection, runtime.store, dsn=runtime.target.app_dsn)
+                    svc.runners.append(runner)
+                    svc.tasks.append(asyncio.create_task(runner.run(), name=f"projection:{projection.name}"))
+            app.state.services = svc
+            log.info("started", projections=len(svc.runners), instruments=len(registry.definitions()))
+            try:
+                yield
+            finally:
+                for task in svc.tasks:
+                    task.cancel()
+                for task in svc.tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                await feed.close()
+
+    openapi = OpenAPIConfig(
+        title="Alliance", version=API_VERSION,
+        description="Collaborative therapeutic goal setting: every proposal, revision, agreement, consent and "
+                    "measurement is an immutable event; plans, progress and decision history are projections.",
+        path="/schema", render_plugins=[ScalarRenderPlugin(path="/"), JsonRenderPlugin(), YamlRenderPlugin()],
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer",
+                                                                         bearer_format="JWT")}),
+        security=[{"bearer": []}],
+        use_handler_docstrings=False,
+    )
+    return Litestar(
+        route_handlers=[*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES],
+        lifespan=[lifespan],
+        dependencies={"principal": Provide(provide_principal), "svc": Provide(provide_services)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[_request_logging],
+        openapi_config=openapi,
+        logging_config=None,
+        debug=False,
+    )
+
+
+def structlog_available() -> bool:  # keeps the import honest for linters
+    return structlog is not None

@@ -1,0 +1,107 @@
+"""``Idempotency-Key`` on every POST, stored in PostgreSQL so any worker answers a retry.
+
+The same key with the same body returns the first result (``Idempotent-Replayed:
+true``); the same key with another body is a 422. While the first request is still
+running, a retry waits for it briefly, then answers 409. Server errors are not
+stored, so the client may retry them. The key also fixes the command id, so even
+a retry that races past this table is recorded once by the event store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+import asyncpg
+from litestar import Request, Response
+
+from core.errors import AllianceError, ConcurrencyConflict, ValidationError
+
+from api.auth import Principal
+from api.errors import alliance_error_handler
+
+IDEMPOTENCY_NAMESPACE = UUID("1d0c5a8e-5b4f-4f0a-8f5e-6c1c2f3a9e77")
+HEADER = "idempotency-key"
+WAIT_SECONDS = 10.0
+
+
+def command_id_for(principal: Principal, key: str | None) -> UUID:
+    """A retried request with the same key carries the same command id (and event ids)."""
+    if key is None:
+        return uuid.uuid4()
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.tenant_id}:{principal.id}:{key}")
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 200:
+        raise ValidationError("Idempotency-Key must be 1 to 200 characters", code="invalid_idempotency_key",
+                              field="Idempotency-Key")
+    return key
+
+
+async def run_idempotent(request: Request, pool: asyncpg.Pool, mac_key: bytes, principal: Principal,
+                         work: Callable[[], Awaitable[Response]]) -> Response:
+    key = idempotency_key(request)
+    if key is None:
+        return await work()
+    route = str(request.scope.get("path_template") or request.url.path)
+    body = await request.body()
+    mac = hmac.new(mac_key, b"%s %s %s\n" % (request.method.encode(), request.url.path.encode(), body),
+                   hashlib.sha256).digest()
+    async with pool.acquire() as conn:
+        inserted = await conn.fetchval(
+            "INSERT INTO idempotency_keys (tenant_id, principal_id, key, method, route, body_mac) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+            principal.tenant_id, principal.id, key, request.method, route, mac)
+    if inserted:
+        try:
+            response = await work()
+        except AllianceError as exc:
+            if exc.status >= 500:
+                await _forget(pool, principal, key)
+                raise
+            response = alliance_error_handler(request, exc)
+        except BaseException:
+            await _forget(pool, principal, key)
+            raise
+        content = response.render(response.content, response.media_type) if not isinstance(
+            response.content, bytes) else response.content
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET status = $4, response = $5, content_type = $6, completed_at = now() "
+                "WHERE tenant_id = $1 AND principal_id = $2 AND key = $3",
+                principal.tenant_id, principal.id, key, response.status_code, content, str(response.media_type))
+        return Response(content, status_code=response.status_code, media_type=response.media_type,
+                        headers=dict(response.headers))
+    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+    while True:
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT body_mac, status, response, content_type FROM idempotency_keys "
+                "WHERE tenant_id = $1 AND principal_id = $2 AND key = $3", principal.tenant_id, principal.id, key)
+        if row is None:  # the first attempt failed and was forgotten: run again
+            return await run_idempotent(request, pool, mac_key, principal, work)
+        if not hmac.compare_digest(bytes(row["body_mac"]), mac):
+            raise ValidationError("this Idempotency-Key was used with a different request",
+                                  code="idempotency_key_reused", field="Idempotency-Key")
+        if row["status"] is not None:
+            return Response(bytes(row["response"]), status_code=row["status"], media_type=row["content_type"],
+                            headers={"Idempotent-Replayed": "true"})
+        if asyncio.get_running_loop().time() > deadline:
+            raise ConcurrencyConflict("a request with this Idempotency-Key is still being processed",
+                                      stream_id="", expected=0, actual=0)
+        await asyncio.sleep(0.05)
+
+
+async def _forget(pool: asyncpg.Pool, principal: Principal, key: str) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND principal_id = $2 AND key = $3 "
+                           "AND status IS NULL", principal.tenant_id, principal.id, key)

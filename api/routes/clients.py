@@ -1,0 +1,246 @@
+"""A client's records: consents, measurements, feedback, relapse plan, risk, corrections,
+and the plan / progress / history views (now, or as of any moment)."""
+
+import enum
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from core import client as c
+from core.consent import ConsentScope
+from core.errors import NotFound, ValidationError
+from core.projections import asof, queries
+
+from api.auth import Principal
+from api.commands import body_for, build, result_response
+from api.routes.common import readable_client, run_command, visible_client
+from api.routes.goals import _receipts
+from api.state import AppServices, now
+
+
+def client_route(path: str, command: type[c.Command], *, operation_id: str, summary: str,
+                 generated: tuple[str, ...] = (), tags: tuple[str, ...] = ("clients",),
+                 fixed: dict[str, Any] | None = None, exclude: tuple[str, ...] = ()) -> Any:
+    """A POST route running one client-stream command."""
+    body_type = body_for(command, generated=generated, exclude=(*exclude, *(fixed or {})))
+
+    async def routed(request, client_id, data, principal, svc):  # type: ignore[no-untyped-def]
+        async def work(command_id: UUID) -> Response:
+            await visible_client(svc, principal, client_id)
+            cmd = build(command, data, principal, command_id, generated=generated, **(fixed or {}))
+            outcome = await svc.handler.handle_client(client_id, cmd)
+            return result_response(cmd, outcome, created={f: getattr(cmd, f) for f in generated},
+                                   receipts=await _receipts(svc, outcome))
+
+        return await run_command(request, svc, principal, work)
+
+    routed.__annotations__ = {"request": Request, "client_id": UUID, "data": body_type, "principal": Principal,
+                              "svc": AppServices, "return": Response}
+    routed.__name__ = routed.__qualname__ = operation_id
+    return post(path, operation_id=operation_id, summary=summary, description=command.__doc__, tags=list(tags),
+                status_code=201)(routed)
+
+
+WithdrawBody = body_for(c.WithdrawConsent, exclude=("scope",))
+
+
+@post("/clients/{client_id:uuid}/consents/{consent_scope:str}/withdrawal", operation_id="withdrawConsent",
+      tags=["consent"], status_code=201,
+      summary="Withdraw consent for a scope (stops new actions in it; history stays)")
+async def withdraw_consent(request: Request, client_id: UUID, consent_scope: str, data: WithdrawBody,  # type: ignore[valid-type]
+                           principal: Principal, svc: AppServices) -> Response:
+    try:
+        parsed = ConsentScope(consent_scope)
+    except ValueError:
+        raise ValidationError(f"unknown consent scope {consent_scope!r}; one of: "
+                              + ", ".join(s.value for s in ConsentScope), code="unknown_scope",
+                              field="scope") from None
+
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        cmd = build(c.WithdrawConsent, data, principal, command_id, scope=parsed)
+        outcome = await svc.handler.handle_client(client_id, cmd)
+        return result_response(cmd, outcome, receipts=await _receipts(svc, outcome))
+
+    return await run_command(request, svc, principal, work)
+
+
+class ReportedBy(enum.StrEnum):
+    SELF = "self"
+    CLINICIAN = "clinician"
+
+
+class MeasurementBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    instrument_id: str
+    answers: dict[str, Any]
+    observed_at: datetime
+    reported_by: ReportedBy = ReportedBy.SELF
+    #: The instrument version to score with (default: the latest installed).
+    instrument_version: str | None = None
+    goal_ids: tuple[UUID, ...] = ()
+    measurement_id: UUID | None = None
+
+
+@post("/clients/{client_id:uuid}/measurements", operation_id="recordMeasurement", tags=["measurements"],
+      status_code=201, summary="Record a measurement: validated and scored by its instrument before anything "
+      "is written; a risk item raises a risk flag in the same append")
+async def record_measurement(request: Request, client_id: UUID, data: MeasurementBody, principal: Principal,
+                             svc: AppServices) -> Response:
+    if data.observed_at.tzinfo is None:
+        raise ValidationError("observed_at needs a time-zone offset", code="invalid", field="observed_at")
+
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        scored = svc.instruments.score(data.instrument_id, data.answers, version=data.instrument_version)
+        measurement_id = data.measurement_id or UUID(bytes=command_id.bytes)
+        cmd = build(c.RecordMeasurement, None, principal, command_id, measurement_id=measurement_id,
+                    instrument_id=scored.instrument_id, instrument_version=scored.instrument_version,
+                    fingerprint=scored.fingerprint, answers=scored.answers, free_text=scored.free_text,
+                    scores=scored.scores, band=scored.band, reported_by=str(data.reported_by),
+                    observed_at=data.observed_at, goal_ids=data.goal_ids, risk_items=scored.risk_items)
+        outcome = await svc.handler.handle_client(client_id, cmd)
+        extra = None
+        if scored.risk_items:
+            actions = [a for batch in svc.plugins.hook.risk_flag_actions(flag={
+                "tenant_id": str(principal.tenant_id), "instrument_id": scored.instrument_id,
+                "instrument_version": scored.instrument_version, "item_ids": list(scored.risk_items),
+                "goal_ids": [str(gid) for gid in data.goal_ids]}) for a in batch]
+            extra = {"risk": {"items": list(scored.risk_items), "actions": actions,
+                              "flag_id": str(c.risk_flag_id_for(measurement_id))}}
+        return result_response(cmd, outcome, created={"measurement_id": measurement_id}, extra=extra)
+
+    return await run_command(request, svc, principal, work)
+
+
+# -- views --------------------------------------------------------------------------------------
+
+def _as_of(value: str | None) -> datetime | str | None:
+    """``?as_of=`` is an ISO 8601 time with an offset (or a checkpoint from an export)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        if "." in value and all(part.isdigit() for part in value.split(".", 1)):
+            return value
+        raise ValidationError("as_of must be an ISO 8601 time with an offset", code="invalid_as_of",
+                              field="as_of") from None
+    if moment.tzinfo is None:
+        raise ValidationError("as_of needs a time-zone offset", code="invalid_as_of", field="as_of")
+    return moment
+
+
+def _json(view: dict[str, Any] | None) -> Response:
+    if view is None:
+        raise NotFound("nothing recorded for this client yet", code="view_not_ready")
+    return Response(msgspec.json.encode(view), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+AS_OF = Parameter(query="as_of", required=False, description="ISO 8601 time with offset: the view as it was then")
+
+
+@get("/clients/{client_id:uuid}/plan", operation_id="getPlan", tags=["views"],
+     summary="The client's current plan (or as of a moment)")
+async def get_plan(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
+                   as_of: str | None = AS_OF) -> Response:
+    await readable_client(svc, request, principal, client_id, "plan")
+    moment = _as_of(as_of)
+    if moment is not None:
+        return _json(await asof.plan_as_of(svc.store, client_id, moment))
+    view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now())
+    if view is None:  # not projected yet: answer from the events, never stale
+        view = await asof.plan_as_of(svc.store, client_id, now())
+    return _json(view)
+
+
+@get("/clients/{client_id:uuid}/progress", operation_id="getProgress", tags=["views"],
+     summary="Progress per goal and measure: series, change, reliable change, band, GAS T-score")
+async def get_progress(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
+                       as_of: str | None = AS_OF,
+                       goal_id: UUID | None = Parameter(query="goal_id", required=False)) -> Response:
+    await readable_client(svc, request, principal, client_id, "progress")
+    moment = _as_of(as_of)
+    if moment is not None:
+        return _json(await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments))
+    view = await queries.read_progress(svc.pool, client_id, tenant_id=principal.tenant_id, goal_id=goal_id,
+                                       instruments=svc.instruments)
+    if view is None:
+        view = await asof.progress_as_of(svc.store, client_id, now(), instruments=svc.instruments)
+    return _json(view)
+
+
+@get("/clients/{client_id:uuid}/history", operation_id="getHistory", tags=["views"],
+     summary="Decision history: who proposed, revised, agreed and consented to what, when")
+async def get_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
+                      as_of: str | None = AS_OF,
+                      goal_id: UUID | None = Parameter(query="goal_id", required=False)) -> Response:
+    await readable_client(svc, request, principal, client_id, "history")
+    moment = _as_of(as_of)
+    if moment is not None:
+        return _json(await asof.history_as_of(svc.store, client_id, moment))
+    view = await queries.read_history(svc.pool, client_id, tenant_id=principal.tenant_id, goal_id=goal_id)
+    if view is None:
+        view = await asof.history_as_of(svc.store, client_id, now())
+    return _json(view)
+
+
+CLIENT_ROUTES = [
+    withdraw_consent, record_measurement, get_plan, get_progress, get_history,
+    client_route("/clients/{client_id:uuid}/consents", c.GrantConsent, operation_id="grantConsent",
+                 tags=("consent",), summary="Grant consent for a scope (the client, a proxy, or staff "
+                 "recording verbal consent with an attestation)"),
+    client_route("/clients/{client_id:uuid}/feedback", c.GiveFeedback, operation_id="giveFeedback",
+                 generated=("feedback_id",), summary="The client's feedback: what resonates, what feels misaligned"),
+    client_route("/clients/{client_id:uuid}/relapse-plan", c.UpdateRelapsePlan, operation_id="updateRelapsePlan",
+                 summary="The relapse-prevention plan: warning signs, actions, supports"),
+    client_route("/clients/{client_id:uuid}/risk-flags", c.RaiseRiskFlag, operation_id="raiseRiskFlag",
+                 generated=("flag_id",), tags=("risk",), summary="A clinician raises a risk flag"),
+    client_route("/clients/{client_id:uuid}/notes", c.RecordNote, operation_id="recordNote",
+                 generated=("note_id",), summary="A clinical note"),
+    client_route("/clients/{client_id:uuid}/corrections", c.MarkEntryInError, operation_id="markEntryInError",
+                 summary="Mark a measurement or note entered-in-error (stays in history, leaves the views)"),
+    client_route("/clients/{client_id:uuid}/proxies", c.AuthoriseProxy, operation_id="authoriseProxy",
+                 summary="Authorise a proxy (guardian) to act for the client"),
+    client_route("/clients/{client_id:uuid}/legal-holds", c.PlaceLegalHold, operation_id="placeLegalHold",
+                 generated=("hold_id",), tags=("compliance",), summary="Place a legal hold (blocks erasure)"),
+]
+
+
+def _ack_route() -> Any:
+    body_type = body_for(c.AcknowledgeRiskFlag, exclude=("flag_id",))
+
+    async def acknowledge(request, client_id, flag_id, data, principal, svc):  # type: ignore[no-untyped-def]
+        async def work(command_id: UUID) -> Response:
+            await visible_client(svc, principal, client_id)
+            cmd = build(c.AcknowledgeRiskFlag, data, principal, command_id, flag_id=flag_id)
+            return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+
+        return await run_command(request, svc, principal, work)
+
+    acknowledge.__annotations__ = {"request": Request, "client_id": UUID, "flag_id": UUID, "data": body_type,
+                                   "principal": Principal, "svc": AppServices, "return": Response}
+    return post("/clients/{client_id:uuid}/risk-flags/{flag_id:uuid}/acknowledgement",
+                operation_id="acknowledgeRiskFlag", tags=["risk"], status_code=201,
+                summary="A care-team clinician acknowledges a risk flag with the action taken")(acknowledge)
+
+
+def _release_hold_route() -> Any:
+    async def release(request, client_id, hold_id, principal, svc):  # type: ignore[no-untyped-def]
+        async def work(command_id: UUID) -> Response:
+            await visible_client(svc, principal, client_id)
+            cmd = build(c.ReleaseLegalHold, None, principal, command_id, hold_id=hold_id)
+            return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+
+        return await run_command(request, svc, principal, work)
+
+    release.__annotations__ = {"request": Request, "client_id": UUID, "hold_id": UUID, "principal": Principal,
+                               "svc": AppServices, "return": Response}
+    return post("/clients/{client_id:uuid}/legal-holds/{hold_id:uuid}/release", operation_id="releaseLegalHold",
+                tags=["compliance"], status_code=201, summary="Lift a legal hold")(release)
+
+
+CLIENT_ROUTES += [_ack_route(), _release_hold_route()]

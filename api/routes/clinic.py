@@ -1,0 +1,203 @@
+"""Clinic set-up: staff, enrolment, caseloads, care teams, discharge."""
+
+import base64
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from core import client as c
+from core import clinic as k
+from core.errors import Forbidden, ValidationError
+from core.identity import Role
+from core.projections.plan import PLAN
+
+from api.auth import Principal, require_role
+from api.commands import body_for, build, result_response
+from api.routes.common import run_command, visible_client
+from api.state import AppServices, now
+
+ActivateBody = body_for(k.ActivateStaff)
+
+
+@post("/staff", operation_id="activateStaff", tags=["clinic"], status_code=201,
+      summary="Activate a staff member (clinician, supervisor, auditor, admin) in this clinic")
+async def activate_staff(request: Request, data: ActivateBody, principal: Principal,  # type: ignore[valid-type]
+                         svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(k.ActivateStaff, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+@post("/staff/{staff_id:uuid}/deactivation", operation_id="deactivateStaff", tags=["clinic"], status_code=201,
+      summary="Deactivate a staff member (their tokens stop working at once)")
+async def deactivate_staff(request: Request, staff_id: UUID, principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(k.DeactivateStaff, None, principal, command_id, staff_id=staff_id)
+        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+@get("/staff", operation_id="listStaff", tags=["clinic"], summary="Active staff of this clinic (admin)")
+async def list_staff(principal: Principal, svc: AppServices) -> Response:
+    require_role(principal, Role.ADMIN, Role.SUPERVISOR, action="listing staff")
+    clinic = await svc.clinic(principal.tenant_id)
+    staff = [{"staff_id": str(sid), "role": str(role)} for sid, role in sorted(clinic.staff.items(), key=str)]
+    return Response(msgspec.json.encode({"staff": staff}), media_type="application/json")
+
+
+CrisisBody = body_for(k.SetCrisisInformation)
+
+
+@post("/clinic/crisis-information", operation_id="setCrisisInformation", tags=["clinic"], status_code=201,
+      summary="The clinic's crisis information, shown to clients with risk flags and in their plan")
+async def set_crisis(request: Request, data: CrisisBody, principal: Principal,  # type: ignore[valid-type]
+                     svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(k.SetCrisisInformation, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+EnrolBody = body_for(c.EnrollClient, generated=("client_id", "episode_id"))
+
+
+@post("/clients", operation_id="enrolClient", tags=["clinic"], status_code=201,
+      summary="Enrol a client in this clinic with a primary clinician (opens a care episode)")
+async def enrol_client(request: Request, data: EnrolBody, principal: Principal,  # type: ignore[valid-type]
+                       svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(c.EnrollClient, data, principal, command_id, generated=("client_id", "episode_id"))
+        outcome = await svc.handler.handle_client(cmd.client_id, cmd)
+        return result_response(cmd, outcome, created={"client_id": cmd.client_id, "episode_id": cmd.episode_id},
+                               headers={"Location": f"/clients/{cmd.client_id}/plan"})
+
+    return await run_command(request, svc, principal, work)
+
+
+def _cursor(client_id: UUID) -> str:
+    return base64.urlsafe_b64encode(client_id.bytes).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> UUID:
+    if not cursor:
+        return UUID(int=0)
+    try:
+        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        raise ValidationError("cursor not understood", code="invalid_cursor", field="cursor") from None
+
+
+@get("/clients", operation_id="listClients", tags=["clinic"],
+     summary="A clinician's caseload (clients whose care team they are on); cursor-paginated")
+async def list_clients(principal: Principal, svc: AppServices,
+                       cursor: str | None = Parameter(query="cursor", required=False),
+                       limit: int = Parameter(query="limit", default=50, ge=1, le=200),
+                       discharged: bool | None = Parameter(query="discharged", required=False),
+                       open_risk: bool | None = Parameter(query="open_risk", required=False)) -> Response:
+    if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR, Role.ADMIN):
+        raise Forbidden("caseloads are for clinicians, supervisors and admins", code="role_not_allowed")
+    after = _after(cursor)
+    items: list[dict[str, Any]] = []
+    next_cursor: str | None = None
+    async with svc.pool.acquire() as conn:
+        table = await conn.fetchval("SELECT table_name FROM projections.projection_versions "
+                                    "WHERE name = $1 AND state = 'active'", PLAN.name)
+        while table is not None and len(items) < limit:
+            rows = await conn.fetch(f'SELECT client_id, doc FROM projections."{table}" WHERE tenant_id = $1 '
+                                    "AND client_id > $2 ORDER BY client_id LIMIT 500", principal.tenant_id, after)
+            if not rows:
+                break
+            for row in rows:
+                after = row["client_id"]
+                doc = PLAN.decode(row["doc"])
+                mine = principal.role is Role.ADMIN or principal.id == doc.primary_clinician \
+                    or principal.id in doc.care_team
+                if not mine or doc.erased and principal.role is not Role.ADMIN:
+                    continue
+                if discharged is not None and doc.discharged != discharged:
+                    continue
+                open_flags = sum(1 for f in doc.risk_flags.values() if not f.acknowledged)
+                if open_risk is not None and (open_flags > 0) != open_risk:
+                    continue
+                items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
+                              "discharged": doc.discharged, "open_risk_flags": open_flags,
+                              "goals": len(doc.goals),
+                              "last_activity": doc.last_recorded_at.isoformat() if doc.last_recorded_at else None})
+                if len(items) == limit:
+                    next_cursor = _cursor(doc.client_id)
+                    break
+    return Response(msgspec.json.encode({"items": items, "next_cursor": next_cursor}),
+                    media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+AddMemberBody = body_for(c.AddCareTeamMember)
+
+
+@post("/clients/{client_id:uuid}/care-team", operation_id="addCareTeamMember", tags=["clinic"], status_code=201,
+      summary="Add a clinician or supervisor to the client's care team")
+async def add_member(request: Request, client_id: UUID, data: AddMemberBody,  # type: ignore[valid-type]
+                     principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        cmd = build(c.AddCareTeamMember, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+RemoveMemberBody = body_for(c.RemoveCareTeamMember, exclude=("member_id",))
+
+
+@post("/clients/{client_id:uuid}/care-team/{member_id:uuid}/removal", operation_id="removeCareTeamMember",
+      tags=["clinic"], status_code=201, summary="Remove a member from the care team")
+async def remove_member(request: Request, client_id: UUID, member_id: UUID,
+                        data: RemoveMemberBody, principal: Principal,  # type: ignore[valid-type]
+                        svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        cmd = build(c.RemoveCareTeamMember, data, principal, command_id, member_id=member_id)
+        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+PrimaryBody = body_for(c.ChangePrimaryClinician)
+
+
+@post("/clients/{client_id:uuid}/primary-clinician", operation_id="changePrimaryClinician", tags=["clinic"],
+      status_code=201, summary="Change the client's primary clinician")
+async def change_primary(request: Request, client_id: UUID, data: PrimaryBody,  # type: ignore[valid-type]
+                         principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        cmd = build(c.ChangePrimaryClinician, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+DischargeBody = body_for(c.DischargeClient)
+
+
+@post("/clients/{client_id:uuid}/discharge", operation_id="dischargeClient", tags=["clinic"], status_code=201,
+      summary="Discharge the client (self-monitoring may continue)")
+async def discharge(request: Request, client_id: UUID, data: DischargeBody,  # type: ignore[valid-type]
+                    principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        cmd = build(c.DischargeClient, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+CLINIC_ROUTES = [activate_staff, deactivate_staff, list_staff, set_crisis, enrol_client, list_clients, add_member,
+                 remove_member, change_primary, discharge]
+_ = now

@@ -1,0 +1,68 @@
+"""Liveness, readiness and the instrument catalogue."""
+
+from typing import Any
+
+import msgspec
+from litestar import Response, get
+
+from core.errors import NotFound
+from core.migrations import pending_migrations
+from core.projections.rebuild import lag
+
+from api.auth import Principal
+from api.state import AppServices
+
+#: /ready fails when a projection is further behind than this.
+READY_MAX_LAG_EVENTS = 1000
+READY_MAX_LAG_SECONDS = 30.0
+
+
+@get("/health", operation_id="health", tags=["system"], summary="Liveness: the process answers", exclude_from_auth=True)
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", operation_id="ready", tags=["system"],
+     summary="Readiness: database reachable, migrations applied, projections caught up within a bound")
+async def ready(svc: AppServices) -> Response:
+    checks: dict[str, Any] = {}
+    ok = True
+    try:
+        async with svc.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+            pending = await pending_migrations(conn)
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if not pending else f"pending: {[m.name for m in pending]}"
+        ok = ok and not pending
+        lags = await lag(svc.pool)
+        checks["projections"] = {name: {"events_behind": events, "seconds_behind": round(seconds, 3)}
+                                 for name, (events, seconds) in lags.items()}
+        if any(events > READY_MAX_LAG_EVENTS or seconds > READY_MAX_LAG_SECONDS for events, seconds in lags.values()):
+            ok = False
+    except Exception as exc:  # the answer is "not ready", with the reason's class only
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+        ok = False
+    return Response(msgspec.json.encode({"status": "ready" if ok else "not_ready", "checks": checks}),
+                    status_code=200 if ok else 503, media_type="application/json")
+
+
+@get("/instruments", operation_id="listInstruments", tags=["instruments"],
+     summary="Every installed instrument definition (a frontend renders them as forms)")
+async def list_instruments(principal: Principal, svc: AppServices) -> Response:
+    return Response(msgspec.json.encode({"instruments": svc.instruments.definitions()}),
+                    media_type="application/json")
+
+
+@get("/instruments/{instrument_id:str}", operation_id="getInstrument", tags=["instruments"],
+     summary="One instrument definition (latest version, or ?version=)")
+async def get_instrument(instrument_id: str, principal: Principal, svc: AppServices,
+                         version: str | None = None) -> Response:
+    try:
+        definition = svc.instruments.get(instrument_id, version)
+    except (KeyError, NotFound):
+        raise NotFound(f"no instrument {instrument_id!r}", code="instrument_not_found",
+                       field="instrument_id") from None
+    return Response(msgspec.json.encode(definition), media_type="application/json")
+
+
+SYSTEM_ROUTES = [health, ready, list_instruments, get_instrument]

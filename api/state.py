@@ -1,0 +1,90 @@
+"""What the app holds for its whole life (created in the lifespan, reached from handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pluggy
+from litestar import Request
+from litestar.datastructures import State
+
+from core.clinic import ClinicState
+from core.errors import Forbidden
+from core.handling import CommandHandler
+from core.identity import Role
+from core.projections.feed import ChangeFeed
+from core.runtime import Runtime
+
+from api.auth import Principal, TokenVerifier, bearer_token
+from plugins.manager import InstrumentRegistry
+
+
+@dataclass
+class AppServices:
+    runtime: Runtime
+    handler: CommandHandler
+    plugins: pluggy.PluginManager
+    instruments: InstrumentRegistry
+    tokens: TokenVerifier
+    feed: ChangeFeed
+    mac_key: bytes
+    runners: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    signer: Any = None
+    _clinics: dict[UUID, tuple[int, ClinicState]] = field(default_factory=dict)
+
+    @property
+    def pool(self) -> Any:
+        return self.runtime.pool
+
+    @property
+    def store(self) -> Any:
+        return self.runtime.store
+
+    async def clinic(self, tenant_id: UUID) -> ClinicState:
+        """The clinic's staff list, cached while the clinic stream has not moved."""
+        version = await self.store.stream_version(f"clinic-{tenant_id}")
+        cached = self._clinics.get(tenant_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        loaded = await self.handler.load_clinic(tenant_id)
+        self._clinics[tenant_id] = (loaded.version, loaded.state)
+        return loaded.state  # type: ignore[no-any-return]
+
+
+def services(state: State) -> AppServices:
+    return state.services  # type: ignore[no-any-return]
+
+
+def derive_mac_key(kek: bytes) -> bytes:
+    return hashlib.sha256(b"alliance idempotency mac\x00" + kek).digest()
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    svc = services(request.app.state)
+    principal = svc.tokens.verify(bearer_token(request))
+    if principal.is_staff:
+        clinic = await svc.clinic(principal.tenant_id)
+        active_role = clinic.staff.get(principal.id)
+        if active_role is None:
+            raise Forbidden("this staff account is not active in this clinic", code="staff_inactive")
+        if active_role != principal.role:
+            raise Forbidden("the token's role does not match this staff member's role", code="role_mismatch")
+    request.scope.setdefault("state", {})["principal_id"] = str(principal.id)
+    return principal
+
+
+async def provide_services(request: Request[Any, Any, Any]) -> AppServices:
+    return services(request.app.state)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+ROLE_CLINICAL = (Role.CLINICIAN, Role.SUPERVISOR)

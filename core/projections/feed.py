@@ -1,0 +1,154 @@
+"""The change feed: every plan and progress change of a client, from whichever process projected it.
+
+Source of truth: ``projections.changes`` (client, per-client seq, kind), written in
+the projection's own transaction (see ``runner.emit_changes``). A NOTIFY on
+``alliance_projection_changes`` after commit only wakes followers; they always
+read the table, and also poll every ``poll_interval`` in case a wake-up was lost.
+
+Cursors are opaque strings encoding the per-client sequence number only (never a
+global position, which would tell one clinic how busy the others are). A follower
+resumes with the last cursor it delivered and misses nothing. Change rows hold no
+personal data: the view is read when the change is delivered, so several pending
+changes of the same kind are delivered once, with the latest cursor and view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import asyncpg
+
+from core.errors import ValidationError
+from core.projections.progress import Instruments
+from core.projections.queries import read_history, read_plan, read_progress
+from core.projections.runner import CHANGES_CHANNEL
+
+_PREFIX = "c1-"
+
+
+def encode_cursor(seq: int) -> str:
+    return f"{_PREFIX}{seq:x}"
+
+
+def decode_cursor(cursor: str | None) -> int:
+    """The per-client sequence of a cursor (0 for None/empty: from the beginning)."""
+    if not cursor:
+        return 0
+    if not isinstance(cursor, str) or not cursor.startswith(_PREFIX):
+        raise ValidationError("cursor not understood", code="invalid_cursor", field="cursor")
+    try:
+        seq = int(cursor[len(_PREFIX):], 16)
+    except ValueError:
+        raise ValidationError("cursor not understood", code="invalid_cursor", field="cursor") from None
+    if seq < 0:
+        raise ValidationError("cursor not understood", code="invalid_cursor", field="cursor")
+    return seq
+
+
+class Change(NamedTuple):
+    cursor: str
+    kind: str
+    view: dict[str, Any] | None
+
+
+class ChangeFeed:
+    """One per process: a dedicated LISTEN connection fanning wake-ups out to followers."""
+
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str, instruments: Instruments | None = None,
+                 poll_interval: float = 5.0, page: int = 200) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self.instruments = instruments
+        self.poll_interval = poll_interval
+        self.page = page
+        self._listener: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._waiters: dict[UUID, set[asyncio.Event]] = {}
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+    async def _ensure_listener(self) -> None:
+        async with self._lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            conn = await asyncpg.connect(self._dsn)
+            await conn.add_listener(CHANGES_CHANNEL, self._on_notify)
+            self._listener = conn
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == "*":
+            targets = [w for ws in self._waiters.values() for w in ws]
+        else:
+            targets = []
+            for part in payload.split(","):
+                with contextlib.suppress(ValueError):
+                    targets.extend(self._waiters.get(UUID(part), ()))
+        for waiter in targets:
+            waiter.set()
+
+    async def head(self, client_id: UUID) -> str:
+        """The cursor of the client's latest change (follow from here to get only new ones)."""
+        async with self._pool.acquire() as conn:
+            seq = await conn.fetchval("SELECT seq FROM projections.client_changes WHERE client_id = $1",
+                                      client_id)
+        return encode_cursor(int(seq or 0))
+
+    async def changes_after(self, client_id: UUID, after: str | None, *, limit: int | None = None
+                            ) -> list[tuple[str, str]]:
+        """(cursor, kind) of the client's changes after ``after``, in order (no views)."""
+        seq = decode_cursor(after)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT seq, kind FROM projections.changes WHERE client_id = $1 AND seq > $2 "
+                                    "ORDER BY seq LIMIT $3", client_id, seq, limit or self.page)
+        return [(encode_cursor(r[0]), r[1]) for r in rows]
+
+    async def view(self, client_id: UUID, kind: str, *, tenant_id: UUID | None = None) -> dict[str, Any] | None:
+        if kind == "plan":
+            return await read_plan(self._pool, client_id, tenant_id=tenant_id, now=datetime.now(UTC))
+        if kind == "progress":
+            return await read_progress(self._pool, client_id, tenant_id=tenant_id, instruments=self.instruments)
+        return await read_history(self._pool, client_id, tenant_id=tenant_id)
+
+    async def follow(self, client_id: UUID, after: str | None = None, *, tenant_id: UUID | None = None
+                     ) -> AsyncIterator[Change]:
+        """Yield ``Change(cursor, kind, view)`` for every change after ``after``, forever.
+
+        Within one page, earlier changes of a kind are folded into the last one (its view is
+        the current one anyway); the cursor then skips past them, so resuming from any
+        yielded cursor misses nothing.
+        """
+        seq = decode_cursor(after)
+        await self._ensure_listener()
+        wake = asyncio.Event()
+        self._waiters.setdefault(client_id, set()).add(wake)
+        try:
+            while True:
+                wake.clear()
+                page = await self.changes_after(client_id, encode_cursor(seq))
+                if page:
+                    last_of_kind = {kind: i for i, (_, kind) in enumerate(page)}
+                    for i, (cursor, kind) in enumerate(page):
+                        if last_of_kind[kind] != i:
+                            continue
+                        view = await self.view(client_id, kind, tenant_id=tenant_id)
+                        yield Change(cursor, kind, view)
+                        seq = decode_cursor(cursor)
+                    seq = max(seq, decode_cursor(page[-1][0]))
+                if len(page) < self.page:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+        finally:
+            waiters = self._waiters.get(client_id)
+            if waiters is not None:
+                waiters.discard(wake)
+                if not waiters:
+                    self._waiters.pop(client_id, None)

@@ -1,0 +1,264 @@
+"""The current plan of a client: episode, care team, consents, goals and everything on them.
+
+The document folds the client stream and the client's goal streams (goal state is
+folded with the goal domain's own ``evolve_goal``, so the plan never disagrees with
+what the deciders see). Anything that depends on the clock (due, overdue, consents
+in force now) and the guidance (SMART assessment, plain-language hints) is computed
+when the plan is *read* (:func:`render_plan`), never stored.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from msgspec.structs import replace
+
+from core.authority import other_party
+from core.client import (
+    CLIENT_EVENT_TYPES,
+    CareTeamMemberAdded,
+    CareTeamMemberRemoved,
+    ClientDischarged,
+    ClientEnrolled,
+    ClientErased,
+    PrimaryClinicianChanged,
+    ProxyAuthorised,
+    ProxyRevoked,
+    RelapsePreventionPlanUpdated,
+    RiskFlagAcknowledged,
+    RiskFlagRaised,
+)
+from core.consent import ConsentGranted, ConsentWithdrawn
+from core.events.envelope import RecordedEvent
+from core.goal import (
+    GOAL_EVENT_TYPES,
+    GoalState,
+    evolve_goal,
+    fhir_lifecycle_status,
+    initial_goal_state,
+    is_due,
+    is_overdue,
+)
+from core.plain_language import check_plain_language
+from core.projections.base import FoldContext, Projection, to_builtins
+from core.smart import assess_smart
+
+NAME = "plan"
+VERSION = 1
+
+
+class RiskFlag(msgspec.Struct, frozen=True, kw_only=True):
+    flag_id: UUID
+    source: str
+    measurement_id: UUID | None = None
+    items: tuple[str, ...] = ()
+    note: str | None = None
+    raised_by: UUID
+    raised_by_role: str
+    raised_at: datetime
+    acknowledged: bool = False
+    acknowledged_by: UUID | None = None
+    acknowledged_at: datetime | None = None
+    action_taken: str | None = None
+
+
+class RelapsePlan(msgspec.Struct, frozen=True, kw_only=True):
+    plan_version: int
+    warning_signs: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    supports: tuple[str, ...] = ()
+    by: UUID
+    by_role: str
+    updated_at: datetime
+
+
+class PlanDoc(msgspec.Struct, frozen=True, kw_only=True):
+    client_id: UUID
+    tenant_id: UUID
+    episode_id: UUID | None = None
+    primary_clinician: UUID | None = None
+    care_team: dict[UUID, str] = {}
+    proxies: dict[UUID, str] = {}
+    discharged: bool = False
+    consents: tuple[ConsentGranted | ConsentWithdrawn, ...] = ()
+    goals: dict[UUID, GoalState] = {}
+    relapse_plan: RelapsePlan | None = None
+    risk_flags: dict[UUID, RiskFlag] = {}
+    erased: bool = False
+    last_recorded_at: datetime | None = None
+
+
+def initial_plan(client_id: UUID, tenant_id: UUID) -> PlanDoc:
+    return PlanDoc(client_id=client_id, tenant_id=tenant_id)
+
+
+def goal_id_of(event: RecordedEvent) -> UUID | None:
+    """The goal a goal-stream event belongs to (from the stream id ``goal-{id}``)."""
+    if event.stream_id.startswith("goal-"):
+        try:
+            return UUID(event.stream_id[5:])
+        except ValueError:
+            return None
+    return None
+
+
+def apply_risk(flags: dict[UUID, RiskFlag], payload: object) -> dict[UUID, RiskFlag]:
+    match payload:
+        case RiskFlagRaised():
+            flag = RiskFlag(flag_id=payload.flag_id, source=payload.source,
+                            measurement_id=payload.measurement_id, items=payload.items,
+                            note=payload.note, raised_by=payload.raised_by,
+                            raised_by_role=str(payload.raised_by_role), raised_at=payload.raised_at)
+            return {**flags, flag.flag_id: flag}
+        case RiskFlagAcknowledged() if payload.flag_id in flags:
+            return {**flags, payload.flag_id: replace(
+                flags[payload.flag_id], acknowledged=True, acknowledged_by=payload.by,
+                acknowledged_at=payload.acknowledged_at, action_taken=payload.action_taken)}
+    return flags
+
+
+def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> PlanDoc:
+    """Fold one event into the plan. Pure; never raises."""
+    p = event.payload
+    goal_id = goal_id_of(event)
+    if goal_id is not None:
+        goal = doc.goals.get(goal_id) or initial_goal_state(goal_id)
+        return replace(doc, goals={**doc.goals, goal_id: evolve_goal(goal, p)},
+                       last_recorded_at=event.recorded_at)
+    doc = replace(doc, last_recorded_at=event.recorded_at)
+    match p:
+        case ClientEnrolled():
+            return replace(doc, episode_id=p.episode_id, primary_clinician=p.primary_clinician_id,
+                           care_team={**doc.care_team, p.primary_clinician_id: "clinician"},
+                           discharged=False)
+        case CareTeamMemberAdded():
+            return replace(doc, care_team={**doc.care_team, p.member_id: str(p.member_role)})
+        case CareTeamMemberRemoved():
+            return replace(doc, care_team={k: v for k, v in doc.care_team.items() if k != p.member_id},
+                           primary_clinician=None if doc.primary_clinician == p.member_id
+                           else doc.primary_clinician)
+        case PrimaryClinicianChanged():
+            team = doc.care_team if p.clinician_id in doc.care_team \
+                else {**doc.care_team, p.clinician_id: "clinician"}
+            return replace(doc, primary_clinician=p.clinician_id, care_team=team)
+        case ClientDischarged():
+            return replace(doc, discharged=True)
+        case ProxyAuthorised():
+            return replace(doc, proxies={**doc.proxies, p.proxy_id: p.basis})
+        case ProxyRevoked():
+            return replace(doc, proxies={k: v for k, v in doc.proxies.items() if k != p.proxy_id})
+        case ConsentGranted() | ConsentWithdrawn():
+            return replace(doc, consents=(*doc.consents, p))
+        case RiskFlagRaised() | RiskFlagAcknowledged():
+            return replace(doc, risk_flags=apply_risk(doc.risk_flags, p))
+        case RelapsePreventionPlanUpdated():
+            if doc.relapse_plan is not None and doc.relapse_plan.plan_version > p.plan_version:
+                return doc
+            return replace(doc, relapse_plan=RelapsePlan(
+                plan_version=p.plan_version, warning_signs=p.warning_signs, actions=p.actions,
+                supports=p.supports, by=p.by, by_role=str(p.by_role), updated_at=event.occurred_at))
+        case ClientErased():
+            return replace(doc, erased=True)
+    return doc
+
+
+_HANDLED = frozenset(t.type_name() for t in (*CLIENT_EVENT_TYPES, *GOAL_EVENT_TYPES))
+
+PLAN = Projection(name=NAME, version=VERSION, handles=_HANDLED, doc_type=PlanDoc, initial=initial_plan,
+                  apply=apply_plan, feed_kind="plan")
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def consents_in_force(consents: tuple[ConsentGranted | ConsentWithdrawn, ...], at: datetime
+                      ) -> list[dict[str, Any]]:
+    """The consents in force at ``at``: the last grant per scope not withdrawn since."""
+    current: dict[str, ConsentGranted | None] = {}
+    for c in consents:
+        if c.effective_at <= at:
+            current[str(c.scope)] = c if isinstance(c, ConsentGranted) else None
+    return [{"scope": scope, "text_version": g.text_version, "mode": g.mode,
+             "effective_at": g.effective_at.isoformat(), "by": str(g.by), "by_role": str(g.by_role)}
+            for scope, g in sorted(current.items()) if g is not None]
+
+
+def _dated(items: dict[UUID, Any], today: date) -> list[dict[str, Any]]:
+    out = []
+    for item in items.values():
+        row = to_builtins(item)
+        row["due"] = is_due(item, today)
+        row["overdue"] = is_overdue(item, today)
+        out.append(row)
+    return out
+
+
+def _hints(*texts: str | None) -> list[dict[str, Any]]:
+    hints: list[dict[str, Any]] = []
+    for text in texts:
+        if text:
+            hints.extend(to_builtins(h) for h in check_plain_language(text))
+    return hints
+
+
+def render_goal(goal: GoalState, today: date) -> dict[str, Any]:
+    pending = []
+    for change in goal.pending_changes:
+        row = to_builtins(change)
+        row["awaiting"] = other_party(change.proposed_by_party)
+        pending.append(row)
+    return {
+        "goal_id": str(goal.goal_id),
+        "version": goal.version,
+        "status": str(goal.status),
+        "lifecycle_status": fhir_lifecycle_status(goal),
+        "author_party": goal.author_party,
+        "statement": goal.statement,
+        "client_words": goal.client_words,
+        "facets": dict(goal.facets),
+        "due_date": goal.due_date.isoformat() if goal.due_date else None,
+        "pace": goal.pace,
+        "last_reflection": goal.last_reflection,
+        "agreement": {
+            "client_agreed_version": goal.client_agreed_version,
+            "clinician_agreed_version": goal.clinician_agreed_version,
+            "clinician_agreed_by": str(goal.clinician_agreed_by) if goal.clinician_agreed_by else None,
+            "client": "agree" if goal.client_agreed_version == goal.version and goal.version else "pending",
+            "clinician": "agree" if goal.clinician_agreed_version == goal.version and goal.version
+            else "pending",
+            "activated_version": goal.activated_version,
+        },
+        "smart": to_builtins(assess_smart(goal.facets, due_date=goal.due_date)),
+        "plain_language": _hints(goal.statement, goal.client_words),
+        "milestones": [m for m in _dated(goal.milestones, today) if not m.get("removed")],
+        "checkpoints": [c for c in _dated(goal.checkpoints, today) if not c.get("cancelled")],
+        "barriers": [{"barrier_id": str(k), "text": v} for k, v in goal.barriers.items()],
+        "contingencies": [{"contingency_id": str(k), **to_builtins(v)} for k, v in goal.contingencies.items()],
+        "resources": [{"resource_id": str(k), "text": v} for k, v in goal.resources.items()],
+        "interventions": [{"intervention_id": str(k), **to_builtins(v)} for k, v in goal.interventions.items()],
+        "attainment_scale": to_builtins(goal.attainment_scale),
+        "measures": [{"instrument_id": k, "schedule": v} for k, v in goal.measures.items()],
+        "open_changes": pending,
+    }
+
+
+def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
+    """The plan as a frontend shows it, at ``now`` (due/overdue and consents computed here)."""
+    today = now.date()
+    return {
+        "client_id": str(doc.client_id),
+        "tenant_id": str(doc.tenant_id),
+        "episode_id": str(doc.episode_id) if doc.episode_id else None,
+        "primary_clinician": str(doc.primary_clinician) if doc.primary_clinician else None,
+        "care_team": [{"member_id": str(k), "role": v} for k, v in doc.care_team.items()],
+        "proxies": [{"proxy_id": str(k), "basis": v} for k, v in doc.proxies.items()],
+        "discharged": doc.discharged,
+        "erased": doc.erased,
+        "consents_in_force": consents_in_force(doc.consents, now),
+        "goals": [render_goal(g, today) for g in doc.goals.values() if g.version > 0],
+        "relapse_plan": to_builtins(doc.relapse_plan),
+        "open_risk_flags": [to_builtins(f) for f in doc.risk_flags.values() if not f.acknowledged],
+        "as_of": now.isoformat(),
+    }

@@ -1,0 +1,336 @@
+"""Progress of a client and of each goal, from the scores stored in the events.
+
+The document keeps what was recorded (stored scores, never re-scored; corrections;
+reviews; feedback; risk flags; goal status, attached measures and attainment
+scales). Everything interpretive is computed when read (:func:`render_progress`):
+series ordered by observed-at (late entries land where they belong, entries marked
+entered-in-error are left out), baseline, latest, change, reliable change by the
+instrument's declared criterion (and which criterion was applied), clinically
+significant change against the instrument's first cut-off, severity band, the GAS
+T-score over the client's goals and the FHIR ``achievementStatus``. The instrument
+definition is consulted only for criteria and bands; when it is not installed the
+stored scores (and the stored band) are still shown.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import msgspec
+from msgspec.structs import replace
+
+from core.client import (
+    ClientErased,
+    FeedbackGiven,
+    MeasurementEnteredInError,
+    MeasurementRecorded,
+    RiskFlagAcknowledged,
+    RiskFlagRaised,
+)
+from core.events.envelope import RecordedEvent
+from core.goal import (
+    AttainmentScaleSet,
+    ChangeAccepted,
+    GoalActivated,
+    GoalClosed,
+    GoalDeclined,
+    GoalEnteredInError,
+    GoalMaintenanceStarted,
+    GoalPaused,
+    GoalProposed,
+    GoalResumed,
+    GoalState,
+    GoalStatus,
+    GoalWithdrawn,
+    MeasureAttached,
+    MeasureDetached,
+    ReviewEnteredInError,
+    ReviewRecorded,
+    evolve_goal,
+    initial_goal_state,
+)
+from core.projections.base import FoldContext, Projection, to_builtins
+from core.projections.plan import RiskFlag, apply_risk, goal_id_of
+from plugins.instruments import (
+    InstrumentDefinition,
+    clinically_significant_change,
+    gas_t_score,
+    reliable_change,
+    severity_band,
+)
+
+NAME = "progress"
+VERSION = 1
+GAS_ID = "gas"
+
+
+class Point(msgspec.Struct, frozen=True, kw_only=True):
+    measurement_id: UUID
+    instrument_id: str
+    instrument_version: str
+    scores: dict[str, float]
+    band: str | None = None
+    reported_by: str
+    observed_at: datetime
+    recorded_at: datetime
+    goal_ids: tuple[UUID, ...] = ()
+    entered_in_error: bool = False
+
+
+class ReviewEntry(msgspec.Struct, frozen=True, kw_only=True):
+    review_id: UUID
+    goal_id: UUID
+    outcome: str
+    checkpoint_id: UUID | None = None
+    measurement_ids: tuple[UUID, ...] = ()
+    client_view: str | None = None
+    summary: str | None = None
+    by: UUID
+    by_role: str
+    occurred_at: datetime
+    in_error: bool = False
+
+
+class FeedbackEntry(msgspec.Struct, frozen=True, kw_only=True):
+    feedback_id: UUID
+    text: str
+    rating: int | None = None
+    resonates: tuple[str, ...] = ()
+    misaligned: tuple[str, ...] = ()
+    goal_ids: tuple[UUID, ...] = ()
+    by_role: str
+    occurred_at: datetime
+
+
+class ProgressDoc(msgspec.Struct, frozen=True, kw_only=True):
+    client_id: UUID
+    tenant_id: UUID
+    #: In recording order; ordered by observed-at when read.
+    points: dict[UUID, Point] = {}
+    goals: dict[UUID, GoalState] = {}
+    reviews: dict[UUID, ReviewEntry] = {}
+    feedback: tuple[FeedbackEntry, ...] = ()
+    risk_flags: dict[UUID, RiskFlag] = {}
+    erased: bool = False
+
+
+def initial_progress(client_id: UUID, tenant_id: UUID) -> ProgressDoc:
+    return ProgressDoc(client_id=client_id, tenant_id=tenant_id)
+
+
+# Goal events that change what progress shows (status, measures, attainment scale, reviews).
+_GOAL_TYPES = (GoalProposed, GoalActivated, GoalDeclined, GoalWithdrawn, GoalPaused, GoalResumed,
+               GoalClosed, GoalMaintenanceStarted, GoalEnteredInError, MeasureAttached, MeasureDetached,
+               AttainmentScaleSet, ChangeAccepted, ReviewRecorded, ReviewEnteredInError)
+_CLIENT_TYPES = (MeasurementRecorded, MeasurementEnteredInError, FeedbackGiven, RiskFlagRaised,
+                 RiskFlagAcknowledged, ClientErased)
+
+
+def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext) -> ProgressDoc:
+    """Fold one event into the progress document. Pure; never raises."""
+    p = event.payload
+    goal_id = goal_id_of(event)
+    if goal_id is not None:
+        goal = doc.goals.get(goal_id) or initial_goal_state(goal_id)
+        goal = evolve_goal(goal, p)
+        # Progress needs status, measures and the attainment scale, not the goal's words.
+        goal = replace(goal, statement=None, client_words=None, facets={}, pace=None, last_reflection=None,
+                       close_reason=None, milestones={}, checkpoints={}, barriers={},
+                       contingencies={}, resources={}, interventions={})
+        doc = replace(doc, goals={**doc.goals, goal_id: goal})
+        match p:
+            case ReviewRecorded():
+                entry = ReviewEntry(review_id=p.review_id, goal_id=goal_id, outcome=p.outcome,
+                                    checkpoint_id=p.checkpoint_id, measurement_ids=p.measurement_ids,
+                                    client_view=p.client_view, summary=p.summary, by=p.by,
+                                    by_role=str(p.by_role), occurred_at=event.occurred_at)
+                return replace(doc, reviews={**doc.reviews, p.review_id: entry})
+            case ReviewEnteredInError() if p.review_id in doc.reviews:
+                return replace(doc, reviews={**doc.reviews, p.review_id: replace(
+                    doc.reviews[p.review_id], in_error=True)})
+        return doc
+    match p:
+        case MeasurementRecorded():
+            point = Point(measurement_id=p.measurement_id, instrument_id=p.instrument_id,
+                          instrument_version=p.instrument_version, scores=dict(p.scores), band=p.band,
+                          reported_by=p.reported_by, observed_at=p.observed_at,
+                          recorded_at=event.recorded_at, goal_ids=p.goal_ids)
+            return replace(doc, points={**doc.points, point.measurement_id: point})
+        case MeasurementEnteredInError() if p.measurement_id in doc.points:
+            return replace(doc, points={**doc.points, p.measurement_id: replace(
+                doc.points[p.measurement_id], entered_in_error=True)})
+        case FeedbackGiven():
+            entry = FeedbackEntry(feedback_id=p.feedback_id, text=p.text, rating=p.rating,
+                                  resonates=p.resonates, misaligned=p.misaligned, goal_ids=p.goal_ids,
+                                  by_role=str(p.by_role), occurred_at=event.occurred_at)
+            return replace(doc, feedback=(*doc.feedback, entry))
+        case RiskFlagRaised() | RiskFlagAcknowledged():
+            return replace(doc, risk_flags=apply_risk(doc.risk_flags, p))
+        case ClientErased():
+            return replace(doc, erased=True)
+    return doc
+
+
+PROGRESS = Projection(name=NAME, version=VERSION,
+                      handles=frozenset(t.type_name() for t in (*_GOAL_TYPES, *_CLIENT_TYPES)),
+                      doc_type=ProgressDoc, initial=initial_progress, apply=apply_progress,
+                      feed_kind="progress")
+
+
+# --- reading ------------------------------------------------------------------------------
+
+class Instruments(Protocol):
+    """What progress needs of the instrument registry (``plugins.manager.InstrumentRegistry``)."""
+
+    def get(self, instrument_id: str, version: str | None = None) -> InstrumentDefinition: ...
+
+
+def _definition(instruments: Instruments | None, instrument_id: str, version: str
+                ) -> InstrumentDefinition | None:
+    if instruments is None:
+        return None
+    for wanted in (version, None):
+        try:
+            return instruments.get(instrument_id, wanted)
+        except Exception:  # NotFound: not installed (history still shows stored scores)
+            continue
+    return None
+
+
+def series(doc: ProgressDoc, instrument_id: str, goal_id: UUID | None = None) -> list[Point]:
+    """Valid points of one instrument ordered by observed-at (then recording order).
+
+    With ``goal_id``: the points naming that goal, or naming no goal at all.
+    """
+    pts = [pt for pt in doc.points.values()
+           if pt.instrument_id == instrument_id and not pt.entered_in_error
+           and (goal_id is None or not pt.goal_ids or goal_id in pt.goal_ids)]
+    order = {m: i for i, m in enumerate(doc.points)}
+    pts.sort(key=lambda pt: (pt.observed_at, order[pt.measurement_id]))
+    return pts
+
+
+def summarise(points: list[Point], instruments: Instruments | None) -> dict[str, Any]:
+    """Baseline, latest, change, reliable and clinically significant change, band."""
+    first, last = points[0], points[-1]
+    definition = _definition(instruments, last.instrument_id, last.instrument_version)
+    baseline = first.scores.get("total")
+    latest = last.scores.get("total")
+    out: dict[str, Any] = {
+        "instrument_id": last.instrument_id,
+        "instrument_installed": definition is not None,
+        "points": [{"measurement_id": str(pt.measurement_id), "observed_at": pt.observed_at.isoformat(),
+                    "recorded_at": pt.recorded_at.isoformat(), "instrument_version": pt.instrument_version,
+                    "scores": pt.scores, "band": pt.band, "reported_by": pt.reported_by}
+                   for pt in points],
+        "baseline": baseline, "latest": latest,
+        "change": None, "reliable_change": None, "clinically_significant_change": None,
+        "band": last.band,
+        "direction": definition.direction if definition else None,
+    }
+    if baseline is None or latest is None:
+        return out
+    out["change"] = latest - baseline
+    if definition is None:
+        return out
+    if definition.bands:
+        out["band"] = severity_band(definition.bands, latest)
+    if len(points) < 2 or definition.reliable_change is None:
+        return out
+    try:
+        result = reliable_change(definition, baseline, latest)
+    except ValueError:
+        return out
+    out["reliable_change"] = {"status": result.status, "criterion": result.method,
+                              "threshold": result.threshold, "rci": result.rci,
+                              "source": definition.reliable_change.source}
+    if definition.cutoffs:
+        cutoff = definition.cutoffs[0]
+        out["clinically_significant_change"] = {
+            "status": clinically_significant_change(baseline, latest, cutoff=cutoff.value,
+                                                    reliable=result.status,
+                                                    direction=definition.direction),
+            "cutoff": cutoff.name, "cutoff_value": cutoff.value}
+    return out
+
+
+_ACHIEVEMENT_BY_STATUS = {GoalStatus.ACHIEVED: "achieved", GoalStatus.NOT_ACHIEVED: "not-achieved",
+                          GoalStatus.MAINTENANCE: "sustaining"}
+
+
+def achievement_status(goal: GoalState, measures: list[dict[str, Any]], gas: dict[str, Any] | None
+                       ) -> str | None:
+    """FHIR ``Goal.achievementStatus`` from the goal's status, measures and GAS level.
+
+    Closed goals say how they ended; goals not yet agreed have none. For a goal in play, a
+    reliable deterioration on any attached measure wins (safety first: "worsening"), then a
+    reliable improvement or a GAS level above its baseline ("improving"); compared
+    measures with no reliable change give "no-change"; otherwise "in-progress".
+    """
+    if goal.status in _ACHIEVEMENT_BY_STATUS:
+        return _ACHIEVEMENT_BY_STATUS[goal.status]
+    if goal.status not in (GoalStatus.ACTIVE, GoalStatus.PAUSED):
+        return None
+    statuses = [m["reliable_change"]["status"] for m in measures if m.get("reliable_change")]
+    if gas is not None and gas.get("baseline_level") is not None:
+        diff = gas["level"] - gas["baseline_level"]
+        statuses.append("improved" if diff > 0 else "deteriorated" if diff < 0 else "no_reliable_change")
+    if "deteriorated" in statuses:
+        return "worsening"
+    if "improved" in statuses:
+        return "improving"
+    if statuses:
+        return "no-change"
+    return "in-progress"
+
+
+def render_goal_progress(doc: ProgressDoc, goal: GoalState, instruments: Instruments | None
+                         ) -> dict[str, Any]:
+    measures = []
+    for instrument_id, schedule in goal.measures.items():
+        if instrument_id == GAS_ID:
+            continue
+        pts = series(doc, instrument_id, goal.goal_id)
+        row = summarise(pts, instruments) if pts else {"instrument_id": instrument_id, "points": []}
+        row["schedule"] = schedule
+        measures.append(row)
+    gas_points = series(doc, GAS_ID, goal.goal_id)
+    gas = None
+    if gas_points and "total" in gas_points[-1].scores:
+        level = gas_points[-1].scores["total"]
+        scale = goal.attainment_scale
+        gas = {"level": level, "t_score": 50 + 10 * level if -2 <= level <= 2 else None,
+               "weight": scale.weight if scale else 1.0,
+               "baseline_level": scale.baseline_level if scale else None,
+               "observed_at": gas_points[-1].observed_at.isoformat()}
+    reviews = [to_builtins(r) for r in doc.reviews.values() if r.goal_id == goal.goal_id and not r.in_error]
+    return {"goal_id": str(goal.goal_id), "status": str(goal.status), "version": goal.version,
+            "measures": measures, "gas": gas, "reviews": reviews,
+            "achievement_status": achievement_status(goal, measures, gas)}
+
+
+def render_progress(doc: ProgressDoc, *, instruments: Instruments | None = None,
+                    goal_id: UUID | None = None) -> dict[str, Any]:
+    """The progress view (all goals, or one with ``goal_id``)."""
+    goals = [g for g in doc.goals.values() if g.version > 0 and (goal_id is None or g.goal_id == goal_id)]
+    rendered = [render_goal_progress(doc, g, instruments) for g in goals]
+    gas_pairs = [(g["gas"]["level"], g["gas"]["weight"]) for g in rendered
+                 if g["gas"] is not None and -2 <= g["gas"]["level"] <= 2 and g["gas"]["weight"] > 0]
+    by_instrument: dict[str, list[Point]] = {}
+    for instrument_id in dict.fromkeys(pt.instrument_id for pt in doc.points.values()):
+        pts = series(doc, instrument_id)
+        if pts:
+            by_instrument[instrument_id] = pts
+    return {
+        "client_id": str(doc.client_id),
+        "tenant_id": str(doc.tenant_id),
+        "erased": doc.erased,
+        "goals": rendered,
+        "measures": [summarise(pts, instruments) for iid, pts in by_instrument.items() if iid != GAS_ID],
+        "gas_t_score": gas_t_score(gas_pairs) if gas_pairs else None,
+        "feedback": [to_builtins(f) for f in doc.feedback],
+        "risk_flags": [to_builtins(f) for f in doc.risk_flags.values()],
+        "open_risk_flags": sum(1 for f in doc.risk_flags.values() if not f.acknowledged),
+    }

@@ -1,0 +1,286 @@
+"""Operations on projections: rebuild without downtime, verify, status and lag.
+
+``rebuild`` builds the next generation of each named projection beside the live one
+(state ``building``: readers and the feed do not see it) in short transactions,
+reading the store once for all of them. When it has caught up it switches readers
+in one transaction per projection: it locks the active and the new version rows
+(the live runner's next batch waits on that lock, then finds its version retired
+and follows the new one), catches the new one up to the head, records change-feed
+entries for every client whose events the new version folded beyond the old one's
+checkpoint (so followers miss nothing across the switch), flips the states, and
+then drops the old table.
+
+These are plain async functions taking a pool, a store and the app DSN (for the
+dedicated connection that holds the advisory lock), with an optional progress
+callback, for the CLI (``alliance projections rebuild|verify|status``) to wire.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from core.errors import AllianceError
+from core.events.store import START, EventStore, parse_checkpoint
+from core.logging import get_logger
+from core.projections.base import Projection, fold
+from core.projections.registry import PROJECTIONS, get_projection
+from core.projections.runner import (
+    Target,
+    apply_batch,
+    catch_up,
+    create_version,
+    emit_changes,
+    lock_key,
+)
+
+log = get_logger("alliance.projections")
+
+
+class RebuildRunning(AllianceError):
+    code = "rebuild_running"
+    status = 409
+
+
+@dataclass
+class RebuildProgress:
+    name: str
+    phase: str  # "building" | "switching" | "done"
+    events_read: int
+    checkpoint: str
+    head: str
+    elapsed: float
+
+
+ProgressCallback = Callable[[RebuildProgress], None]
+
+
+@dataclass
+class RebuildResult:
+    name: str
+    version: int
+    previous_version: int | None
+    events_read: int
+    checkpoint: str
+    seconds: float
+
+
+def _projections(names: Sequence[str] | None) -> list[Projection[Any]]:
+    return [get_projection(n) for n in names] if names else list(PROJECTIONS)
+
+
+async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | None = None, *, dsn: str,
+                  batch_size: int = 2000, progress: ProgressCallback | None = None,
+                  drop_old: bool = True) -> list[RebuildResult]:
+    """Build the next generation of each projection in ``names`` (all when None) and switch to it."""
+    projections = _projections(names)
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        for p in projections:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rebuild", p.name)):
+                raise RebuildRunning(f"A rebuild of '{p.name}' is already running.")
+            await _drop_unfinished(conn, p.name)
+        targets = [await create_version(conn, p, state="building") for p in projections]
+        for target in targets:
+            target.cache_size = 50_000
+        read = 0
+        checkpoint = START
+        head = await store.head()
+        while True:
+            events = await store.read_all(after=checkpoint, limit=batch_size)
+            if not events:
+                break
+            for target in targets:
+                await apply_batch(conn, store, target, events, emit=False)
+            read += len(events)
+            checkpoint = events[-1].checkpoint
+            if progress is not None:
+                for target in targets:
+                    progress(RebuildProgress(target.projection.name, "building", read, checkpoint, head,
+                                             time.perf_counter() - started))
+            if len(events) < batch_size:
+                break
+        results = []
+        for target in targets:
+            previous = await _switch(conn, store, target, batch_size=batch_size, drop_old=drop_old)
+            results.append(RebuildResult(target.projection.name, target.version, previous, read,
+                                         target.checkpoint, time.perf_counter() - started))
+            if progress is not None:
+                progress(RebuildProgress(target.projection.name, "done", read, target.checkpoint,
+                                         await store.head(), time.perf_counter() - started))
+            log.info("projection_rebuilt", projection=target.projection.name, version=target.version,
+                     previous=previous, events=read, seconds=round(time.perf_counter() - started, 2))
+        return results
+    finally:
+        await conn.close()  # releases the rebuild locks
+
+
+async def _switch(conn: asyncpg.Connection, store: EventStore, target: Target, *, batch_size: int,
+                  drop_old: bool) -> int | None:
+    name = target.projection.name
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT version, state, checkpoint, table_name FROM projections.projection_versions "
+            "WHERE name = $1 AND (state = 'active' OR version = $2) ORDER BY version FOR UPDATE",
+            name, target.version)
+        old = next((r for r in rows if r["state"] == "active" and r["version"] != target.version), None)
+        # Caught up inside the switch: the live runner cannot commit meanwhile (row locked).
+        await catch_up(conn, store, target, batch_size=batch_size, emit=False)
+        if old is not None and target.projection.feed_kind \
+                and parse_checkpoint(target.checkpoint) > parse_checkpoint(old["checkpoint"]):
+            clients: dict[UUID, UUID] = {}
+            after = old["checkpoint"]
+            while True:
+                events = await store.read_all(after=after, until=target.checkpoint, limit=batch_size)
+                clients.update((e.subject_id, e.tenant_id) for e in events if target.projection.wants(e))
+                if len(events) < batch_size:
+                    break
+                after = events[-1].checkpoint
+            await emit_changes(conn, target.projection.feed_kind, clients)
+        if old is not None:
+            await conn.execute("UPDATE projections.projection_versions SET state = 'retired', updated_at = now() "
+                               "WHERE name = $1 AND version = $2", name, old["version"])
+        await conn.execute("UPDATE projections.projection_versions SET state = 'active', activated_at = now(), "
+                           "updated_at = now() WHERE name = $1 AND version = $2", name, target.version)
+    if old is not None and drop_old:
+        await drop_version(conn, name, old["version"], old["table_name"])
+    return old["version"] if old is not None else None
+
+
+async def _drop_unfinished(conn: asyncpg.Connection, name: str) -> None:
+    """Builds left by an interrupted rebuild (we hold the rebuild lock, so nobody is on them)."""
+    for version, table in await conn.fetch("SELECT version, table_name FROM projections.projection_versions "
+                                           "WHERE name = $1 AND state IN ('building', 'retired')", name):
+        await drop_version(conn, name, version, table)
+
+
+async def drop_version(conn: asyncpg.Connection, name: str, version: int, table: str) -> None:
+    async with conn.transaction():
+        await conn.execute(f'DROP TABLE IF EXISTS projections."{table}"')
+        await conn.execute("DELETE FROM projections.projection_versions WHERE name = $1 AND version = $2 "
+                           "AND state <> 'active'", name, version)
+
+
+# --- verify -------------------------------------------------------------------------------
+
+@dataclass
+class VerifyResult:
+    name: str
+    version: int
+    checkpoint: str
+    clients: int
+    events: int
+    mismatched: list[UUID] = field(default_factory=list)
+    missing: list[UUID] = field(default_factory=list)  # replayed, not in the table
+    extra: list[UUID] = field(default_factory=list)  # in the table, not replayed
+
+    @property
+    def ok(self) -> bool:
+        return not (self.mismatched or self.missing or self.extra)
+
+
+async def verify(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | None = None, *,
+                 batch_size: int = 5000, progress: Callable[[str, int], None] | None = None
+                 ) -> list[VerifyResult]:
+    """Compare a fresh in-memory replay with each active table, at the table's own checkpoint."""
+    results = []
+    for projection in _projections(names):
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow("SELECT version, checkpoint, table_name FROM projections.projection_versions "
+                                      "WHERE name = $1 AND state = 'active'", projection.name)
+            if row is None:
+                continue
+            live = {r[0]: r[1] for r in await conn.fetch(f'SELECT client_id, doc FROM projections."{row[2]}"')}
+        checkpoint = row[1]
+        docs: dict[UUID, Any] = {}
+        after = START
+        events_read = 0
+        while checkpoint != START:
+            events = await store.read_all(after=after, until=checkpoint, limit=batch_size)
+            fold(projection, events, documents=docs)
+            events_read += len(events)
+            if progress is not None:
+                progress(projection.name, events_read)
+            if len(events) < batch_size:
+                break
+            after = events[-1].checkpoint
+        result = VerifyResult(projection.name, row[0], checkpoint, len(docs), events_read)
+        for client, doc in docs.items():
+            stored = live.get(client)
+            if stored is None:
+                result.missing.append(client)
+            elif projection.decode(stored) != projection.decode(projection.encode(doc)):
+                result.mismatched.append(client)
+        result.extra = [c for c in live if c not in docs]
+        results.append(result)
+    return results
+
+
+# --- status and lag -----------------------------------------------------------------------
+
+@dataclass
+class ProjectionStatus:
+    name: str
+    version: int
+    fold_version: int
+    state: str
+    checkpoint: str
+    events_applied: int
+    events_behind: int
+    seconds_behind: float
+    updated_at: datetime | None
+    #: The code folds differently from what built this version: rebuild it.
+    stale: bool
+
+
+_LAG = ("SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM events "
+        "WHERE (tx_id, position) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
+        "ORDER BY tx_id, position LIMIT $3) behind")
+
+
+async def status(pool: asyncpg.Pool, *, count_limit: int = 10_000_000) -> list[ProjectionStatus]:
+    """Every projection version: generation, checkpoint, events and seconds behind the head."""
+    code = {p.name: p.version for p in PROJECTIONS}
+    out = []
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT name, version, fold_version, state, checkpoint, events_applied, updated_at "
+                                "FROM projections.projection_versions ORDER BY name, version")
+        for r in rows:
+            tx, pos = parse_checkpoint(r["checkpoint"])
+            behind, oldest = await conn.fetchrow(_LAG, str(tx), pos, count_limit)
+            seconds = 0.0
+            if oldest is not None:
+                seconds = max(0.0, (await conn.fetchval("SELECT now()") - oldest).total_seconds())
+            out.append(ProjectionStatus(r["name"], r["version"], r["fold_version"], r["state"], r["checkpoint"],
+                                        r["events_applied"], behind, seconds, r["updated_at"],
+                                        stale=code.get(r["name"], r["fold_version"]) != r["fold_version"]))
+    return out
+
+
+async def lag(pool: asyncpg.Pool, name: str | None = None) -> dict[str, tuple[int, float]]:
+    """``{name: (events_behind, seconds_behind)}`` of the active versions (for ``/ready``).
+
+    A projection that has never run is reported as behind by everything in the store.
+    """
+    result: dict[str, tuple[int, float]] = {}
+    active = {s.name: s for s in await status(pool) if s.state == "active"}
+    for p in PROJECTIONS:
+        if name is not None and p.name != name:
+            continue
+        s = active.get(p.name)
+        if s is None:
+            async with pool.acquire() as conn:
+                behind, oldest = await conn.fetchrow(_LAG, "0", 0, 10_000_000)
+                seconds = 0.0 if oldest is None else \
+                    (await conn.fetchval("SELECT now()") - oldest).total_seconds()
+            result[p.name] = (behind, seconds)
+        else:
+            result[p.name] = (s.events_behind, s.seconds_behind)
+    return result

@@ -1,0 +1,367 @@
+"""The projection runner: checkpointed, exactly once, one leader per projection.
+
+Each batch is one transaction on the runner's *dedicated* connection that
+(1) locks the projection version's row and checks its checkpoint is the one this
+runner last wrote, (2) upserts the changed documents, (3) advances the checkpoint
+and (4), when the version is the active one, bumps each changed client's change
+counter, records the change rows and NOTIFYs (delivered by PostgreSQL only on
+commit). Rows and checkpoint commit together or not at all: a runner killed
+mid-batch resumes from the last committed checkpoint and folds the same events
+again into the same documents. Each document row also carries the checkpoint of
+the last event folded into it, and events at or below it are skipped, so
+re-applying a batch is harmless even where the version checkpoint lags.
+
+Leadership: ``pg_try_advisory_lock`` on the same dedicated connection that writes
+(never a pooled one: the pool skips its reset, so a lock would leak to the next
+borrower). Writing on the lock's own connection fences a deposed leader: if its
+connection died, so did its lock, and its next commit fails. A standby retries
+the lock every ``standby_interval`` and takes over when the holder's session ends.
+
+Documents of the clients a leader touched are cached between batches (only the
+leader writes its table, so the cache is coherent while the lock is held; it is
+dropped whenever leadership or the target version changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from core.events.envelope import RecordedEvent
+from core.events.postgres import EVENTS_CHANNEL
+from core.events.store import START, EventStore, parse_checkpoint
+from core.logging import get_logger
+from core.projections.base import ERASURE_EVENT, Projection
+
+log = get_logger("alliance.projections")
+
+#: NOTIFY channel of the change feed (payload: changed client ids, comma-separated, or "*").
+CHANGES_CHANNEL = "alliance_projection_changes"
+_NOTIFY_MAX = 7000
+
+
+def lock_key(purpose: str, name: str) -> int:
+    """A stable signed 64-bit advisory lock key for (purpose, projection name)."""
+    digest = hashlib.blake2b(f"alliance.projection.{purpose}.{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class VersionMoved(Exception):
+    """The version row is no longer what this runner wrote last (retired, switched, or another writer)."""
+
+
+def _cp(checkpoint: str) -> tuple[int, int]:
+    return parse_checkpoint(checkpoint)
+
+
+@dataclass
+class Target:
+    """One version (generation) of a projection that a runner writes."""
+
+    projection: Projection[Any]
+    version: int
+    table: str
+    checkpoint: str = START
+    fold_version: int = 1
+    cache_size: int = 20_000
+    cache: OrderedDict[UUID, tuple[Any, tuple[int, int]]] = field(default_factory=OrderedDict)
+
+    @property
+    def qualified(self) -> str:
+        return f'projections."{self.table}"'
+
+    def remember(self, client_id: UUID, entry: tuple[Any, tuple[int, int]]) -> None:
+        self.cache[client_id] = entry
+        self.cache.move_to_end(client_id)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+
+
+# --- versions and tables ------------------------------------------------------------------
+
+async def create_table(conn: asyncpg.Connection, table: str) -> None:
+    await conn.execute(
+        f'CREATE TABLE IF NOT EXISTS projections."{table}" ('
+        "client_id uuid PRIMARY KEY, tenant_id uuid NOT NULL, doc bytea NOT NULL, "
+        "cp_tx bigint NOT NULL, cp_pos bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())")
+
+
+async def create_version(conn: asyncpg.Connection, projection: Projection[Any], *, state: str) -> Target:
+    """Register the next generation of ``projection`` (``state`` active or building) and create its table."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("versions", projection.name))
+        if state == "active":
+            row = await conn.fetchrow(
+                "SELECT version, table_name, checkpoint, fold_version FROM projections.projection_versions "
+                "WHERE name = $1 AND state = 'active'", projection.name)
+            if row is not None:
+                return Target(projection, row[0], row[1], row[2], row[3])
+        version = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) + 1 FROM projections.projection_versions WHERE name = $1",
+            projection.name)
+        table = projection.table(version)
+        await create_table(conn, table)
+        await conn.execute(
+            "INSERT INTO projections.projection_versions (name, version, fold_version, state, table_name, "
+            "activated_at) VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'active' THEN now() END)",
+            projection.name, version, projection.version, state, table)
+    return Target(projection, version, table, START, projection.version)
+
+
+async def drop_abandoned_builds(conn: asyncpg.Connection, name: str) -> int:
+    """Drop ``building`` versions nobody is building (no process holds the rebuild lock).
+
+    An abandoned build would no longer fold erasures, so it must not linger.
+    """
+    key = lock_key("rebuild", name)
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        return 0
+    try:
+        rows = await conn.fetch("SELECT version, table_name FROM projections.projection_versions "
+                                "WHERE name = $1 AND state IN ('building', 'retired')", name)
+        for version, table in rows:
+            async with conn.transaction():
+                await conn.execute(f'DROP TABLE IF EXISTS projections."{table}"')
+                await conn.execute("DELETE FROM projections.projection_versions WHERE name = $1 AND version = $2",
+                                   name, version)
+        return len(rows)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def active_target(conn: asyncpg.Connection, projection: Projection[Any]) -> Target:
+    """The active version of ``projection``; created (empty, from the start) when there is none."""
+    await drop_abandoned_builds(conn, projection.name)
+    target = await create_version(conn, projection, state="active")
+    if target.fold_version != projection.version:
+        log.warning("projection_fold_version_differs", projection=projection.name, version=target.version,
+                    built_with=target.fold_version, code=projection.version,
+                    hint="run `alliance projections rebuild`")
+    return target
+
+
+# --- one batch ----------------------------------------------------------------------------
+
+async def refold_client(store: EventStore, projection: Projection[Any], client_id: UUID, *, until: str,
+                        version: int) -> Any:
+    """Fold one client from the store up to ``until`` (used after erasure: personal fields now read erased)."""
+    forget = getattr(getattr(store, "keys", None), "forget", None)
+    if forget is not None:
+        forget(client_id)  # a cached data key must not outlive its destruction in this process
+    doc = None
+    after = START
+    ctx = projection.context(version)
+    while True:
+        events = await store.read_all(after=after, subject_id=client_id, until=until, limit=1000)
+        for event in events:
+            if projection.wants(event):
+                if doc is None:
+                    doc = projection.initial(client_id, event.tenant_id)
+                doc = projection.apply(doc, event, ctx)
+        if len(events) < 1000:
+            return doc
+        after = events[-1].checkpoint
+
+
+_UPSERT = (
+    "INSERT INTO {table} (client_id, tenant_id, doc, cp_tx, cp_pos) "
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bytea[], $4::int8[], $5::int8[]) "
+    "ON CONFLICT (client_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, doc = EXCLUDED.doc, "
+    "cp_tx = EXCLUDED.cp_tx, cp_pos = EXCLUDED.cp_pos, updated_at = now()")
+
+_BUMP = (
+    "WITH bumped AS ("
+    " INSERT INTO projections.client_changes AS c (client_id, tenant_id, seq)"
+    " SELECT u.client_id, u.tenant_id, 1 FROM unnest($1::uuid[], $2::uuid[]) AS u(client_id, tenant_id)"
+    " ORDER BY u.client_id"
+    " ON CONFLICT (client_id) DO UPDATE SET seq = c.seq + 1"
+    " RETURNING c.client_id, c.seq) "
+    "INSERT INTO projections.changes (client_id, seq, kind) SELECT client_id, seq, $3 FROM bumped")
+
+
+async def emit_changes(conn: asyncpg.Connection, kind: str, clients: dict[UUID, UUID]) -> None:
+    """Record one change of ``kind`` per client (client → tenant) and NOTIFY, inside the caller's tx."""
+    if not clients:
+        return
+    ids = sorted(clients)
+    await conn.execute(_BUMP, ids, [clients[c] for c in ids], kind)
+    payload = ",".join(str(c) for c in ids)
+    await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, payload if len(payload) <= _NOTIFY_MAX else "*")
+
+
+async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Target,
+                      events: Sequence[RecordedEvent], *, emit: bool = True) -> int:
+    """Fold ``events`` (the next ones after ``target.checkpoint``) into ``target`` in one transaction.
+
+    Returns the number of events folded. Raises ``VersionMoved`` when the version row is not at
+    the checkpoint this runner last wrote, or is retired (nothing is written then).
+    """
+    if not events:
+        return 0
+    projection = target.projection
+    ctx = projection.context(target.fold_version)
+    relevant = [e for e in events if projection.wants(e)]
+    new_checkpoint = events[-1].checkpoint
+    staged: dict[UUID, tuple[Any, tuple[int, int]]] = {}
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT state, checkpoint FROM projections.projection_versions WHERE name = $1 AND version = $2 "
+            "FOR UPDATE", projection.name, target.version)
+        if row is None or row[0] == "retired" or row[1] != target.checkpoint:
+            raise VersionMoved(f"{projection.name} v{target.version} moved")
+        active = row[0] == "active"
+        clients = list(dict.fromkeys(e.subject_id for e in relevant))
+        missing = [c for c in clients if c not in target.cache]
+        docs: dict[UUID, tuple[Any, tuple[int, int]]] = {c: target.cache[c] for c in clients if c in target.cache}
+        if missing:
+            for r in await conn.fetch(f"SELECT client_id, doc, cp_tx, cp_pos FROM {target.qualified} "
+                                      "WHERE client_id = ANY($1::uuid[])", missing):
+                docs[r[0]] = (projection.decode(r[1]), (r[2], r[3]))
+        tenants: dict[UUID, UUID] = {}
+        for event in relevant:
+            client = event.subject_id
+            current = docs.get(client)
+            at = _cp(event.checkpoint)
+            if current is not None and at <= current[1]:
+                continue  # already folded into this document
+            if event.type == ERASURE_EVENT:
+                doc = await refold_client(store, projection, client, until=event.checkpoint,
+                                          version=target.fold_version)
+                if doc is None:
+                    doc = projection.initial(client, event.tenant_id)
+            else:
+                doc = current[0] if current is not None else projection.initial(client, event.tenant_id)
+                doc = projection.apply(doc, event, ctx)
+            docs[client] = staged[client] = (doc, at)
+            tenants[client] = event.tenant_id
+        if staged:
+            ids = list(staged)
+            await conn.execute(
+                _UPSERT.format(table=target.qualified), ids, [tenants[c] for c in ids],
+                [projection.encode(staged[c][0]) for c in ids], [staged[c][1][0] for c in ids],
+                [staged[c][1][1] for c in ids])
+        await conn.execute(
+            "UPDATE projections.projection_versions SET checkpoint = $3, events_applied = events_applied + $4, "
+            "last_recorded_at = $5, updated_at = now() WHERE name = $1 AND version = $2",
+            projection.name, target.version, new_checkpoint, len(relevant), events[-1].recorded_at)
+        if emit and active and projection.feed_kind and staged:
+            await emit_changes(conn, projection.feed_kind, tenants)
+    target.checkpoint = new_checkpoint
+    for client, entry in staged.items():
+        target.remember(client, entry)
+    return len(relevant)
+
+
+# --- the live runner ----------------------------------------------------------------------
+
+BatchCallback = Callable[[str, int, str], Awaitable[None] | None]
+
+
+class ProjectionRunner:
+    """Runs one projection live: standby until it holds the lock, then catch up and follow.
+
+    ``await runner.run()`` runs until cancelled (reconnecting and re-electing on errors).
+    """
+
+    def __init__(self, projection: Projection[Any], store: EventStore, *, dsn: str, batch_size: int = 500,
+                 poll_interval: float = 1.0, standby_interval: float = 1.0, cache_size: int = 20_000,
+                 on_batch: BatchCallback | None = None) -> None:
+        self.projection = projection
+        self.store = store
+        self.dsn = dsn
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.standby_interval = standby_interval
+        self.cache_size = cache_size
+        self.on_batch = on_batch
+        self.leading = False
+        self.target: Target | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._caught_up = asyncio.Event()
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.target.checkpoint if self.target else None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost, server restart, …: re-elect after a pause
+                log.warning("projection_runner_error", projection=self.projection.name,
+                            error=type(exc).__name__, detail=str(exc)[:200])
+            finally:
+                self.leading = False
+                self._caught_up.clear()
+                if self._conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._conn.terminate()
+                    self._conn = None
+            await asyncio.sleep(self.standby_interval)
+
+    async def wait_caught_up(self, timeout: float | None = None) -> None:
+        """Wait until this runner leads and has caught up with the store once."""
+        await asyncio.wait_for(self._caught_up.wait(), timeout)
+
+    async def _session(self) -> None:
+        conn = self._conn = await asyncpg.connect(self.dsn)
+        key = lock_key("run", self.projection.name)
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            await asyncio.sleep(self.standby_interval)
+        self.leading = True
+        wake = asyncio.Event()
+        await conn.add_listener(EVENTS_CHANNEL, lambda *_: wake.set())
+        self.target = await self._new_target(conn)
+        log.info("projection_leading", projection=self.projection.name, version=self.target.version,
+                 checkpoint=self.target.checkpoint)
+        while True:
+            wake.clear()
+            target = self.target
+            events = await self.store.read_all(after=target.checkpoint, limit=self.batch_size)
+            if events:
+                try:
+                    folded = await apply_batch(conn, self.store, target, events)
+                except VersionMoved:
+                    self.target = await self._new_target(conn)
+                    continue
+                if self.on_batch is not None:
+                    result = self.on_batch(self.projection.name, folded, target.checkpoint)
+                    if asyncio.iscoroutine(result):
+                        await result
+            if len(events) < self.batch_size:
+                self._caught_up.set()
+                try:
+                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                except TimeoutError:
+                    await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
+
+    async def _new_target(self, conn: asyncpg.Connection) -> Target:
+        target = await active_target(conn, self.projection)
+        target.cache_size = self.cache_size
+        return target
+
+
+async def catch_up(conn: asyncpg.Connection, store: EventStore, target: Target, *, batch_size: int = 500,
+                   emit: bool = True, until_head: str | None = None,
+                   progress: Callable[[int, str], None] | None = None) -> int:
+    """Fold batches into ``target`` until the store has nothing more (or ``until_head`` is reached)."""
+    total = 0
+    while True:
+        events = await store.read_all(after=target.checkpoint, limit=batch_size, until=until_head)
+        if not events:
+            return total
+        total += await apply_batch(conn, store, target, events, emit=emit)
+        if progress is not None:
+            progress(len(events), target.checkpoint)
+        if len(events) < batch_size:
+            return total

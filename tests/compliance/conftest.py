@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from core.catalog import ALL_EVENT_TYPES
+from core.compliance.signing import Signer
+from core.events.codec import EventCodec
+from core.events.crypto import PostgresKeyRing
+from core.events.postgres import PostgresEventStore
+from tests.compliance.helpers import History
+
+KEK = bytes(range(32))
+
+
+@pytest.fixture
+async def store(app_pool, database):
+    store = PostgresEventStore(app_pool, EventCodec(ALL_EVENT_TYPES), PostgresKeyRing(app_pool, KEK),
+                               dsn=database.app_dsn)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def owner(database):
+    conn = await asyncpg.connect(database.owner_dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def signer(tmp_path) -> Signer:
+    return Signer.open(tmp_path / "signing-keys")
+
+
+@pytest.fixture
+async def history(store) -> History:
+    history = History()
+    await history.record(store)
+    return history

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from core.events.crypto import PostgresKeyRing
+from core.events.postgres import PostgresEventStore
+from core.events.store import parse_checkpoint
+from core.projections.registry import PROJECTIONS
+from core.projections.runner import ProjectionRunner
+from tests.projections.helpers import domain_codec
+
+
+@pytest.fixture(scope="session")
+def kek() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture(scope="session")
+async def store(app_pool: asyncpg.Pool, database, kek: bytes) -> AsyncIterator[PostgresEventStore]:  # type: ignore[no-untyped-def]
+    s = PostgresEventStore(app_pool, domain_codec(), PostgresKeyRing(app_pool, kek), dsn=database.app_dsn)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def runners(store: PostgresEventStore, database) -> AsyncIterator[list[ProjectionRunner]]:  # type: ignore[no-untyped-def]
+    """The three projections running live in this process for the duration of a test."""
+    rs = [ProjectionRunner(p, store, dsn=database.app_dsn, poll_interval=0.5, standby_interval=0.1)
+          for p in PROJECTIONS]
+    tasks = [asyncio.create_task(r.run()) for r in rs]
+    try:
+        yield rs
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+async def wait_projected(pool: asyncpg.Pool, checkpoint: str, names: tuple[str, ...] = ("plan", "progress", "history"),
+                         timeout: float = 10.0) -> None:
+    """Wait until every named active projection has folded up to ``checkpoint``."""
+    want = parse_checkpoint(checkpoint)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await pool.fetch("SELECT name, checkpoint FROM projections.projection_versions "
+                                "WHERE state = 'active' AND name = ANY($1::text[])", list(names))
+        done = {r["name"] for r in rows if parse_checkpoint(r["checkpoint"]) >= want}
+        if done >= set(names):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"projections not at {checkpoint}: {[dict(r) for r in rows]}")
+        await asyncio.sleep(0.02)
