@@ -15,12 +15,11 @@ from uuid import UUID
 
 import asyncpg
 
+from api.auth import Principal
 from core.client import ClientState
 from core.consent import ConsentScope
 from core.errors import Forbidden, NotFound
 from core.identity import Role
-
-from api.auth import Principal
 
 ReadKind = Literal["plan", "progress", "history", "goal", "export", "admin", "stream", "fhir"]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.errors import AllianceError
@@ -27,7 +28,7 @@ def run(coro: Coroutine[Any, Any, int]) -> None:
     try:
         code = asyncio.run(coro)
     except AllianceError as exc:
-        console.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        console.print(f"[red]error[/red] ({exc.code}) {escape(exc.message)}")
         sys.exit(EXIT_USAGE)
     sys.exit(code)
 
@@ -89,6 +90,244 @@ def verify(settings: Settings, as_json: bool) -> None:
             assert b is not None
             out.print(f"[red]BROKEN[/red] stream {b.stream_id} version {b.version} position {b.position}: {b.reason}")
         return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+    run(go())
+
+
+def _uuid(value: str, name: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise click.BadParameter(f"{name} must be a UUID") from None
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (they share the database; SSE and idempotency work across them).")
+@click.option("--demo", is_flag=True, help="Load the synthetic demo clinic first (once).")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) -> None:
+    """Run the HTTP API (embedded PostgreSQL when DATABASE_URL is unset)."""
+    import os
+
+    import uvicorn
+
+    from core.database import resolve_target
+    from core.migrations import apply_migrations
+
+    async def prepare() -> str:
+        target = await resolve_target(settings)
+        await apply_migrations(target.owner_dsn, app_role=settings.app_role,
+                               app_role_password=settings.app_role_password)
+        return target.owner_dsn
+
+    # The embedded server is started here, in the parent, and stops when it exits;
+    # the workers reach it through DATABASE_URL.
+    owner_dsn = asyncio.run(prepare())
+    os.environ["DATABASE_URL"] = owner_dsn
+    if demo:
+        from api.demo import load_demo
+
+        asyncio.run(load_demo(load_settings(), console=console, only_if_absent=True))
+    console.print(f"Alliance on http://{host}:{port}  (OpenAPI viewer: http://{host}:{port}/schema)")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
+                access_log=False, lifespan="on")
+
+
+@main.command()
+@click.option("--tenant", required=True, help="The clinic (tenant) id.")
+@click.option("--role", required=True, type=click.Choice(["client", "proxy", "clinician", "supervisor",
+                                                          "auditor", "admin"]))
+@click.option("--sub", required=True, help="The staff member's or client's id.")
+@click.option("--ttl", default=8 * 3600, show_default=True, help="Lifetime in seconds.")
+@click.pass_obj
+def token(settings: Settings, tenant: str, role: str, sub: str, ttl: int) -> None:
+    """Print a development bearer token (HS256 with ALLIANCE_JWT_SECRET)."""
+    from api.auth import issue_token
+    from core.identity import Role
+
+    out.print(issue_token(settings, tenant=_uuid(tenant, "--tenant"), role=Role(role), sub=_uuid(sub, "--sub"),
+                          ttl_seconds=ttl), soft_wrap=True)
+
+
+@main.group()
+def clinic() -> None:
+    """Clinic set-up from the terminal."""
+
+
+@clinic.command("bootstrap")
+@click.option("--tenant", required=True, help="The new clinic's id.")
+@click.option("--admin", "admin_id", required=True, help="The first admin's staff id.")
+@click.pass_obj
+def clinic_bootstrap(settings: Settings, tenant: str, admin_id: str) -> None:
+    """Activate a clinic's first admin (every other set-up step goes through the API)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from core.clinic import ActivateStaff
+    from core.handling import CommandHandler
+    from core.identity import Actor, Role
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            outcome = await CommandHandler(rt.store).handle_clinic(ActivateStaff(
+                command_id=uuid.uuid5(uuid.NAMESPACE_URL, f"alliance:bootstrap:{tenant}:{admin_id}"),
+                actor=Actor(id=uuid.UUID(int=0), role=Role.SYSTEM), at=datetime.now(UTC),
+                tenant_id=_uuid(tenant, "--tenant"), staff_id=_uuid(admin_id, "--admin"), role=Role.ADMIN))
+        out.print("already done" if outcome.duplicate else f"admin {admin_id} active in clinic {tenant}")
+        return EXIT_OK
+
+    run(go())
+
+
+@main.command()
+@click.pass_obj
+def demo(settings: Settings) -> None:
+    """Load a realistic synthetic clinic (clients, goals at every stage, months of measurements)."""
+    from api.demo import load_demo
+
+    async def go() -> int:
+        await load_demo(settings, console=console, only_if_absent=False)
+        return EXIT_OK
+
+    run(go())
+
+
+@main.command()
+@click.option("--client", "client_id", required=True, help="The client whose decision history to replay.")
+@click.option("--as-of", "as_of", default=None, help="ISO 8601 time with offset (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def replay(settings: Settings, client_id: str, as_of: str | None, as_json: bool) -> None:
+    """Replay a client's decision history from the events (optionally as of a moment)."""
+    from datetime import UTC, datetime
+
+    import msgspec
+    from rich.table import Table
+
+    from core.projections.asof import history_as_of
+    from core.runtime import open_runtime
+
+    moment = datetime.now(UTC)
+    if as_of:
+        try:
+            moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter("--as-of must be ISO 8601") from None
+        if moment.tzinfo is None:
+            raise click.BadParameter("--as-of needs a time-zone offset")
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            with console.status("replaying events"):
+                view = await history_as_of(rt.store, _uuid(client_id, "--client"), moment)
+        if view is None:
+            console.print("[red]no events for this client[/red]")
+            return EXIT_CHECK_FAILED
+        if as_json:
+            out.print_json(msgspec.json.encode(view).decode())
+            return EXIT_OK
+        table = Table(title=f"Decision history of {client_id} as of {moment.isoformat()}")
+        for column in ("recorded", "occurred", "what", "who", "goal", "consents in force"):
+            table.add_column(column)
+        for e in view["entries"]:
+            consents = ", ".join(c.get("scope", "") for c in e.get("consents_in_force", []))
+            goal = f"{str(e.get('goal_id'))[:8]} v{e.get('goal_version')}" if e.get("goal_id") else ""
+            table.add_row(str(e["recorded_at"])[:19], str(e["occurred_at"])[:19], e["type"],
+                          f"{e['actor_role']} {str(e['actor_id'])[:8]}", goal, consents)
+        out.print(table)
+        return EXIT_OK
+
+    run(go())
+
+
+@main.group()
+def projections() -> None:
+    """Read models: status, rebuild without downtime, verify against a fresh replay."""
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def projections_status(settings: Settings, as_json: bool) -> None:
+    """Each projection's version, state, checkpoint and lag."""
+    import msgspec
+    from rich.table import Table
+
+    from core.projections.rebuild import status
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            rows = await status(rt.pool)
+        if as_json:
+            out.print_json(msgspec.json.encode([r.__dict__ for r in rows]).decode())
+            return EXIT_OK
+        table = Table(title="projections")
+        for column in ("name", "version", "state", "checkpoint", "applied", "behind", "seconds behind", "stale"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r.name, str(r.version), r.state, r.checkpoint, str(r.events_applied),
+                          str(r.events_behind), f"{r.seconds_behind:.1f}", "yes" if r.stale else "")
+        out.print(table)
+        return EXIT_OK
+
+    run(go())
+
+
+@projections.command("rebuild")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def projections_rebuild(settings: Settings, names: tuple[str, ...]) -> None:
+    """Build a new version of NAMES (default: all) beside the live one, then switch readers."""
+    from core.projections.rebuild import RebuildProgress, rebuild
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            with progress_bar() as bar:
+                total = max(1, await rt.pool.fetchval("SELECT count(*) FROM events"))
+                tasks: dict[str, Any] = {}
+
+                def report(p: RebuildProgress) -> None:
+                    if p.name not in tasks:
+                        tasks[p.name] = bar.add_task(f"rebuilding {p.name}", total=total)
+                    bar.update(tasks[p.name], completed=min(p.events_read, total),
+                               description=f"{p.name}: {p.phase}")
+
+                results = await rebuild(rt.pool, rt.store, list(names) or None, dsn=rt.target.app_dsn,
+                                        progress=report)
+        for r in results:
+            out.print(f"{r.name}: v{r.previous_version} → v{r.version}, {r.events_read} events in {r.seconds:.1f}s")
+        return EXIT_OK
+
+    run(go())
+
+
+@projections.command("verify")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def projections_verify(settings: Settings, names: tuple[str, ...]) -> None:
+    """Compare a fresh replay with the live tables; exit 1 on any difference."""
+    from core.projections.rebuild import verify as verify_projections
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            with console.status("replaying and comparing"):
+                results = await verify_projections(rt.pool, rt.store, list(names) or None)
+        ok = True
+        for r in results:
+            ok = ok and r.ok
+            state = "[green]ok[/green]" if r.ok else (f"[red]DIFFERS[/red] mismatched={len(r.mismatched)} "
+                                                      f"missing={len(r.missing)} extra={len(r.extra)}")
+            out.print(f"{r.name} v{r.version}: {r.clients} clients, {r.events} events: {state}")
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
 
     run(go())
 

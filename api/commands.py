@@ -20,10 +20,9 @@ from uuid import UUID
 import msgspec
 from litestar import Response
 
+from api.auth import Principal
 from core.authority import Command
 from core.handling import Outcome
-
-from api.auth import Principal
 
 CONTEXT_FIELDS = frozenset({"command_id", "actor", "at", "tenant_id", "goal_id", "client_id"})
 _BODIES: dict[tuple[type, frozenset[str], frozenset[str], frozenset[str]], type[msgspec.Struct]] = {}

@@ -19,10 +19,9 @@ from uuid import UUID
 import asyncpg
 from litestar import Request, Response
 
-from core.errors import AllianceError, ConcurrencyConflict, ValidationError
-
 from api.auth import Principal
 from api.errors import alliance_error_handler
+from core.errors import AllianceError, ConcurrencyConflict, ValidationError
 
 IDEMPOTENCY_NAMESPACE = UUID("1d0c5a8e-5b4f-4f0a-8f5e-6c1c2f3a9e77")
 HEADER = "idempotency-key"

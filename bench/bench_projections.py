@@ -17,29 +17,27 @@ import base64
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from core.database import create_app_pool  # noqa: E402
-from core.events.crypto import PostgresKeyRing  # noqa: E402
-from core.events.postgres import PostgresEventStore  # noqa: E402
-from core.projections.feed import ChangeFeed  # noqa: E402
-from core.projections.queries import read_plan, read_progress  # noqa: E402
-from core.projections.rebuild import rebuild  # noqa: E402
-from core.projections.registry import PROJECTIONS  # noqa: E402
-from core.projections.runner import ProjectionRunner  # noqa: E402
-from tests.database import create_test_database, drop_test_database  # noqa: E402
-from tests.projections.helpers import Client, domain_codec  # noqa: E402
+from core.database import create_app_pool
+from core.events.crypto import PostgresKeyRing
+from core.events.postgres import PostgresEventStore
+from core.projections.feed import ChangeFeed
+from core.projections.queries import read_plan, read_progress
+from core.projections.rebuild import rebuild
+from core.projections.registry import PROJECTIONS
+from core.projections.runner import ProjectionRunner
+from tests.database import create_test_database, drop_test_database
+from tests.projections.helpers import Client, domain_codec
 
 
 def pct(values: list[float], q: float) -> float:
@@ -55,11 +53,11 @@ def open_store(pool: asyncpg.Pool, dsn: str, kek: bytes) -> PostgresEventStore:
 
 # --- subprocess roles -----------------------------------------------------------------------
 
-async def role_runner(dsn: str, kek: bytes) -> None:
+async def role_runner(dsn: str, kek: bytes, live: set[str]) -> None:
     pool = await create_app_pool(dsn, min_size=2, max_size=6)
     store = open_store(pool, dsn, kek)
     runners = [ProjectionRunner(p, store, dsn=dsn, batch_size=500, poll_interval=1.0, standby_interval=0.2)
-               for p in PROJECTIONS]
+               for p in PROJECTIONS if p.name in live]
     print("ready", flush=True)
     await asyncio.gather(*(r.run() for r in runners))
 
@@ -204,7 +202,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"rebuild of all projections ({', '.join(p.name for p in PROJECTIONS)}): {n:,} events in "
               f"{secs:.2f} s = {n / secs:,.0f} events/s; ratio to read_all = {n / secs / base_rate:.2f}")
 
-        runner, _ = await spawn(["--role", "runner", "--dsn", app], env)
+        runner, _ = await spawn(["--role", "runner", "--dsn", app, "--live", args.live], env)
         procs.append(runner)
         followed = clients[: args.subscribed]
         subscriber, lines = await spawn(["--role", "subscriber", "--dsn", app,
@@ -259,9 +257,14 @@ if __name__ == "__main__":
     parser.add_argument("--role", choices=["main", "runner", "subscriber"], default="main")
     parser.add_argument("--dsn")
     parser.add_argument("--clients", default="")
+    parser.add_argument("--live", default="plan,progress,history",
+                        help="projections the runner process runs during the latency phases")
     ns = parser.parse_args()
+    from core.logging import configure_logging
+    configure_logging(fmt="console", level="warning")
     if ns.role == "runner":
-        asyncio.run(role_runner(ns.dsn, base64.b64decode(os.environ["ALLIANCE_BENCH_KEK"])))
+        asyncio.run(role_runner(ns.dsn, base64.b64decode(os.environ["ALLIANCE_BENCH_KEK"]),
+                                set(ns.live.split(","))))
     elif ns.role == "subscriber":
         asyncio.run(role_subscriber(ns.dsn, [UUID(x) for x in ns.clients.split(",") if x]))
     else:

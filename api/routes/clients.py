@@ -2,7 +2,7 @@
 and the plan / progress / history views (now, or as of any moment)."""
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,16 +10,15 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from core import client as c
-from core.consent import ConsentScope
-from core.errors import NotFound, ValidationError
-from core.projections import asof, queries
-
 from api.auth import Principal
 from api.commands import body_for, build, result_response
 from api.routes.common import readable_client, run_command, visible_client
 from api.routes.goals import _receipts
 from api.state import AppServices, now
+from core import client as c
+from core.consent import ConsentScope
+from core.errors import NotFound, ValidationError
+from core.projections import asof, queries
 
 
 def client_route(path: str, command: type[c.Command], *, operation_id: str, summary: str,
@@ -125,12 +124,18 @@ def _as_of(value: str | None) -> datetime | str | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        if "." in value and all(part.isdigit() for part in value.split(".", 1)):
+        # a checkpoint "tx.position": both parts must fit the store's bigint columns
+        parts = value.split(".", 1)
+        if len(parts) == 2 and all(p.isascii() and p.isdigit() and int(p) < 2**63 for p in parts):
             return value
         raise ValidationError("as_of must be an ISO 8601 time with an offset", code="invalid_as_of",
                               field="as_of") from None
     if moment.tzinfo is None:
         raise ValidationError("as_of needs a time-zone offset", code="invalid_as_of", field="as_of")
+    try:  # 0001-01-01T00:00+14:00 is before the first representable UTC moment
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("as_of is out of range", code="invalid_as_of", field="as_of") from None
     return moment
 
 

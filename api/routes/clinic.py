@@ -8,16 +8,15 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
+from api.auth import Principal, require_role
+from api.commands import body_for, build, result_response
+from api.routes.common import run_command, visible_client
+from api.state import AppServices, now
 from core import client as c
 from core import clinic as k
 from core.errors import Forbidden, ValidationError
 from core.identity import Role
 from core.projections.plan import PLAN
-
-from api.auth import Principal, require_role
-from api.commands import body_for, build, result_response
-from api.routes.common import run_command, visible_client
-from api.state import AppServices, now
 
 ActivateBody = body_for(k.ActivateStaff)
 
@@ -110,7 +109,8 @@ async def list_clients(principal: Principal, svc: AppServices,
         table = await conn.fetchval("SELECT table_name FROM projections.projection_versions "
                                     "WHERE name = $1 AND state = 'active'", PLAN.name)
         while table is not None and len(items) < limit:
-            rows = await conn.fetch(f'SELECT client_id, doc FROM projections."{table}" WHERE tenant_id = $1 '
+            rows = await conn.fetch(f'SELECT client_id, doc, updated_at FROM projections."{table}" '
+                                    "WHERE tenant_id = $1 "
                                     "AND client_id > $2 ORDER BY client_id LIMIT 500", principal.tenant_id, after)
             if not rows:
                 break
@@ -119,7 +119,7 @@ async def list_clients(principal: Principal, svc: AppServices,
                 doc = PLAN.decode(row["doc"])
                 mine = principal.role is Role.ADMIN or principal.id == doc.primary_clinician \
                     or principal.id in doc.care_team
-                if not mine or doc.erased and principal.role is not Role.ADMIN:
+                if not mine or (doc.erased and principal.role is not Role.ADMIN):
                     continue
                 if discharged is not None and doc.discharged != discharged:
                     continue
@@ -129,7 +129,8 @@ async def list_clients(principal: Principal, svc: AppServices,
                 items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
                               "discharged": doc.discharged, "open_risk_flags": open_flags,
                               "goals": len(doc.goals),
-                              "last_activity": doc.last_recorded_at.isoformat() if doc.last_recorded_at else None})
+                              # PlanDoc has no time of its own: the row's last projection time
+                              "last_activity": row["updated_at"].isoformat()})
                 if len(items) == limit:
                     next_cursor = _cursor(doc.client_id)
                     break

@@ -9,16 +9,15 @@ from uuid import UUID
 
 from litestar import Request, Response
 
+from api.access import ReadKind, authorize_client, client_not_found, record_access
+from api.auth import Principal
+from api.idempotency import command_id_for, idempotency_key, run_idempotent
+from api.state import AppServices
 from core.client import ClientState
 from core.errors import NotFound
 from core.goal import GoalState
 from core.handling import Loaded
 from core.identity import Role
-
-from api.access import ReadKind, authorize_client, client_not_found, record_access
-from api.auth import Principal
-from api.idempotency import command_id_for, idempotency_key, run_idempotent
-from api.state import AppServices
 
 
 async def visible_client(svc: AppServices, principal: Principal, client_id: UUID) -> ClientState:

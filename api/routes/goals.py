@@ -8,16 +8,15 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, get, post
 
-from core import goal as g
-from core.errors import ValidationError
-from core.goal import fhir_lifecycle_status
-from core.projections.plan import render_goal
-
 from api.access import authorize_client, record_access
 from api.auth import Principal
 from api.commands import body_for, build, result_response
 from api.routes.common import if_match, run_command, visible_client, visible_goal
 from api.state import AppServices, now
+from core import goal as g
+from core.errors import ValidationError
+from core.goal import fhir_lifecycle_status
+from core.projections.plan import render_goal
 
 RECEIPT_EVENT_TYPES = frozenset({"goal.agreed", "goal.activated", "goal.change_accepted", "consent.granted",
                                  "consent.withdrawn"})

@@ -9,6 +9,7 @@ rather than buffered without bound.
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -18,11 +19,10 @@ from litestar import Request, get
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from core.projections.feed import Change
-
 from api.auth import Principal
 from api.routes.common import readable_client
 from api.state import AppServices
+from core.projections.feed import Change, decode_cursor
 
 HEARTBEAT_SECONDS = 15.0
 BUFFER = 64
@@ -75,7 +75,9 @@ async def stream_progress(request: Request, client_id: UUID, principal: Principa
     after = request.headers.get("last-event-id") or request.query_params.get("after")
     if after is None:
         after = await svc.feed.head(client_id)  # a fresh subscriber gets what changes from now on
-    heartbeat = min(max(heartbeat, 0.2), 60.0)
+    else:
+        decode_cursor(after)  # a cursor we did not issue is a 422 now, not a stream that dies later
+    heartbeat = min(max(heartbeat, 0.2), 60.0) if math.isfinite(heartbeat) else HEARTBEAT_SECONDS
     return ServerSentEvent(_events(svc, principal, client_id, after, heartbeat),
                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

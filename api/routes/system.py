@@ -5,12 +5,11 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
+from api.auth import Principal
+from api.state import AppServices
 from core.errors import NotFound
 from core.migrations import pending_migrations
 from core.projections.rebuild import lag
-
-from api.auth import Principal
-from api.state import AppServices
 
 #: /ready fails when a projection is further behind than this.
 READY_MAX_LAG_EVENTS = 1000

@@ -88,7 +88,7 @@ async def write_anchor(source: Source, signer: Signer, directory: Path, *, verif
     moment = now or datetime.now(UTC)
     store_check = None
     if verify_first:
-        pool_or_conn = getattr(source, "_pool", source)
+        pool_or_conn: Any = getattr(source, "_pool", source)
         if hasattr(pool_or_conn, "acquire"):
             async with pool_or_conn.acquire() as conn:
                 report = await verify_store(conn)
@@ -180,7 +180,8 @@ async def check_against_anchors(source: Source, directory: Path, keys: Keys, *,
     from version 1 up to the anchored version with ``check_event``, and the hash reached
     must be the anchored one. Problem codes (each naming stream, version, position):
     ``stream_missing``, ``stream_truncated`` (shorter than anchored), ``chain_broken`` /
-    ``event_content_changed`` (a stored event does not match its digest or link),
+    ``event_content_changed`` / ``event_missing_or_moved`` (a stored event does not match its
+    digest, link or place),
     ``anchored_head_mismatch`` (a consistent chain that ends in another hash: the tail was
     rewritten and its hashes recomputed). Plus the anchor-file codes of ``check_anchor_files``
     and ``no_anchor``. Streams created after the anchor are not judged here.

@@ -69,7 +69,8 @@ def _check_streams(events: list[dict[str, Any]], heads: Mapping[str, Any], resul
         for row in rows:
             reason = check_event(row, prev, expected)
             if reason is not None:
-                result.add(break_code(reason), reason, stream_id=stream_id, version=row["version"], position=row["position"])
+                result.add(break_code(reason), reason, stream_id=stream_id, version=row["version"],
+                           position=row["position"])
                 broken = True
                 break
             prev, expected = row["hash"], expected + 1
@@ -135,8 +136,9 @@ def verify_export_file(document: Mapping[str, Any] | bytes | str | Path, keys: K
     """Verify an export offline: signature, completeness, every digest and link, the heads.
 
     Problem codes: ``malformed_export``, ``signature_missing``, ``unknown_signing_key``,
-    ``signature_invalid``, ``malformed_event``, ``stream_incomplete``,
-    ``event_content_changed``, ``chain_broken``, ``head_missing``, ``head_mismatch``,
+    ``signature_invalid``, ``malformed_event``, ``stream_incomplete`` (does not start at
+    version 1), ``event_missing_or_moved`` (a gap), ``event_content_changed``, ``chain_broken``,
+    ``head_missing``, ``head_mismatch``,
     ``recorded_verification_failed`` (the server already found a break when exporting).
     """
     result = VerifyResult(kind="export")

@@ -398,7 +398,7 @@ def _goal(state: GoalState, history: list[RecordedEvent], client: ClientState, p
         if codings:
             measure["coding"] = [_coding(c.system, c.code, c.display or None) for c in codings]
         targets.append({"measure": measure})
-    if target_text or state.due_date or not targets and measure_text:
+    if target_text or state.due_date or (not targets and measure_text):
         if not targets:
             targets.append({"measure": {"text": measure_text or "goal target"}})
         if target_text:
@@ -445,12 +445,12 @@ def _consent(rid: str, scope: str, event: RecordedEvent, people: _People, patien
     }
     verification = None
     if payload.attested_by is not None:
-        verification = {"verified": True, "verifiedBy": people.ref(payload.attested_by, Role.CLINICIAN)}
         when = payload.attested_at or event.occurred_at
         if r5:
-            verification["verificationDate"] = [_instant(when)]
-        else:
-            verification["verificationDate"] = _instant(when)
+            verification = {"verified": True, "verifiedBy": people.ref(payload.attested_by, Role.CLINICIAN),
+                            "verifiedWith": grantor, "verificationDate": [_instant(when)]}
+        else:  # R4B names only whom it was verified with
+            verification = {"verified": True, "verifiedWith": grantor, "verificationDate": _instant(when)}
     if r5:
         consent.update(subject=patient, date=payload.effective_at.date().isoformat(), grantor=[grantor],
                        decision="permit", period={"start": _instant(payload.effective_at)})
@@ -510,7 +510,7 @@ def _questionnaire(rid: str, url: str, payload: MeasurementRecorded, definition:
 
 
 def _answer(value: Any, item: Any, answers_system: str) -> dict[str, Any]:
-    response = getattr(item, "response", None)
+    response: Any = getattr(item, "response", None)
     if type(response).__name__ == "ChoiceResponse":
         for option in response.options:
             if option.value == value:
@@ -529,7 +529,8 @@ def _response(rid: str, url: str, payload: MeasurementRecorded, definition: Any,
     answers_system = f"{base_url}/CodeSystem/{_fhir_id(f'{payload.instrument_id}-{payload.instrument_version}')}" \
                      "-answers"
     items = []
-    order = list(items_by_id) or sorted({*payload.answers, *payload.free_text})
+    # the definition's order first; answers it does not know are kept, never dropped
+    order = [*items_by_id, *sorted({*payload.answers, *payload.free_text} - set(items_by_id))]
     for item_id in order:
         if item_id in payload.answers:
             answer = _answer(payload.answers[item_id], items_by_id.get(item_id), answers_system)

@@ -107,6 +107,7 @@ class EventCodec:
                 raise ConfigurationError(f"event type {cls.__name__} needs a unique stable tag, got {name!r}")
             self.types[name] = cls
         self._personal = {name: _personal_fields(cls) for name, cls in self.types.items()}
+        self._personal_names = {name: frozenset(f.name for f in spec) for name, spec in self._personal.items()}
         self._upcasters = dict(upcasters or {})
         for (name, version) in self._upcasters:
             if name not in self.types or version >= self.types[name].schema_version:
@@ -170,8 +171,8 @@ class EventCodec:
         for f in spec:
             if f.is_tuple and isinstance(values.get(f.name), list):
                 values[f.name] = tuple(values[f.name])
-        return msgspec.structs.replace(payload, **{k: v for k, v in values.items() if k in
-                                                  {f.name for f in spec}})
+        names = self._personal_names[type_name]
+        return msgspec.structs.replace(payload, **{k: v for k, v in values.items() if k in names})
 
     def _upcast(self, cls: type[EventPayload], type_name: str, version: int, data: bytes) -> EventPayload:
         document = msgspec.json.decode(data)
@@ -217,17 +218,16 @@ def content_digest(*, event_id: UUID, stream_id: str, version: int, type_name: s
     payload bytes, secret bytes (ciphertext, or empty).
     """
     parts = (
-        event_id.bytes, stream_id.encode(), struct.pack(">q", version), type_name.encode(),
-        struct.pack(">i", schema_version), tenant_id.bytes, subject_id.bytes, actor_id.bytes,
-        actor_role.encode(), struct.pack(">q", _micros(occurred_at)), _uuid_bytes(correlation_id),
-        _uuid_bytes(causation_id), _uuid_bytes(key_id), struct.pack(">h", hash_scheme),
+        event_id.bytes, stream_id.encode(), _Q.pack(version), type_name.encode(),
+        _I.pack(schema_version), tenant_id.bytes, subject_id.bytes, actor_id.bytes,
+        actor_role.encode(), _Q.pack(_micros(occurred_at)), _uuid_bytes(correlation_id),
+        _uuid_bytes(causation_id), _uuid_bytes(key_id), _H.pack(hash_scheme),
         payload, secret or b"",
     )
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(struct.pack(">I", len(part)))
-        h.update(part)
-    return h.digest()
+    return hashlib.sha256(b"".join(_L.pack(len(part)) + part for part in parts)).digest()
+
+
+_Q, _I, _H, _L = struct.Struct(">q"), struct.Struct(">i"), struct.Struct(">h"), struct.Struct(">I")
 
 
 def chain_hash(prev_hash: bytes, digest: bytes, position: int, tx_id: int, recorded_at: datetime) -> bytes:

@@ -120,13 +120,11 @@ class MemoryEventStore(StoreBase):
     async def _event(self, row: _Row) -> RecordedEvent:
         p = row.prepared
         e = p.event
-        return await self._materialize(
-            position=row.position, tx=row.position, event_id=e.event_id, stream_id=row.stream_id,
-            version=p.version, type_name=p.type, schema_version=p.schema_version, tenant_id=e.tenant_id,
-            subject_id=e.subject_id, actor_id=e.actor_id, actor_role=str(e.actor_role),
-            occurred_at=e.occurred_at, recorded_at=row.recorded_at, correlation_id=e.correlation_id,
-            causation_id=e.causation_id, key_id=p.key_id, hash_scheme=HASH_SCHEME, payload=p.payload,
-            secret=p.secret, hash_=row.hash)
+        keys = await self._keys_for({(e.subject_id, p.key_id)} if p.key_id is not None else set())
+        return self._decode_row(row.position, row.position, e.event_id, row.stream_id, p.version, p.type,
+                                p.schema_version, e.tenant_id, e.subject_id, e.actor_id, str(e.actor_role),
+                                e.occurred_at, row.recorded_at, e.correlation_id, e.causation_id, p.key_id,
+                                HASH_SCHEME, p.payload, p.secret, row.hash, keys)
 
     async def read_stream(self, stream_id: str, *, from_version: int = 1, to_version: int | None = None,
                           recorded_until: datetime | None = None) -> list[RecordedEvent]:

@@ -52,14 +52,38 @@ log = get_logger("alliance.store")
 EVENTS_CHANNEL = "alliance_events"
 KEYS_CHANNEL = "alliance_keys"
 
-_COLUMNS = ("position, tx_id::text::bigint, event_id, stream_id, version, type, schema_version, tenant_id, "
+_COLUMNS = ("position, tx_id::text::bigint AS tx, event_id, stream_id, version, type, schema_version, tenant_id, "
             "subject_id, actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id, "
             "hash_scheme, payload, secret, hash")
 
 _APPEND = ("SELECT r_position, r_tx, r_recorded_at, r_hash, r_duplicate FROM append_events("
            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
 
+# The common case, one event onto an existing stream, as one plain statement: bump the
+# stream head (the conditional UPDATE is the optimistic-concurrency check and locks the
+# head row) and insert the event with the chained hash computed from the old head.
+# No row back means "not the common case" (new stream, conflict, or a retry of a
+# recorded append): ``append_events`` then sorts it out.
+_APPEND_ONE = """
+WITH p AS (SELECT nextval('events_position_seq') AS pos, pg_current_xact_id() AS tx, now() AS rec),
+upd AS (
+  UPDATE streams s SET version = s.version + 1,
+         head_hash = sha256(s.head_hash || $16::bytea || int8send(p.pos) || int8send(p.tx::text::bigint)
+                            || int8send((extract(epoch FROM p.rec) * 1000000)::bigint))
+  FROM p WHERE s.stream_id = $1 AND s.version = $3
+  RETURNING s.head_hash AS hash, p.pos, p.tx, p.rec)
+INSERT INTO events (position, tx_id, event_id, stream_id, version, type, schema_version, tenant_id, subject_id,
+                    actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id,
+                    hash_scheme, payload, secret, digest, hash)
+SELECT upd.pos, upd.tx, $4, $1, $3 + 1, $5, $6, $2, $7, $8, $9, $10, upd.rec, $11, $12, $13, $14, $15, $17, $16,
+       upd.hash
+FROM upd
+RETURNING position, tx_id::text, recorded_at, hash, false"""
+
 _HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+#: Seconds between two wake-up NOTIFYs (subscribers also poll, so nothing waits longer).
+NOTIFY_INTERVAL = 0.005
 
 _CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError, OSError)
 
@@ -73,7 +97,7 @@ def _read_all_sql(*, tenant: bool, subject: bool, recorded_until: bool, until: b
             where.append(f"{clause} {'<=' if clause == 'recorded_at' else '='} ${n}")
     if until:
         where.append(f"(tx_id, position) <= (${n + 1}::text::xid8, ${n + 2})")
-    return f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY tx_id, position LIMIT $3"
+    return f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY events.tx_id, events.position LIMIT $3"
 
 
 class PostgresEventStore(StoreBase):
@@ -112,6 +136,9 @@ class PostgresEventStore(StoreBase):
             try:
                 async with self._pool.acquire() as conn:
                     await conn.execute("SELECT pg_notify($1, '')", EVENTS_CHANNEL)
+                # At most one wake-up per interval: under load a NOTIFY per append would cost
+                # writers a third of their throughput, for no subscriber's benefit.
+                await asyncio.sleep(NOTIFY_INTERVAL)
             except Exception as exc:  # subscribers still poll: a lost wake-up only adds latency
                 log.warning("notify_failed", error=type(exc).__name__)
                 await asyncio.sleep(0.1)
@@ -158,10 +185,19 @@ class PostgresEventStore(StoreBase):
         loop = asyncio.get_running_loop()
         started = loop.time()
         rows = await self._prepare(stream_id, events, expected_version)
-        args = self._args(stream_id, expected_version, events[0].tenant_id, rows)
         try:
             async with self._pool.acquire() as conn:
-                records = await conn.fetch(_APPEND, *args)
+                records = []
+                if len(rows) == 1 and expected_version > 0:
+                    r = rows[0]
+                    e = r.event
+                    records = await conn.fetch(
+                        _APPEND_ONE, stream_id, e.tenant_id, expected_version, e.event_id, r.type, r.schema_version,
+                        e.subject_id, e.actor_id, str(e.actor_role), e.occurred_at, e.correlation_id,
+                        e.causation_id, r.key_id, HASH_SCHEME, r.payload, r.digest, r.secret)
+                if not records:
+                    records = await conn.fetch(_APPEND, *self._args(stream_id, expected_version,
+                                                                    events[0].tenant_id, rows))
         except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
             raise self._translate(exc, stream_id, expected_version) from exc
         result = self._result(stream_id, expected_version, records)
@@ -209,15 +245,11 @@ class PostgresEventStore(StoreBase):
 
     # -- read ----------------------------------------------------------------
     async def _rows_to_events(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
-        materialize = self._materialize
-        return [
-            await materialize(position=r[0], tx=r[1], event_id=r[2], stream_id=r[3], version=r[4],
-                              type_name=r[5], schema_version=r[6], tenant_id=r[7], subject_id=r[8],
-                              actor_id=r[9], actor_role=r[10], occurred_at=r[11], recorded_at=r[12],
-                              correlation_id=r[13], causation_id=r[14], key_id=r[15], hash_scheme=r[16],
-                              payload=r[17], secret=r[18], hash_=r[19])
-            for r in rows
-        ]
+        # Keys are looked up once per page (one await per subject, not per event).
+        keys = await self._keys_for({(r[8], r[15]) for r in rows if r[18] is not None and r[15] is not None})
+        decode = self._decode_row
+        return [decode(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+                       r[14], r[15], r[16], r[17], r[18], r[19], keys) for r in rows]
 
     async def read_stream(self, stream_id: str, *, from_version: int = 1, to_version: int | None = None,
                           recorded_until: datetime | None = None) -> list[RecordedEvent]:
@@ -263,8 +295,8 @@ class PostgresEventStore(StoreBase):
     async def head(self) -> str:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT tx_id::text::bigint, position FROM events WHERE {_HORIZON} "
-                "ORDER BY tx_id DESC, position DESC LIMIT 1")
+                f"SELECT tx_id::text::bigint AS tx, position FROM events WHERE {_HORIZON} "
+                "ORDER BY events.tx_id DESC, events.position DESC LIMIT 1")
         return format_checkpoint(row[0], row[1]) if row else START
 
     # -- live ----------------------------------------------------------------

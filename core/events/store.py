@@ -6,7 +6,7 @@ contract suite (``tests/events/test_store_contract.py``) runs against both.
 
 Shared here: validating an append before anything is touched, sealing personal
 fields, computing content digests (``_prepare``), and turning a stored row back
-into a typed ``RecordedEvent`` (``_materialize``).
+into a typed ``RecordedEvent`` (``_decode_row``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import msgspec
 
 from core.errors import EventDecodeError, ValidationError
 from core.events.codec import HASH_SCHEME, EventCodec, content_digest
-from core.events.crypto import KeyRing, seal
+from core.events.crypto import DataKey, KeyRing, seal
 from core.events.envelope import MAX_STREAM_ID_LENGTH, NewEvent, RecordedEvent
 from core.identity import Role
 
 #: The checkpoint before the first event.
 START = "0.0"
+
+_ROLES = {str(role): role for role in Role}
 
 
 def parse_checkpoint(checkpoint: str) -> tuple[int, int]:
@@ -183,23 +185,25 @@ class StoreBase:
                                           encoded.data, secret, digest))
         return prepared
 
-    async def _materialize(self, *, position: int, tx: int, event_id: UUID, stream_id: str, version: int,
-                           type_name: str, schema_version: int, tenant_id: UUID, subject_id: UUID,
-                           actor_id: UUID, actor_role: str, occurred_at: datetime, recorded_at: datetime,
-                           correlation_id: UUID | None, causation_id: UUID | None, key_id: UUID | None,
-                           hash_scheme: int, payload: bytes, secret: bytes | None,
-                           hash_: bytes) -> RecordedEvent:
+    async def _keys_for(self, wanted: set[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], DataKey]:
+        return {(subject, key_id): await self.keys.key_for_read(subject, key_id) for subject, key_id in wanted}
+
+    def _decode_row(self, position: int, tx: int, event_id: UUID, stream_id: str, version: int, type_name: str,
+                    schema_version: int, tenant_id: UUID, subject_id: UUID, actor_id: UUID, actor_role: str,
+                    occurred_at: datetime, recorded_at: datetime, correlation_id: UUID | None,
+                    causation_id: UUID | None, key_id: UUID | None, hash_scheme: int, payload: bytes,
+                    secret: bytes | None, hash_: bytes,
+                    keys: dict[tuple[UUID, UUID], DataKey]) -> RecordedEvent:
+        """A stored row as a typed event (keys for its subject already looked up)."""
         personal = None
         erased = False
         if secret is not None and key_id is not None:
-            key = await self.keys.key_for_read(subject_id, key_id)
-            personal = key.decrypt(secret, event_id.bytes)
+            personal = keys[(subject_id, key_id)].decrypt(secret, event_id.bytes)
             erased = personal is None
-        try:
-            role = Role(actor_role)
-        except ValueError:
+        role = _ROLES.get(actor_role)
+        if role is None:
             raise EventDecodeError(f"unknown actor role at position {position}", position=position,
-                                   type_name=type_name) from None
+                                   type_name=type_name)
         return RecordedEvent(
             event_id=event_id, stream_id=stream_id, version=version, position=position, type=type_name,
             schema_version=schema_version, tenant_id=tenant_id, subject_id=subject_id, actor_id=actor_id,
@@ -208,4 +212,4 @@ class StoreBase:
             hash_scheme=hash_scheme, hash=hash_,
             payload=self.codec.decode(type_name, schema_version, payload, personal, erased=erased,
                                       position=position),
-            checkpoint=format_checkpoint(tx, position))
+            checkpoint=f"{tx}.{position}")

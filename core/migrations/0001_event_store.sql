@@ -50,10 +50,11 @@ CREATE TABLE events (
   hash            bytea NOT NULL,   -- sha256(prev hash || digest || position || tx || recorded)
   PRIMARY KEY (stream_id, version)
 );
+-- Indexes are what appends pay for, so only those reads need: idempotency (event id),
+-- the global order, and a client's events in order (as-of replays, exports). The
+-- position is unique by its sequence; tenant-filtered reads walk the global order.
 CREATE UNIQUE INDEX events_event_id ON events (event_id);
-CREATE UNIQUE INDEX events_position ON events (position);
 CREATE INDEX events_global_order ON events (tx_id, position);
-CREATE INDEX events_tenant_order ON events (tenant_id, tx_id, position);
 CREATE INDEX events_subject_order ON events (subject_id, tx_id, position);
 
 -- Immutable means immutable: no UPDATE, DELETE or TRUNCATE, whoever asks.
@@ -176,15 +177,16 @@ BEGIN
     hashes := hashes || prev;
   END LOOP;
 
+  -- unnest reads each array once; subscripting big bytea[] arrays per row would copy them per row.
   INSERT INTO events (position, tx_id, event_id, stream_id, version, type, schema_version,
                       tenant_id, subject_id, actor_id, actor_role, occurred_at, recorded_at,
                       correlation_id, causation_id, key_id, hash_scheme, payload, secret,
                       digest, hash)
-  SELECT positions[k], tx, p_ids[k], p_stream, p_expected + k, p_types[k], p_schema_versions[k],
-         p_tenant, p_subjects[k], p_actor_ids[k], p_actor_roles[k], p_occurred[k], recorded,
-         p_correlations[k], p_causations[k], p_key_ids[k], p_hash_scheme, p_payloads[k],
-         p_secrets[k], p_digests[k], hashes[k]
-  FROM generate_series(1, n) AS k;
+  SELECT u.pos, tx, u.id, p_stream, p_expected + u.k, u.typ, u.sv, p_tenant, u.subj, u.act, u.role, u.occ,
+         recorded, u.corr, u.caus, u.kid, p_hash_scheme, u.pay, u.sec, u.dig, u.h
+  FROM unnest(positions, p_ids, p_types, p_schema_versions, p_subjects, p_actor_ids, p_actor_roles, p_occurred,
+              p_correlations, p_causations, p_key_ids, p_payloads, p_secrets, p_digests, hashes)
+       WITH ORDINALITY AS u(pos, id, typ, sv, subj, act, role, occ, corr, caus, kid, pay, sec, dig, h, k);
 
   UPDATE streams SET version = p_expected + n, head_hash = prev WHERE stream_id = p_stream;
 

@@ -18,7 +18,6 @@ from msgspec.structs import replace
 
 from core.authority import other_party
 from core.client import (
-    CLIENT_EVENT_TYPES,
     CareTeamMemberAdded,
     CareTeamMemberRemoved,
     ClientDischarged,
@@ -88,7 +87,6 @@ class PlanDoc(msgspec.Struct, frozen=True, kw_only=True):
     relapse_plan: RelapsePlan | None = None
     risk_flags: dict[UUID, RiskFlag] = {}
     erased: bool = False
-    last_recorded_at: datetime | None = None
 
 
 def initial_plan(client_id: UUID, tenant_id: UUID) -> PlanDoc:
@@ -126,9 +124,7 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
     goal_id = goal_id_of(event)
     if goal_id is not None:
         goal = doc.goals.get(goal_id) or initial_goal_state(goal_id)
-        return replace(doc, goals={**doc.goals, goal_id: evolve_goal(goal, p)},
-                       last_recorded_at=event.recorded_at)
-    doc = replace(doc, last_recorded_at=event.recorded_at)
+        return replace(doc, goals={**doc.goals, goal_id: evolve_goal(goal, p)})
     match p:
         case ClientEnrolled():
             return replace(doc, episode_id=p.episode_id, primary_clinician=p.primary_clinician_id,
@@ -165,7 +161,12 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
     return doc
 
 
-_HANDLED = frozenset(t.type_name() for t in (*CLIENT_EVENT_TYPES, *GOAL_EVENT_TYPES))
+# Only what the plan shows: a measurement or a note is not a plan change (and must not wake
+# every plan subscriber).
+_CLIENT_TYPES = (ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
+                 ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
+                 RiskFlagRaised, RiskFlagAcknowledged, RelapsePreventionPlanUpdated, ClientErased)
+_HANDLED = frozenset(t.type_name() for t in (*_CLIENT_TYPES, *GOAL_EVENT_TYPES))
 
 PLAN = Projection(name=NAME, version=VERSION, handles=_HANDLED, doc_type=PlanDoc, initial=initial_plan,
                   apply=apply_plan, feed_kind="plan")

@@ -211,6 +211,35 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     relevant = [e for e in events if projection.wants(e)]
     new_checkpoint = events[-1].checkpoint
     staged: dict[UUID, tuple[Any, tuple[int, int]]] = {}
+    tenants: dict[UUID, UUID] = {}
+    # Folding happens before the transaction opens: a write transaction holds back the store's
+    # read horizon (core/events/postgres.py) for every reader, so it must stay short. Safe because
+    # only the lock holder writes this version's rows; the row check below catches anyone else.
+    clients = list(dict.fromkeys(e.subject_id for e in relevant))
+    missing = [c for c in clients if c not in target.cache]
+    docs: dict[UUID, tuple[Any, tuple[int, int]]] = {c: target.cache[c] for c in clients if c in target.cache}
+    if missing:
+        for r in await conn.fetch(f"SELECT client_id, doc, cp_tx, cp_pos FROM {target.qualified} "
+                                  "WHERE client_id = ANY($1::uuid[])", missing):
+            docs[r[0]] = (projection.decode(r[1]), (r[2], r[3]))
+    for event in relevant:
+        client = event.subject_id
+        current = docs.get(client)
+        at = _cp(event.checkpoint)
+        if current is not None and at <= current[1]:
+            continue  # already folded into this document
+        if event.type == ERASURE_EVENT:
+            doc = await refold_client(store, projection, client, until=event.checkpoint,
+                                      version=target.fold_version)
+            if doc is None:
+                doc = projection.initial(client, event.tenant_id)
+        else:
+            doc = current[0] if current is not None else projection.initial(client, event.tenant_id)
+            doc = projection.apply(doc, event, ctx)
+        docs[client] = staged[client] = (doc, at)
+        tenants[client] = event.tenant_id
+    ids = list(staged)
+    encoded = [projection.encode(staged[c][0]) for c in ids]
     async with conn.transaction():
         row = await conn.fetchrow(
             "SELECT state, checkpoint FROM projections.projection_versions WHERE name = $1 AND version = $2 "
@@ -218,36 +247,10 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
         if row is None or row[0] == "retired" or row[1] != target.checkpoint:
             raise VersionMoved(f"{projection.name} v{target.version} moved")
         active = row[0] == "active"
-        clients = list(dict.fromkeys(e.subject_id for e in relevant))
-        missing = [c for c in clients if c not in target.cache]
-        docs: dict[UUID, tuple[Any, tuple[int, int]]] = {c: target.cache[c] for c in clients if c in target.cache}
-        if missing:
-            for r in await conn.fetch(f"SELECT client_id, doc, cp_tx, cp_pos FROM {target.qualified} "
-                                      "WHERE client_id = ANY($1::uuid[])", missing):
-                docs[r[0]] = (projection.decode(r[1]), (r[2], r[3]))
-        tenants: dict[UUID, UUID] = {}
-        for event in relevant:
-            client = event.subject_id
-            current = docs.get(client)
-            at = _cp(event.checkpoint)
-            if current is not None and at <= current[1]:
-                continue  # already folded into this document
-            if event.type == ERASURE_EVENT:
-                doc = await refold_client(store, projection, client, until=event.checkpoint,
-                                          version=target.fold_version)
-                if doc is None:
-                    doc = projection.initial(client, event.tenant_id)
-            else:
-                doc = current[0] if current is not None else projection.initial(client, event.tenant_id)
-                doc = projection.apply(doc, event, ctx)
-            docs[client] = staged[client] = (doc, at)
-            tenants[client] = event.tenant_id
         if staged:
-            ids = list(staged)
             await conn.execute(
-                _UPSERT.format(table=target.qualified), ids, [tenants[c] for c in ids],
-                [projection.encode(staged[c][0]) for c in ids], [staged[c][1][0] for c in ids],
-                [staged[c][1][1] for c in ids])
+                _UPSERT.format(table=target.qualified), ids, [tenants[c] for c in ids], encoded,
+                [staged[c][1][0] for c in ids], [staged[c][1][1] for c in ids])
         await conn.execute(
             "UPDATE projections.projection_versions SET checkpoint = $3, events_applied = events_applied + $4, "
             "last_recorded_at = $5, updated_at = now() WHERE name = $1 AND version = $2",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 
 from api.app import create_app
 from api.auth import issue_token
@@ -24,11 +28,12 @@ from core.runtime import domain_codec
 from core.settings import Settings
 
 KEK = base64.b64encode(bytes(range(32))).decode()
+JWT_SECRET = "test-secret-for-alliance-api-tests-0123456789"
 
 
 def api_settings(database: Any, home: Path) -> Settings:
     return Settings(database_url=database.owner_dsn, kek=KEK, home=home, log_level="warning",
-                    jwt_secret="test-secret-for-alliance-api-tests-0123456789")
+                    jwt_secret=JWT_SECRET)
 
 
 @dataclass
@@ -123,3 +128,74 @@ async def clinic(api: Api) -> Clinic:
 def ids() -> Any:
     _ = domain_codec
     return uuid.uuid4
+
+
+# --- real servers: two uvicorn processes on the test database (SSE, idempotency across workers) ---
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Servers:
+    urls: list[str]
+    settings: Settings
+
+    def token(self, tenant: uuid.UUID, role: Role | str, sub: uuid.UUID) -> dict[str, str]:
+        return {"Authorization": "Bearer " + issue_token(self.settings, tenant=tenant, role=Role(role), sub=sub)}
+
+
+def _spawn(home: Path, port: int, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
+    with open(home / f"worker-{index}.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2])
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+async def servers(database, api, tmp_path_factory) -> AsyncIterator[Servers]:
+    """Two workers (separate processes) on free loopback ports, healthy before the first test uses them."""
+    home = tmp_path_factory.mktemp("alliance-servers")
+    env = {**os.environ, "DATABASE_URL": database.owner_dsn, "ALLIANCE_KEK": KEK, "ALLIANCE_JWT_SECRET": JWT_SECRET,
+           "ALLIANCE_HOME": str(home), "ALLIANCE_LOG_LEVEL": "warning"}
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for i in range(2):
+            port = free_port()
+            procs.append(_spawn(home, port, env, i))
+            urls.append(f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            for i, (url, proc) in enumerate(zip(urls, procs, strict=True)):
+                deadline = asyncio.get_running_loop().time() + 30
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"worker {url} exited: {_tail(home / f'worker-{i}.log')}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(url + "/health")).status_code == 200:
+                            break
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise RuntimeError(f"worker {url} did not become healthy: {_tail(home / f'worker-{i}.log')}")
+                    await asyncio.sleep(0.1)
+        yield Servers(urls, api.settings)
+    finally:
+        _stop(procs)

@@ -18,3 +18,21 @@ def sample_codec() -> EventCodec:
 def new_event(payload: EventPayload, *, tenant: UUID, subject: UUID, event_id: UUID | None = None) -> NewEvent:
     return NewEvent(event_id=event_id or uuid.uuid4(), payload=payload, tenant_id=tenant, subject_id=subject,
                     actor_id=subject, actor_role=Role.CLIENT, occurred_at=datetime.now(UTC))
+
+
+async def read_all_settled(store, count: int, **query) -> list:
+    """``read_all`` once ``count`` events are visible.
+
+    Readers of the global order only see below the oldest running transaction
+    (never skipping an event), so a write becomes visible there a moment after
+    it commits whenever another transaction on the server is still open.
+    """
+    import asyncio
+
+    events: list = []
+    for _ in range(200):
+        events = await store.read_all(**query)
+        if len(events) >= count:
+            return events
+        await asyncio.sleep(0.01)
+    return events

@@ -114,7 +114,7 @@ async def test_connection_lost_mid_append_is_outcome_unknown_and_retry_tells(sto
     append = asyncio.create_task(store.append(stream, [event], 1))
     for _ in range(100):
         pid = await owner_conn.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%append_events%' AND wait_event_type = 'Lock' "
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%UPDATE streams%' AND wait_event_type = 'Lock' "
             "AND pid <> pg_backend_pid() LIMIT 1")
         if pid:
             break

@@ -14,7 +14,7 @@ from core.events.crypto import MemoryKeyRing, PostgresKeyRing
 from core.events.memory import MemoryEventStore
 from core.events.postgres import PostgresEventStore
 from core.events.store import START, StreamAppend
-from tests.events.helpers import new_event, sample_codec
+from tests.events.helpers import new_event, read_all_settled, sample_codec
 from tests.events.sample_events import Counted, NoteTaken, Renamed
 
 
@@ -163,12 +163,13 @@ async def test_read_all_is_global_order_and_filters(store):
     await store.append(s1, [new_event(Counted(number=1), tenant=tenant_a, subject=subject)], 0)
     await store.append(s2, [new_event(Counted(number=2), tenant=tenant_b, subject=subject)], 0)
     await store.append(s1, [new_event(Counted(number=3), tenant=tenant_a, subject=subject)], 1)
-    everything = await store.read_all(after=start, limit=100)
-    assert [e.payload.number for e in everything][-3:] == [1, 2, 3]
+    by_subject = await read_all_settled(store, 3, after=start, subject_id=subject)
+    assert [e.payload.number for e in by_subject] == [1, 2, 3]
+    everything = await store.read_all(after=start, limit=10_000)
+    numbered = [e.payload.number for e in everything if e.subject_id == subject]
+    assert numbered == [1, 2, 3]
     only_a = await store.read_all(after=start, tenant_id=tenant_a)
     assert [e.payload.number for e in only_a] == [1, 3]
-    by_subject = await store.read_all(after=start, subject_id=subject)
-    assert [e.payload.number for e in by_subject] == [1, 2, 3]
     page = await store.read_all(after=start, limit=1, subject_id=subject)
     rest = await store.read_all(after=page[0].checkpoint, subject_id=subject)
     assert [e.payload.number for e in page + rest] == [1, 2, 3]
