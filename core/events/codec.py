@@ -217,17 +217,19 @@ def content_digest(*, event_id: UUID, stream_id: str, version: int, type_name: s
     causation id (16 or empty), key id (16 or empty), hash scheme (int16),
     payload bytes, secret bytes (ciphertext, or empty).
     """
-    parts = (
-        event_id.bytes, stream_id.encode(), _Q.pack(version), type_name.encode(),
-        _I.pack(schema_version), tenant_id.bytes, subject_id.bytes, actor_id.bytes,
-        actor_role.encode(), _Q.pack(_micros(occurred_at)), _uuid_bytes(correlation_id),
-        _uuid_bytes(causation_id), _uuid_bytes(key_id), _H.pack(hash_scheme),
-        payload, secret or b"",
-    )
-    return hashlib.sha256(b"".join(_L.pack(len(part)) + part for part in parts)).digest()
+    sid, typ, role = stream_id.encode(), type_name.encode(), actor_role.encode()
+    corr, caus, kid = _uuid_bytes(correlation_id), _uuid_bytes(causation_id), _uuid_bytes(key_id)
+    sec = secret or b""
+    return hashlib.sha256(b"".join((
+        _L16, event_id.bytes, _L.pack(len(sid)), sid, _L8, _Q.pack(version), _L.pack(len(typ)), typ,
+        _L4, _I.pack(schema_version), _L16, tenant_id.bytes, _L16, subject_id.bytes, _L16, actor_id.bytes,
+        _L.pack(len(role)), role, _L8, _Q.pack(_micros(occurred_at)), _L.pack(len(corr)), corr,
+        _L.pack(len(caus)), caus, _L.pack(len(kid)), kid, _L2, _H.pack(hash_scheme),
+        _L.pack(len(payload)), payload, _L.pack(len(sec)), sec))).digest()
 
 
 _Q, _I, _H, _L = struct.Struct(">q"), struct.Struct(">i"), struct.Struct(">h"), struct.Struct(">I")
+_L2, _L4, _L8, _L16 = _L.pack(2), _L.pack(4), _L.pack(8), _L.pack(16)
 
 
 def chain_hash(prev_hash: bytes, digest: bytes, position: int, tx_id: int, recorded_at: datetime) -> bytes:

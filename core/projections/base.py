@@ -21,6 +21,7 @@ import msgspec
 
 from core.client import ClientErased
 from core.events.envelope import RecordedEvent
+from core.projections.parts import Layout, Part
 
 D = TypeVar("D")
 
@@ -56,10 +57,15 @@ class Projection(Generic[D]):
     apply: Callable[[D, RecordedEvent, FoldContext], D]
     #: The change-feed kind this projection emits when active (None: emits nothing).
     feed_kind: str | None = None
+    #: Growing collections stored one row per item (see ``parts``); the rest is the head row.
+    parts: tuple[Part, ...] = ()
     _encoder: msgspec.json.Encoder = field(default_factory=msgspec.json.Encoder, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_decoder", msgspec.json.Decoder(self.doc_type))
+        object.__setattr__(self, "layout", Layout(self.parts))
+
+    layout: Layout = field(init=False, repr=False, compare=False)
 
     def table(self, version: int | None = None) -> str:
         return f"{self.name}_v{self.version if version is None else version}"

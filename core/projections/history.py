@@ -20,6 +20,7 @@ from core.consent import ConsentGranted, ConsentWithdrawn
 from core.events.envelope import RecordedEvent
 from core.goal import GOAL_EVENT_TYPES, ChangeAccepted, GoalProposed, GoalRestated, GoalRevised
 from core.projections.base import FoldContext, Projection, to_builtins
+from core.projections.parts import Part
 from core.projections.plan import goal_id_of
 
 NAME = "history"
@@ -111,7 +112,9 @@ def apply_history(doc: HistoryDoc, event: RecordedEvent, context: FoldContext) -
 
 HISTORY = Projection(name=NAME, version=VERSION,
                      handles=frozenset(t.type_name() for t in (*CLIENT_EVENT_TYPES, *GOAL_EVENT_TYPES)),
-                     doc_type=HistoryDoc, initial=initial_history, apply=apply_history, feed_kind=None)
+                     doc_type=HistoryDoc, initial=initial_history, apply=apply_history, feed_kind=None,
+                     # Entries are only ever appended: one row per event, never a rewrite.
+                     parts=(Part("entries", "seq", Entry),))
 
 
 def render_history(doc: HistoryDoc, *, goal_id: UUID | None = None) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from core.goal import (
     initial_goal_state,
 )
 from core.projections.base import FoldContext, Projection, to_builtins
+from core.projections.parts import Part
 from core.projections.plan import RiskFlag, apply_risk, goal_id_of
 from plugins.instruments import (
     InstrumentDefinition,
@@ -176,7 +177,10 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
 PROGRESS = Projection(name=NAME, version=VERSION,
                       handles=frozenset(t.type_name() for t in (*_GOAL_TYPES, *_CLIENT_TYPES)),
                       doc_type=ProgressDoc, initial=initial_progress, apply=apply_progress,
-                      feed_kind="progress")
+                      feed_kind="progress",
+                      # The series grow with every measurement: one row per point, review and feedback.
+                      parts=(Part("points", "map", Point, UUID), Part("reviews", "map", ReviewEntry, UUID),
+                             Part("feedback", "seq", FeedbackEntry)))
 
 
 # --- reading ------------------------------------------------------------------------------
