@@ -23,6 +23,18 @@ from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlR
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import TokenVerifier
+from api.errors import EXCEPTION_HANDLERS
+from api.routes.clients import CLIENT_ROUTES
+from api.routes.clinic import CLINIC_ROUTES
+from api.routes.compliance import COMPLIANCE_ROUTES
+from api.routes.goals import GOAL_ROUTES
+from api.routes.stream import STREAM_ROUTES
+from api.routes.system import SYSTEM_ROUTES
+from api.state import AppServices, derive_mac_key, provide_principal, provide_services
+from core.compliance.anchors import write_anchor
+from core.compliance.receipts import issue_receipts
+from core.compliance.signing import Signer
 from core.events.crypto import load_kek
 from core.handling import CommandHandler
 from core.logging import configure_logging, get_logger
@@ -32,15 +44,6 @@ from core.projections.runner import ProjectionRunner
 from core.runtime import open_runtime
 from core.settings import Settings, load_settings
 from plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
-
-from api.auth import TokenVerifier
-from api.errors import EXCEPTION_HANDLERS
-from api.routes.clients import CLIENT_ROUTES
-from api.routes.clinic import CLINIC_ROUTES
-from api.routes.goals import GOAL_ROUTES
-from api.routes.stream import STREAM_ROUTES
-from api.routes.system import SYSTEM_ROUTES
-from api.state import AppServices, derive_mac_key, provide_principal, provide_services
 
 log = get_logger("alliance.http")
 
@@ -74,6 +77,27 @@ def _request_logging(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+ANCHOR_LOCK = 0x616E63686F72  # "anchor": one process writes anchors at a time
+
+
+async def anchor_periodically(runtime: Any, signer: Any, settings: Settings) -> None:
+    """Anchor the chain heads outside the database every ``anchor_interval`` seconds (one writer)."""
+    import asyncpg
+
+    while True:
+        await asyncio.sleep(settings.anchor_interval)
+        try:
+            conn = await asyncpg.connect(runtime.target.app_dsn)
+            try:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ANCHOR_LOCK):
+                    path = await write_anchor(runtime.pool, signer, settings.anchor_path, verify_first=True)
+                    log.info("anchor_written", file=path.name)
+            finally:
+                await conn.close()
+        except Exception as exc:  # an anchor is retried next interval; the error is visible in logs
+            log.warning("anchor_failed", error=type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, *, run_projections: bool = True) -> Litestar:
     settings = settings or load_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
@@ -97,6 +121,16 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                     runner = ProjectionRunner(projection, runtime.store, dsn=runtime.target.app_dsn)
                     svc.runners.append(runner)
                     svc.tasks.append(asyncio.create_task(runner.run(), name=f"projection:{projection.name}"))
+            svc.signer = Signer.open(settings.signing_key_path)
+            signer = svc.signer
+
+            async def receipts(events: list[Any]) -> list[dict[str, Any]]:
+                return await issue_receipts(runtime.pool, events, signer) if events else []
+
+            svc.issue_receipts = receipts
+            if settings.anchor_interval > 0:
+                svc.tasks.append(asyncio.create_task(
+                    anchor_periodically(runtime, signer, settings), name="anchors"))
             app.state.services = svc
             log.info("started", projections=len(svc.runners), instruments=len(registry.definitions()))
             try:
@@ -120,7 +154,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         use_handler_docstrings=False,
     )
     return Litestar(
-        route_handlers=[*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES],
+        route_handlers=[*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES,
+                        *COMPLIANCE_ROUTES],
         lifespan=[lifespan],
         dependencies={"principal": Provide(provide_principal), "svc": Provide(provide_services)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import click
@@ -66,32 +67,129 @@ def migrate(settings: Settings) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--export", "export_file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify a signed history export offline (no database needed).")
+@click.option("--receipt", "receipt_file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify a receipt against the store.")
+@click.option("--anchors", is_flag=True, help="Also check the store against the signed anchors outside it.")
+@click.option("--scores", is_flag=True, help="Also re-score every measurement with its recorded instrument "
+              "version (where installed) and report differences.")
 @click.pass_obj
-def verify(settings: Settings, as_json: bool) -> None:
-    """Walk every stream's hash chain; exit 1 at the first broken link (named)."""
+def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_file: str | None, anchors: bool,
+           scores: bool) -> None:
+    """Walk every stream's hash chain; exit 1 at the first broken link (named).
+
+    With --export or --receipt, check that document instead.
+    """
     import msgspec
+
+    if export_file:
+        from core.compliance.export import verify_export_file
+
+        result = verify_export_file(Path(export_file), _public_keys(settings, export_file))
+        _print_result(result, as_json, f"export {export_file}")
+        sys.exit(EXIT_OK if result.ok else EXIT_CHECK_FAILED)
 
     from core.events.verify import verify_store
     from core.runtime import open_runtime
 
     async def go() -> int:
-        async with open_runtime(settings) as rt, rt.pool.acquire() as conn:
-            total = await conn.fetchval("SELECT count(*) FROM events")
-            with progress_bar() as bar:
-                task = bar.add_task("verifying events", total=total)
-                report = await verify_store(conn, progress=lambda n: bar.advance(task, n))
-                bar.update(task, completed=report.events_checked)
-        if as_json:
-            out.print_json(msgspec.json.encode(report).decode())
-        elif report.ok:
-            out.print(f"[green]ok[/green]: {report.events_checked} events in {report.streams_checked} streams verify")
-        else:
-            b = report.first_break
-            assert b is not None
-            out.print(f"[red]BROKEN[/red] stream {b.stream_id} version {b.version} position {b.position}: {b.reason}")
-        return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+        ok = True
+        async with open_runtime(settings) as rt:
+            if receipt_file:
+                from core.compliance.receipts import verify_receipt
+
+                receipt = msgspec.json.decode(Path(receipt_file).read_bytes())
+                result = await verify_receipt(receipt, rt.pool, _public_keys(settings, receipt_file))
+                _print_result(result, as_json, f"receipt {receipt_file}")
+                return EXIT_OK if result.ok else EXIT_CHECK_FAILED
+            async with rt.pool.acquire() as conn:
+                total = await conn.fetchval("SELECT count(*) FROM events")
+                with progress_bar() as bar:
+                    task = bar.add_task("verifying events", total=total)
+                    report = await verify_store(conn, progress=lambda n: bar.advance(task, n))
+                    bar.update(task, completed=report.events_checked)
+            if as_json:
+                out.print_json(msgspec.json.encode(report).decode())
+            elif report.ok:
+                out.print(f"[green]ok[/green]: {report.events_checked} events in {report.streams_checked} "
+                          "streams verify")
+            else:
+                b = report.first_break
+                assert b is not None
+                out.print(f"[red]BROKEN[/red] stream {b.stream_id} version {b.version} position {b.position}: "
+                          f"{b.reason}")
+            ok = report.ok
+            if anchors:
+                from core.compliance.anchors import check_against_anchors
+                from core.compliance.signing import Signer
+
+                with console.status("checking against anchors"):
+                    result = await check_against_anchors(rt.pool, settings.anchor_path,
+                                                         Signer.open(settings.signing_key_path))
+                _print_result(result, as_json, "anchors")
+                ok = ok and result.ok
+            if scores:
+                ok = await _verify_scores(rt, settings, as_json) and ok
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
 
     run(go())
+
+
+def _public_keys(settings: Settings, _document: str) -> Any:
+    """The server's public keys (every key ever used) from the signing-key directory."""
+    from core.compliance.signing import Signer
+
+    return Signer.open(settings.signing_key_path)
+
+
+def _print_result(result: Any, as_json: bool, what: str) -> None:
+    import msgspec
+
+    if as_json:
+        out.print_json(msgspec.json.encode(result.to_dict()).decode())
+    elif result.ok:
+        out.print(f"[green]ok[/green]: {what} verifies")
+    else:
+        out.print(f"[red]FAILED[/red]: {what}")
+        for problem in result.problems:
+            out.print(f"  {problem.code}: {escape(problem.message)}")
+
+
+async def _verify_scores(rt: Any, settings: Settings, as_json: bool) -> bool:
+    """Re-score each stored measurement with the recorded version, where installed."""
+    from core.client import MeasurementRecorded
+    from core.events.store import START
+    from plugins.manager import InstrumentRegistry, get_plugin_manager
+
+    registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
+    checked = skipped = 0
+    differences: list[str] = []
+    checkpoint = START
+    with console.status("re-scoring measurements"):
+        while True:
+            events = await rt.store.read_all(after=checkpoint, limit=2000)
+            if not events:
+                break
+            checkpoint = events[-1].checkpoint
+            for event in events:
+                p = event.payload
+                if not isinstance(p, MeasurementRecorded):
+                    continue
+                if not registry.has(p.instrument_id, p.instrument_version):
+                    skipped += 1
+                    continue
+                answers: dict[str, Any] = {**p.answers, **p.free_text}
+                fresh = registry.rescore(p.instrument_id, p.instrument_version, answers)
+                checked += 1
+                if {k: float(v) for k, v in fresh.items()} != {k: float(v) for k, v in p.scores.items()}:
+                    differences.append(f"{p.measurement_id} ({p.instrument_id}@{p.instrument_version}): "
+                                       f"stored {p.scores}, now {fresh}")
+    for line in differences:
+        out.print(f"[red]score differs[/red] {line}")
+    out.print(f"scores: {checked} re-scored, {skipped} with an instrument version not installed, "
+              f"{len(differences)} different")
+    return not differences
 
 
 def _uuid(value: str, name: str) -> Any:
@@ -241,6 +339,75 @@ def replay(settings: Settings, client_id: str, as_of: str | None, as_json: bool)
             table.add_row(str(e["recorded_at"])[:19], str(e["occurred_at"])[:19], e["type"],
                           f"{e['actor_role']} {str(e['actor_id'])[:8]}", goal, consents)
         out.print(table)
+        return EXIT_OK
+
+    run(go())
+
+
+@main.command()
+@click.option("--client", "client_id", required=True, help="The client to erase.")
+@click.option("--tenant", required=True, help="The client's clinic.")
+@click.option("--admin", "admin_id", required=True, help="The admin performing the erasure (recorded).")
+@click.option("--reason", required=True, help="Why (recorded as a hash, never as text).")
+@click.pass_obj
+def erase(settings: Settings, client_id: str, tenant: str, admin_id: str, reason: str) -> None:
+    """Right to erasure: destroy the client's data key (refused while a legal hold is in place)."""
+    import uuid
+
+    from core.compliance.erasure_flow import erase_client
+    from core.compliance.signing import Signer
+    from core.handling import CommandHandler
+    from core.identity import Actor, Role
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            outcome = await erase_client(
+                CommandHandler(rt.store), Signer.open(settings.signing_key_path), settings.erasure_ledger_path,
+                client_id=_uuid(client_id, "--client"), tenant_id=_uuid(tenant, "--tenant"),
+                actor=Actor(id=_uuid(admin_id, "--admin"), role=Role.ADMIN), reason=reason,
+                command_id=uuid.uuid4())
+        out.print("already erased" if outcome.duplicate else
+                  f"erased: key destroyed={outcome.key_destroyed}, request {outcome.request_id}")
+        return EXIT_OK
+
+    run(go())
+
+
+@main.command("reapply-erasures")
+@click.pass_obj
+def reapply_erasures_cmd(settings: Settings) -> None:
+    """After a restore from backup: destroy again every key the erasure ledger says was destroyed."""
+    from core.compliance.erasure import reapply_erasures
+    from core.compliance.signing import Signer
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            done = await reapply_erasures(rt.keys, settings.erasure_ledger_path,
+                                          keys=Signer.open(settings.signing_key_path),
+                                          notify=rt.store.notify_key_destroyed)
+        again = sum(1 for d in done if d.get("redestroyed"))
+        out.print(f"{len(done)} erasures in the ledger, {again} re-applied")
+        return EXIT_OK
+
+    run(go())
+
+
+@main.command()
+@click.pass_obj
+def anchor(settings: Settings) -> None:
+    """Verify the store and write a signed anchor of every chain head outside the database."""
+    from core.compliance.anchors import write_anchor
+    from core.compliance.signing import Signer
+    from core.runtime import open_runtime
+
+    async def go() -> int:
+        async with open_runtime(settings) as rt:
+            with console.status("verifying and anchoring"):
+                path = await write_anchor(rt.pool, Signer.open(settings.signing_key_path), settings.anchor_path,
+                                          verify_first=True)
+        out.print(f"anchored: {path}")
         return EXIT_OK
 
     run(go())

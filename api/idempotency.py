@@ -77,7 +77,8 @@ async def run_idempotent(request: Request, pool: asyncpg.Pool, mac_key: bytes, p
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $4, response = $5, content_type = $6, completed_at = now() "
                 "WHERE tenant_id = $1 AND principal_id = $2 AND key = $3",
-                principal.tenant_id, principal.id, key, response.status_code, content, str(response.media_type))
+                principal.tenant_id, principal.id, key, response.status_code, content,
+                _pack_content_type(str(response.media_type), dict(response.headers)))
         return Response(content, status_code=response.status_code, media_type=response.media_type,
                         headers=dict(response.headers))
     deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
@@ -92,12 +93,30 @@ async def run_idempotent(request: Request, pool: asyncpg.Pool, mac_key: bytes, p
             raise ValidationError("this Idempotency-Key was used with a different request",
                                   code="idempotency_key_reused", field="Idempotency-Key")
         if row["status"] is not None:
-            return Response(bytes(row["response"]), status_code=row["status"], media_type=row["content_type"],
-                            headers={"Idempotent-Replayed": "true"})
+            media_type, headers = _unpack_content_type(row["content_type"])
+            return Response(bytes(row["response"]), status_code=row["status"], media_type=media_type,
+                            headers={**headers, "Idempotent-Replayed": "true"})
         if asyncio.get_running_loop().time() > deadline:
             raise ConcurrencyConflict("a request with this Idempotency-Key is still being processed",
                                       stream_id="", expected=0, actual=0)
         await asyncio.sleep(0.05)
+
+
+#: Response headers a replay must repeat (``Location`` of what was created, the goal's ``ETag``).
+REPLAYED_HEADERS = ("location", "etag")
+
+
+def _pack_content_type(media_type: str, headers: dict[str, str]) -> str:
+    """The media type, then the replayed headers one per line (kept in the ``content_type`` column)."""
+    kept = [f"{name}: {value}" for name, value in headers.items() if name.lower() in REPLAYED_HEADERS
+            and "\n" not in value and "\r" not in value]
+    return "\n".join([media_type, *kept])
+
+
+def _unpack_content_type(packed: str) -> tuple[str, dict[str, str]]:
+    media_type, *lines = packed.split("\n")
+    headers = dict(line.split(": ", 1) for line in lines if ": " in line)
+    return media_type, headers
 
 
 async def _forget(pool: asyncpg.Pool, principal: Principal, key: str) -> None:

@@ -13,14 +13,13 @@ import pluggy
 from litestar import Request
 from litestar.datastructures import State
 
+from api.auth import Principal, TokenVerifier, bearer_token
 from core.clinic import ClinicState
 from core.errors import Forbidden
 from core.handling import CommandHandler
 from core.identity import Role
 from core.projections.feed import ChangeFeed
 from core.runtime import Runtime
-
-from api.auth import Principal, TokenVerifier, bearer_token
 from plugins.manager import InstrumentRegistry
 
 
@@ -36,6 +35,8 @@ class AppServices:
     runners: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     signer: Any = None
+    #: Signs receipts for agreements and consents (set in the lifespan).
+    issue_receipts: Any = None
     _clinics: dict[UUID, tuple[int, ClinicState]] = field(default_factory=dict)
 
     @property

@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Where chain heads are anchored outside the database, and signing keys kept.
     anchor_dir: Path | None = None
     signing_key_dir: Path | None = None
+    #: The erasure ledger lives outside the database, so a restore can re-apply erasures.
+    erasure_ledger_dir: Path | None = None
+    #: Seconds between two chain-head anchors written by the service (0: never).
+    anchor_interval: float = 3600.0
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -58,6 +62,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def anchor_path(self) -> Path:
         return self.anchor_dir or (self.home / "anchors")
+
+    @property
+    def erasure_ledger_path(self) -> Path:
+        return self.erasure_ledger_dir or (self.home / "erasure-ledger")
 
     @property
     def signing_key_path(self) -> Path:
@@ -85,6 +93,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "jwt_jwks_url": env.get("ALLIANCE_JWT_JWKS_URL") or None,
         "anchor_dir": path("ALLIANCE_ANCHOR_DIR"),
         "signing_key_dir": path("ALLIANCE_SIGNING_KEY_DIR"),
+        "erasure_ledger_dir": path("ALLIANCE_ERASURE_LEDGER_DIR"),
+        "anchor_interval": float(env.get("ALLIANCE_ANCHOR_INTERVAL", "3600")),
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)

@@ -16,6 +16,9 @@ from core.settings import Settings, load_settings
 
 APP_ROLE = "alliance_app"
 
+#: The one key-encryption key of the test run (the app has one KEK; suites sharing a database must agree).
+TEST_KEK = bytes(range(32))
+
 
 def test_settings() -> Settings:
     settings = load_settings()

@@ -19,6 +19,7 @@ from core import client as c
 from core.consent import ConsentScope
 from core.errors import NotFound, ValidationError
 from core.projections import asof, queries
+from core.projections.progress import initial_progress, render_progress
 
 
 def client_route(path: str, command: type[c.Command], *, operation_id: str, summary: str,
@@ -94,7 +95,14 @@ async def record_measurement(request: Request, client_id: UUID, data: Measuremen
 
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
-        scored = svc.instruments.score(data.instrument_id, data.answers, version=data.instrument_version)
+        for goal_id in data.goal_ids:  # a measurement serves this client's own goals only
+            goal = await svc.handler.load_goal(goal_id)
+            if goal.state.client_id != client_id:
+                raise ValidationError("no such goal for this client", code="unknown_goal", field="goal_ids")
+        try:
+            scored = svc.instruments.score(data.instrument_id, data.answers, version=data.instrument_version)
+        except NotFound as exc:
+            raise ValidationError(exc.message, code=exc.code, field="instrument_id") from None
         measurement_id = data.measurement_id or UUID(bytes=command_id.bytes)
         cmd = build(c.RecordMeasurement, None, principal, command_id, measurement_id=measurement_id,
                     instrument_id=scored.instrument_id, instrument_version=scored.instrument_version,
@@ -175,6 +183,8 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
                                        instruments=svc.instruments)
     if view is None:
         view = await asof.progress_as_of(svc.store, client_id, now(), instruments=svc.instruments)
+    if view is None:  # enrolled, nothing measured yet: an empty view, not a 404
+        view = render_progress(initial_progress(client_id, principal.tenant_id), instruments=svc.instruments)
     return _json(view)
 
 

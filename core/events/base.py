@@ -14,7 +14,7 @@ an erased event still decodes into its typed payload.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
 

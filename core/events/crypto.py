@@ -63,7 +63,7 @@ def open_sealed(key: AESGCM, sealed: bytes, aad: bytes) -> bytes:
 
 
 class DataKey:
-    __slots__ = ("key_id", "cipher")
+    __slots__ = ("cipher", "key_id")
 
     def __init__(self, key_id: UUID, cipher: AESGCM | None) -> None:
         self.key_id = key_id

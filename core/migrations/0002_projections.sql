@@ -76,7 +76,36 @@ BEGIN
 END
 $$;
 
+-- One round trip for a read of a document stored as a head plus item rows (see
+-- core/projections/parts.py): the head row as part -1, then the client's items in
+-- (part, ord) order; nothing when the client has no head row in the active version
+-- (or not in this tenant).
+CREATE FUNCTION projections.active_parts(p_name text, p_client uuid, p_tenant uuid)
+RETURNS TABLE (part smallint, ord bigint, data bytea)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  t text;
+BEGIN
+  SELECT pv.table_name INTO t FROM projections.projection_versions pv
+    WHERE pv.name = p_name AND pv.state = 'active';
+  IF t IS NULL THEN
+    RETURN;
+  END IF;
+  RETURN QUERY EXECUTE format(
+    'SELECT (-1)::smallint, 0::bigint, d.doc FROM projections.%I d '
+    'WHERE d.client_id = $1 AND ($2::uuid IS NULL OR d.tenant_id = $2)', t)
+    USING p_client, p_tenant;
+  IF FOUND AND to_regclass(format('projections.%I', t || '_items')) IS NOT NULL THEN
+    RETURN QUERY EXECUTE format(
+      'SELECT i.part, i.ord, i.data FROM projections.%I i WHERE i.client_id = $1 ORDER BY i.part, i.ord',
+      t || '_items')
+      USING p_client;
+  END IF;
+END
+$$;
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON projections.projection_versions TO :app_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON projections.client_changes TO :app_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON projections.changes TO :app_role;
 GRANT EXECUTE ON FUNCTION projections.active_document(text, uuid, uuid) TO :app_role;
+GRANT EXECUTE ON FUNCTION projections.active_parts(text, uuid, uuid) TO :app_role;

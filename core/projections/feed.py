@@ -145,7 +145,8 @@ class ChangeFeed:
                     seq = max(seq, decode_cursor(page[-1][0]))
                 if len(page) < self.page:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+                        async with asyncio.timeout(self.poll_interval):  # not wait_for (3.11 cancel race)
+                            await wake.wait()
         finally:
             waiters = self._waiters.get(client_id)
             if waiters is not None:

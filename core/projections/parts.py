@@ -108,7 +108,7 @@ class Layout:
             nv = getattr(new, p.field)
             ov = getattr(old, p.field) if stored else None
             if p.kind == "seq":
-                if ov is not None and len(nv) >= len(ov) and all(a is b or a == b for a, b in zip(ov, nv)):
+                if ov is not None and len(nv) >= len(ov) and all(a is b or a == b for a, b in zip(ov, nv, strict=False)):
                     start = len(ov)
                 else:
                     if stored or rewrite:

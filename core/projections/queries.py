@@ -1,4 +1,8 @@
-"""Reading the live views: one round trip to the active version's document, rendered here."""
+"""Reading the live views: one round trip to the active version's document, rendered here.
+
+Documents with parts (history, progress) come back as their head row and item rows in one
+round trip (``projections.active_parts``) and are reassembled with the projection's layout.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,32 @@ from uuid import UUID
 
 import asyncpg
 
+from core.projections.base import Projection
 from core.projections.history import HISTORY, HistoryDoc, render_history
 from core.projections.plan import PLAN, PlanDoc, render_plan
 from core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
 
 _DOCUMENT = "SELECT doc FROM projections.active_document($1, $2, $3)"
+_PARTS = "SELECT part, ord, data FROM projections.active_parts($1, $2, $3)"
 
 
 async def _document(pool: asyncpg.Pool, name: str, client_id: UUID, tenant_id: UUID | None) -> bytes | None:
     async with pool.acquire() as conn:
         return await conn.fetchval(_DOCUMENT, name, client_id, tenant_id)  # type: ignore[no-any-return]
+
+
+async def read_document(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID,
+                        tenant_id: UUID | None = None) -> Any | None:
+    """The active version's document of one client (None: none, or not in this tenant)."""
+    if not projection.layout:
+        data = await _document(pool, projection.name, client_id, tenant_id)
+        return projection.decode(data) if data is not None else None
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(_PARTS, projection.name, client_id, tenant_id)
+    if not rows or rows[0][0] != -1:
+        return None
+    doc, _ = projection.layout.assemble(projection.decode(rows[0][2]), (tuple(r) for r in rows[1:]))
+    return doc
 
 
 async def plan_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
@@ -28,14 +48,12 @@ async def plan_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID 
 
 async def progress_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
                             ) -> ProgressDoc | None:
-    data = await _document(pool, PROGRESS.name, client_id, tenant_id)
-    return PROGRESS.decode(data) if data is not None else None
+    return await read_document(pool, PROGRESS, client_id, tenant_id)  # type: ignore[no-any-return]
 
 
 async def history_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
                            ) -> HistoryDoc | None:
-    data = await _document(pool, HISTORY.name, client_id, tenant_id)
-    return HISTORY.decode(data) if data is not None else None
+    return await read_document(pool, HISTORY, client_id, tenant_id)  # type: ignore[no-any-return]
 
 
 async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,

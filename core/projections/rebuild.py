@@ -17,6 +17,7 @@ callback, for the CLI (``alliance projections rebuild|verify|status``) to wire.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from core.projections.runner import (
     apply_batch,
     catch_up,
     create_version,
+    drop_tables,
     emit_changes,
     lock_key,
 )
@@ -76,9 +78,15 @@ def _projections(names: Sequence[str] | None) -> list[Projection[Any]]:
 
 
 async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | None = None, *, dsn: str,
-                  batch_size: int = 2000, progress: ProgressCallback | None = None,
+                  batch_size: int = 4000, write_size: int = 1000, progress: ProgressCallback | None = None,
                   drop_old: bool = True) -> list[RebuildResult]:
-    """Build the next generation of each projection in ``names`` (all when None) and switch to it."""
+    """Build the next generation of each projection in ``names`` (all when None) and switch to it.
+
+    The store is read once for all projections, ``batch_size`` events at a time, the next page
+    being read while the current one is folded. Each projection writes ``write_size`` events'
+    rows per transaction: a write transaction holds back every reader's horizon while it is
+    open, so the live runners' latency depends on these being short.
+    """
     projections = _projections(names)
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
@@ -93,19 +101,26 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
         read = 0
         checkpoint = START
         head = await store.head()
+        pending = asyncio.ensure_future(store.read_all(after=checkpoint, limit=batch_size))
         while True:
-            events = await store.read_all(after=checkpoint, limit=batch_size)
+            events = await pending
             if not events:
                 break
-            for target in targets:
-                await apply_batch(conn, store, target, events, emit=False)
+            full = len(events) == batch_size
+            if full:  # read ahead while this page is folded and written
+                pending = asyncio.ensure_future(store.read_all(after=events[-1].checkpoint, limit=batch_size))
+            for lo in range(0, len(events), write_size):
+                chunk = events[lo:lo + write_size]
+                for target in targets:
+                    await apply_batch(conn, store, target, chunk, emit=False)
+                await asyncio.sleep(0)  # let the process's other tasks run between chunks
             read += len(events)
             checkpoint = events[-1].checkpoint
             if progress is not None:
                 for target in targets:
                     progress(RebuildProgress(target.projection.name, "building", read, checkpoint, head,
                                              time.perf_counter() - started))
-            if len(events) < batch_size:
+            if not full:
                 break
         results = []
         for target in targets:
@@ -163,7 +178,7 @@ async def _drop_unfinished(conn: asyncpg.Connection, name: str) -> None:
 
 async def drop_version(conn: asyncpg.Connection, name: str, version: int, table: str) -> None:
     async with conn.transaction():
-        await conn.execute(f'DROP TABLE IF EXISTS projections."{table}"')
+        await drop_tables(conn, table)
         await conn.execute("DELETE FROM projections.projection_versions WHERE name = $1 AND version = $2 "
                            "AND state <> 'active'", name, version)
 
@@ -198,6 +213,11 @@ async def verify(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | N
             if row is None:
                 continue
             live = {r[0]: r[1] for r in await conn.fetch(f'SELECT client_id, doc FROM projections."{row[2]}"')}
+            items: dict[UUID, list[tuple[int, int, bytes]]] = {}
+            if projection.layout:
+                for r in await conn.fetch(f'SELECT client_id, part, ord, data FROM projections."{row[2]}_items" '
+                                          "ORDER BY client_id, part, ord"):
+                    items.setdefault(r[0], []).append((r[1], r[2], r[3]))
         checkpoint = row[1]
         docs: dict[UUID, Any] = {}
         after = START
@@ -216,7 +236,8 @@ async def verify(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | N
             stored = live.get(client)
             if stored is None:
                 result.missing.append(client)
-            elif projection.decode(stored) != projection.decode(projection.encode(doc)):
+            elif projection.layout.assemble(projection.decode(stored), items.get(client, ()))[0] \
+                    != projection.decode(projection.encode(doc)):
                 result.mismatched.append(client)
         result.extra = [c for c in live if c not in docs]
         results.append(result)

@@ -46,6 +46,8 @@ log = get_logger("alliance.projections")
 #: NOTIFY channel of the change feed (payload: changed client ids, comma-separated, or "*").
 CHANGES_CHANNEL = "alliance_projection_changes"
 _NOTIFY_MAX = 7000
+#: After a wake-up that found nothing readable: look again after these pauses (seconds).
+_RETRY_DELAYS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 
 
 def lock_key(purpose: str, name: str) -> int:
@@ -62,6 +64,10 @@ def _cp(checkpoint: str) -> tuple[int, int]:
     return parse_checkpoint(checkpoint)
 
 
+#: A held document: (document, checkpoint of the last event folded into it, parts meta).
+Held = tuple[Any, tuple[int, int], tuple[Any, ...]]
+
+
 @dataclass
 class Target:
     """One version (generation) of a projection that a runner writes."""
@@ -72,13 +78,17 @@ class Target:
     checkpoint: str = START
     fold_version: int = 1
     cache_size: int = 20_000
-    cache: OrderedDict[UUID, tuple[Any, tuple[int, int]]] = field(default_factory=OrderedDict)
+    cache: OrderedDict[UUID, Held] = field(default_factory=OrderedDict)
 
     @property
     def qualified(self) -> str:
         return f'projections."{self.table}"'
 
-    def remember(self, client_id: UUID, entry: tuple[Any, tuple[int, int]]) -> None:
+    @property
+    def qualified_items(self) -> str:
+        return f'projections."{self.table}_items"'
+
+    def remember(self, client_id: UUID, entry: Held) -> None:
         self.cache[client_id] = entry
         self.cache.move_to_end(client_id)
         while len(self.cache) > self.cache_size:
@@ -87,11 +97,21 @@ class Target:
 
 # --- versions and tables ------------------------------------------------------------------
 
-async def create_table(conn: asyncpg.Connection, table: str) -> None:
+async def create_table(conn: asyncpg.Connection, table: str, *, items: bool = False) -> None:
+    """A version's head table (one row per client) and, with ``items``, its item rows table."""
     await conn.execute(
         f'CREATE TABLE IF NOT EXISTS projections."{table}" ('
         "client_id uuid PRIMARY KEY, tenant_id uuid NOT NULL, doc bytea NOT NULL, "
         "cp_tx bigint NOT NULL, cp_pos bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())")
+    if items:
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS projections."{table}_items" ('
+            "client_id uuid NOT NULL, part smallint NOT NULL, ord bigint NOT NULL, data bytea NOT NULL, "
+            "PRIMARY KEY (client_id, part, ord))")
+
+
+async def drop_tables(conn: asyncpg.Connection, table: str) -> None:
+    await conn.execute(f'DROP TABLE IF EXISTS projections."{table}", projections."{table}_items"')
 
 
 async def create_version(conn: asyncpg.Connection, projection: Projection[Any], *, state: str) -> Target:
@@ -108,7 +128,7 @@ async def create_version(conn: asyncpg.Connection, projection: Projection[Any], 
             "SELECT coalesce(max(version), 0) + 1 FROM projections.projection_versions WHERE name = $1",
             projection.name)
         table = projection.table(version)
-        await create_table(conn, table)
+        await create_table(conn, table, items=bool(projection.layout))
         await conn.execute(
             "INSERT INTO projections.projection_versions (name, version, fold_version, state, table_name, "
             "activated_at) VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'active' THEN now() END)",
@@ -129,7 +149,7 @@ async def drop_abandoned_builds(conn: asyncpg.Connection, name: str) -> int:
                                 "WHERE name = $1 AND state IN ('building', 'retired')", name)
         for version, table in rows:
             async with conn.transaction():
-                await conn.execute(f'DROP TABLE IF EXISTS projections."{table}"')
+                await drop_tables(conn, table)
                 await conn.execute("DELETE FROM projections.projection_versions WHERE name = $1 AND version = $2",
                                    name, version)
         return len(rows)
@@ -177,14 +197,33 @@ _UPSERT = (
     "ON CONFLICT (client_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, doc = EXCLUDED.doc, "
     "cp_tx = EXCLUDED.cp_tx, cp_pos = EXCLUDED.cp_pos, updated_at = now()")
 
+_CLEAR = ("DELETE FROM {items} i USING unnest($1::uuid[], $2::int2[]) AS u(client_id, part) "
+          "WHERE i.client_id = u.client_id AND i.part = u.part")
+_DELETE = ("DELETE FROM {items} i USING unnest($1::uuid[], $2::int2[], $3::int8[]) AS u(client_id, part, ord) "
+           "WHERE i.client_id = u.client_id AND i.part = u.part AND i.ord = u.ord")
+_PUT = ("INSERT INTO {items} (client_id, part, ord, data) "
+        "SELECT * FROM unnest($1::uuid[], $2::int2[], $3::int8[], $4::bytea[]) "
+        "ON CONFLICT (client_id, part, ord) DO UPDATE SET data = EXCLUDED.data")
+#: From this many new item rows on, they are sent with COPY (a rebuild's batches).
+COPY_MIN = 300
+
+# The version check and the checkpoint advance in one statement: no row back means the
+# version was retired, switched or written by someone else (the row lock it takes is held
+# until commit, so a switch waits for this batch or this batch for the switch).
+_ADVANCE = (
+    "UPDATE projections.projection_versions SET checkpoint = $4, events_applied = events_applied + $5, "
+    "last_recorded_at = coalesce($6, last_recorded_at), updated_at = now() "
+    "WHERE name = $1 AND version = $2 AND checkpoint = $3 AND state <> 'retired' RETURNING state")
+
 _BUMP = (
     "WITH bumped AS ("
     " INSERT INTO projections.client_changes AS c (client_id, tenant_id, seq)"
     " SELECT u.client_id, u.tenant_id, 1 FROM unnest($1::uuid[], $2::uuid[]) AS u(client_id, tenant_id)"
     " ORDER BY u.client_id"
     " ON CONFLICT (client_id) DO UPDATE SET seq = c.seq + 1"
-    " RETURNING c.client_id, c.seq) "
-    "INSERT INTO projections.changes (client_id, seq, kind) SELECT client_id, seq, $3 FROM bumped")
+    " RETURNING c.client_id, c.seq), "
+    "recorded AS (INSERT INTO projections.changes (client_id, seq, kind) SELECT client_id, seq, $3 FROM bumped) "
+    "SELECT pg_notify($4, $5)")
 
 
 async def emit_changes(conn: asyncpg.Connection, kind: str, clients: dict[UUID, UUID]) -> None:
@@ -192,9 +231,29 @@ async def emit_changes(conn: asyncpg.Connection, kind: str, clients: dict[UUID, 
     if not clients:
         return
     ids = sorted(clients)
-    await conn.execute(_BUMP, ids, [clients[c] for c in ids], kind)
     payload = ",".join(str(c) for c in ids)
-    await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, payload if len(payload) <= _NOTIFY_MAX else "*")
+    await conn.execute(_BUMP, ids, [clients[c] for c in ids], kind, CHANGES_CHANNEL,
+                       payload if len(payload) <= _NOTIFY_MAX else "*")
+
+
+async def load_documents(conn: asyncpg.Connection, target: Target, clients: Sequence[UUID]
+                         ) -> dict[UUID, Held]:
+    """The stored documents (head and items reassembled) of ``clients``, with checkpoint and meta."""
+    projection = target.projection
+    layout = projection.layout
+    rows = await conn.fetch(f"SELECT client_id, doc, cp_tx, cp_pos FROM {target.qualified} "
+                            "WHERE client_id = ANY($1::uuid[])", clients)
+    items: dict[UUID, list[tuple[int, int, bytes]]] = {}
+    if layout and rows:
+        for r in await conn.fetch(f"SELECT client_id, part, ord, data FROM {target.qualified_items} "
+                                  "WHERE client_id = ANY($1::uuid[]) ORDER BY client_id, part, ord",
+                                  [r[0] for r in rows]):
+            items.setdefault(r[0], []).append((r[1], r[2], r[3]))
+    out: dict[UUID, Held] = {}
+    for r in rows:
+        doc, meta = layout.assemble(projection.decode(r[1]), items.get(r[0], ()))
+        out[r[0]] = (doc, (r[2], r[3]), meta)
+    return out
 
 
 async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Target,
@@ -207,55 +266,84 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     if not events:
         return 0
     projection = target.projection
+    layout = projection.layout
     ctx = projection.context(target.fold_version)
-    relevant = [e for e in events if projection.wants(e)]
+    wants = projection.wants
+    relevant = [e for e in events if wants(e)]
     new_checkpoint = events[-1].checkpoint
-    staged: dict[UUID, tuple[Any, tuple[int, int]]] = {}
     tenants: dict[UUID, UUID] = {}
     # Folding happens before the transaction opens: a write transaction holds back the store's
     # read horizon (core/events/postgres.py) for every reader, so it must stay short. Safe because
-    # only the lock holder writes this version's rows; the row check below catches anyone else.
+    # only the lock holder writes this version's rows; the version check below catches anyone else.
     clients = list(dict.fromkeys(e.subject_id for e in relevant))
-    missing = [c for c in clients if c not in target.cache]
-    docs: dict[UUID, tuple[Any, tuple[int, int]]] = {c: target.cache[c] for c in clients if c in target.cache}
+    cache = target.cache
+    docs: dict[UUID, Held] = {c: cache[c] for c in clients if c in cache}
+    missing = [c for c in clients if c not in docs]
     if missing:
-        for r in await conn.fetch(f"SELECT client_id, doc, cp_tx, cp_pos FROM {target.qualified} "
-                                  "WHERE client_id = ANY($1::uuid[])", missing):
-            docs[r[0]] = (projection.decode(r[1]), (r[2], r[3]))
+        docs.update(await load_documents(conn, target, missing))
+    before: dict[UUID, Held | None] = {}
+    rewrite: set[UUID] = set()
+    apply = projection.apply
+    initial = projection.initial
     for event in relevant:
         client = event.subject_id
         current = docs.get(client)
         at = _cp(event.checkpoint)
         if current is not None and at <= current[1]:
             continue  # already folded into this document
+        if client not in before:
+            before[client] = current
         if event.type == ERASURE_EVENT:
             doc = await refold_client(store, projection, client, until=event.checkpoint,
                                       version=target.fold_version)
             if doc is None:
-                doc = projection.initial(client, event.tenant_id)
+                doc = initial(client, event.tenant_id)
+            rewrite.add(client)
         else:
-            doc = current[0] if current is not None else projection.initial(client, event.tenant_id)
-            doc = projection.apply(doc, event, ctx)
-        docs[client] = staged[client] = (doc, at)
+            doc = apply(current[0] if current is not None else initial(client, event.tenant_id), event, ctx)
+        docs[client] = (doc, at, ())
         tenants[client] = event.tenant_id
+    staged: dict[UUID, Held] = {}
+    heads: list[bytes] = []
+    clear: list[tuple[UUID, int]] = []
+    delete: list[tuple[UUID, int, int]] = []
+    insert: list[tuple[UUID, int, int, bytes]] = []
+    update: list[tuple[UUID, int, int, bytes]] = []
+    for client, old in before.items():
+        doc, at, _ = docs[client]
+        meta: tuple[Any, ...] = ()
+        if layout:
+            changes, meta = layout.diff(old[0] if old else None, old[2] if old else None, doc,
+                                        rewrite=client in rewrite)
+            clear += [(client, p) for p in changes.clear]
+            delete += [(client, p, o) for p, o in changes.delete]
+            insert += [(client, p, o, d) for p, o, d in changes.insert]
+            update += [(client, p, o, d) for p, o, d in changes.update]
+        staged[client] = (doc, at, meta)
+        heads.append(projection.encode(layout.head(doc)))
     ids = list(staged)
-    encoded = [projection.encode(staged[c][0]) for c in ids]
+    items = target.qualified_items
     async with conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT state, checkpoint FROM projections.projection_versions WHERE name = $1 AND version = $2 "
-            "FOR UPDATE", projection.name, target.version)
-        if row is None or row[0] == "retired" or row[1] != target.checkpoint:
+        state = await conn.fetchval(_ADVANCE, projection.name, target.version, target.checkpoint, new_checkpoint,
+                                    len(relevant), events[-1].recorded_at)
+        if state is None:
             raise VersionMoved(f"{projection.name} v{target.version} moved")
-        active = row[0] == "active"
         if staged:
             await conn.execute(
-                _UPSERT.format(table=target.qualified), ids, [tenants[c] for c in ids], encoded,
+                _UPSERT.format(table=target.qualified), ids, [tenants[c] for c in ids], heads,
                 [staged[c][1][0] for c in ids], [staged[c][1][1] for c in ids])
-        await conn.execute(
-            "UPDATE projections.projection_versions SET checkpoint = $3, events_applied = events_applied + $4, "
-            "last_recorded_at = $5, updated_at = now() WHERE name = $1 AND version = $2",
-            projection.name, target.version, new_checkpoint, len(relevant), events[-1].recorded_at)
-        if emit and active and projection.feed_kind and staged:
+        if clear:
+            await conn.execute(_CLEAR.format(items=items), [c for c, _ in clear], [p for _, p in clear])
+        if delete:
+            await conn.execute(_DELETE.format(items=items), *map(list, zip(*delete, strict=True)))
+        if len(insert) >= COPY_MIN:
+            await conn.copy_records_to_table(f"{target.table}_items", schema_name="projections", records=insert,
+                                             columns=("client_id", "part", "ord", "data"))
+        else:
+            update = insert + update
+        if update:
+            await conn.execute(_PUT.format(items=items), *map(list, zip(*update, strict=True)))
+        if emit and state == "active" and projection.feed_kind and staged:
             await emit_changes(conn, projection.feed_kind, tenants)
     target.checkpoint = new_checkpoint
     for client, entry in staged.items():
@@ -327,11 +415,13 @@ class ProjectionRunner:
         self.target = await self._new_target(conn)
         log.info("projection_leading", projection=self.projection.name, version=self.target.version,
                  checkpoint=self.target.checkpoint)
+        retry = 0
         while True:
             wake.clear()
             target = self.target
             events = await self.store.read_all(after=target.checkpoint, limit=self.batch_size)
             if events:
+                retry = 0
                 try:
                     folded = await apply_batch(conn, self.store, target, events)
                 except VersionMoved:
@@ -343,9 +433,22 @@ class ProjectionRunner:
                         await result
             if len(events) < self.batch_size:
                 self._caught_up.set()
+                if not events and retry < len(_RETRY_DELAYS):
+                    # Woken but nothing readable yet: the append's transaction is below the
+                    # store's read horizon only once every older transaction in the cluster has
+                    # ended (often within a millisecond). Look again shortly rather than
+                    # waiting for the next wake-up or the poll interval.
+                    await asyncio.sleep(_RETRY_DELAYS[retry])
+                    retry += 1
+                    continue
                 try:
-                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                    # that races with the wake-up, and the runner would never stop.
+                    async with asyncio.timeout(self.poll_interval):
+                        await wake.wait()
+                    retry = 0
                 except TimeoutError:
+                    retry = len(_RETRY_DELAYS)
                     await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
 
     async def _new_target(self, conn: asyncpg.Connection) -> Target:

@@ -199,3 +199,36 @@ async def eventually(check: Callable[[], Any], *, within: float = 5.0) -> Any:
         if result or asyncio.get_running_loop().time() > deadline:
             return result
         await asyncio.sleep(0.05)
+
+
+def openapi_body(doc: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
+    """A minimal valid-looking body from the OpenAPI document (required fields only), for routes with no example."""
+    op = doc["paths"].get(path, {}).get(method.lower(), {})
+    schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    if schema is None:
+        return None
+    value = _sample(doc, schema)
+    return value if isinstance(value, dict) else {}
+
+
+def _sample(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
+    if "$ref" in schema:
+        return _sample(doc, doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+    if "oneOf" in schema or "anyOf" in schema:
+        options = [s for s in schema.get("oneOf", schema.get("anyOf", [])) if s.get("type") != "null"]
+        return _sample(doc, options[0]) if options else None
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: _sample(doc, sub) for name, sub in schema.get("properties", {}).items()
+                if name in schema.get("required", [])}
+    fmt = schema.get("format")
+    return {"string": {"uuid": str(uuid.uuid4()), "date": date.today().isoformat(),
+                       "date-time": datetime.now(UTC).isoformat()}.get(fmt or "", "example"),
+            "integer": 1, "number": 1.0, "boolean": False, "array": []}.get(kind or "")
+
+
+def body_for_route(doc: dict[str, Any], route: RouteInfo, world: World) -> dict[str, Any] | None:
+    example = EXAMPLES.get(route.path)
+    return example(world) if example is not None else openapi_body(doc, route.method, route.path)

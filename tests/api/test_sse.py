@@ -25,13 +25,16 @@ TIMEOUT = httpx.Timeout(10.0, read=10.0)
 class Sse:
     events: list[dict[str, Any]] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
+    lines: Any = None
 
 
 async def read_sse(response: httpx.Response, sse: Sse, until: Any, *, within: float = 10.0) -> None:
     """Parse the stream into ``sse`` until ``until(sse)`` holds (or fail after ``within`` seconds)."""
+    if sse.lines is None:
+        sse.lines = response.aiter_lines()
     current: dict[str, Any] = {}
     async with asyncio.timeout(within):
-        async for line in response.aiter_lines():
+        async for line in sse.lines:
             if line == "":
                 if current:
                     sse.events.append(current)

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from core.database import create_app_pool
-from tests.conftest import Database
-from tests.database import create_test_database, drop_test_database
 from core.catalog import ALL_EVENT_TYPES
 from core.compliance.signing import Signer
+from core.database import create_app_pool
 from core.events.codec import EventCodec
 from core.events.crypto import PostgresKeyRing
 from core.events.postgres import PostgresEventStore
 from tests.compliance.helpers import History
+from tests.conftest import Database
+from tests.database import create_test_database, drop_test_database
 
 KEK = bytes(range(32))
 

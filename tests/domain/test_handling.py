@@ -57,6 +57,7 @@ from core.goal import (
 )
 from core.handling import CommandHandler, Outcome
 from core.identity import Actor, Role
+from tests.database import TEST_KEK
 
 C = TypeVar("C")
 
@@ -72,14 +73,14 @@ async def store(request: pytest.FixtureRequest, app_pool: Any, database: Any) ->
     if request.param == "memory":
         yield MemoryEventStore(codec, MemoryKeyRing())
     else:
-        pg = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, bytes(32)), dsn=database.app_dsn)
+        pg = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, TEST_KEK), dsn=database.app_dsn)
         yield pg
         await pg.close()
 
 
 @pytest.fixture
 async def pg_store(app_pool: Any, database: Any) -> AsyncIterator[PostgresEventStore]:
-    pg = PostgresEventStore(app_pool, EventCodec(ALL_EVENT_TYPES), PostgresKeyRing(app_pool, bytes(32)),
+    pg = PostgresEventStore(app_pool, EventCodec(ALL_EVENT_TYPES), PostgresKeyRing(app_pool, TEST_KEK),
                             dsn=database.app_dsn)
     yield pg
     await pg.close()

@@ -18,6 +18,7 @@ import asyncpg
 
 from core.events.crypto import PostgresKeyRing
 from core.events.postgres import _APPEND, PostgresEventStore
+from tests.database import TEST_KEK
 from tests.events.helpers import new_event, sample_codec
 from tests.events.sample_events import Counted
 
@@ -27,7 +28,7 @@ SECONDS = 4.0
 
 async def test_concurrent_writers_and_a_late_commit_are_never_skipped(app_pool, database):
     codec = sample_codec()
-    store = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, bytes(32)), dsn=database.app_dsn)
+    store = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, TEST_KEK), dsn=database.app_dsn)
     tenant, subject = uuid.uuid4(), uuid.uuid4()  # the subject filter isolates this run from other tests
     start = await store.head()
     stop = asyncio.Event()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,12 +12,13 @@ from core.events.postgres import PostgresEventStore
 from core.events.store import parse_checkpoint
 from core.projections.registry import PROJECTIONS
 from core.projections.runner import ProjectionRunner
+from tests.database import TEST_KEK
 from tests.projections.helpers import domain_codec
 
 
 @pytest.fixture(scope="session")
 def kek() -> bytes:
-    return os.urandom(32)
+    return TEST_KEK
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,136 @@
+"""Compliance: exports, erasure, receipts, FHIR, the access log, verification, public keys."""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from api.auth import Principal, require_role
+from api.routes.common import readable_client, run_command, visible_client
+from api.state import AppServices, now
+from core.client import client_stream
+from core.compliance.anchors import latest_anchor
+from core.compliance.erasure_flow import erase_client
+from core.compliance.export import build_export
+from core.compliance.fhir import build_bundle
+from core.compliance.receipts import verify_receipt
+from core.errors import ValidationError
+from core.identity import Role
+from core.projections import asof
+
+
+def _json(value: Any, status: int = 200, media_type: str = "application/json") -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type=media_type,
+                    headers={"Cache-Control": "no-store"})
+
+
+@get("/clients/{client_id:uuid}/history/export", operation_id="exportHistory", tags=["compliance"],
+     summary="Signed export of the client's events as stored, chain heads and a verification result "
+             "(verify offline with `alliance verify --export FILE`)")
+async def export_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices) -> Response:
+    require_role(principal, Role.AUDITOR, Role.CLINICIAN, Role.SUPERVISOR, action="exporting decision history")
+    await readable_client(svc, request, principal, client_id, "export")
+    return _json(await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id))
+
+
+@get("/clients/{client_id:uuid}/export", operation_id="exportMyData", tags=["compliance"],
+     summary="Everything we hold about the client, readable (for the client or their proxy)")
+async def export_my_data(request: Request, client_id: UUID, principal: Principal, svc: AppServices) -> Response:
+    require_role(principal, Role.CLIENT, Role.PROXY, action="the client's own export")
+    await readable_client(svc, request, principal, client_id, "plan")
+    moment = now()
+    document = await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id, store=svc.store)
+    document["views"] = {
+        "plan": await asof.plan_as_of(svc.store, client_id, moment),
+        "progress": await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments),
+        "history": await asof.history_as_of(svc.store, client_id, moment),
+    }
+    return _json(document)
+
+
+@get("/clients/{client_id:uuid}/fhir", operation_id="exportFhir", tags=["compliance"],
+     summary="The client's record as a FHIR Bundle (R5; ?version=R4B for R4B)")
+async def export_fhir(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
+                      version: str = Parameter(query="version", default="R5")) -> Response:
+    if version not in {"R5", "R4B"}:
+        raise ValidationError("version is R5 or R4B", code="invalid_fhir_version", field="version")
+    await readable_client(svc, request, principal, client_id, "fhir")
+    events = await svc.store.read_all(subject_id=client_id, limit=1_000_000)
+    moment = now()
+    plan = await asof.plan_as_of(svc.store, client_id, moment)
+    progress = await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments)
+    bundle = build_bundle(client_id, events, plan=plan, progress=progress, instruments=svc.instruments,
+                          fhir_version=version)  # type: ignore[arg-type]
+    return _json(bundle, media_type="application/fhir+json")
+
+
+class ErasureBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    reason: str
+
+
+@post("/clients/{client_id:uuid}/erasure", operation_id="eraseClient", tags=["compliance"], status_code=201,
+      summary="Right to erasure: destroy the client's data key (blocked by a legal hold); recorded")
+async def erase(request: Request, client_id: UUID, data: ErasureBody, principal: Principal,
+                svc: AppServices) -> Response:
+    require_role(principal, Role.ADMIN, action="erasure")
+
+    async def work(command_id: UUID) -> Response:
+        await visible_client(svc, principal, client_id)
+        outcome = await erase_client(svc.handler, svc.signer, svc.runtime.settings.erasure_ledger_path,
+                                     client_id=client_id, tenant_id=principal.tenant_id, actor=principal.actor,
+                                     reason=data.reason, command_id=command_id)
+        return _json({"client_id": str(client_id), "request_id": str(outcome.request_id),
+                      "key_destroyed": outcome.key_destroyed, "duplicate": outcome.duplicate}, status=201)
+
+    return await run_command(request, svc, principal, work)
+
+
+@post("/receipts/verify", operation_id="verifyReceipt", tags=["compliance"],
+      summary="Check a receipt: signature, and that the event and its chain are unchanged since", status_code=200)
+async def verify_receipt_route(data: dict[str, Any], svc: AppServices) -> Response:
+    result = await verify_receipt(data, svc.pool, svc.signer)
+    return _json(result.to_dict())
+
+
+@get("/audit/access", operation_id="accessLog", tags=["audit"],
+     summary="Who read a client's records, when (auditors)")
+async def access_log(principal: Principal, svc: AppServices,
+                     client: UUID | None = Parameter(query="client", required=False),
+                     from_: datetime | None = Parameter(query="from", required=False),
+                     to: datetime | None = Parameter(query="to", required=False),
+                     limit: int = Parameter(query="limit", default=500, ge=1, le=5000)) -> Response:
+    require_role(principal, Role.AUDITOR, action="reading the access log")
+    async with svc.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT at, actor_id, actor_role, client_id, method, route, status FROM access_log "
+            "WHERE tenant_id = $1 AND ($2::uuid IS NULL OR client_id = $2) AND ($3::timestamptz IS NULL OR at >= $3) "
+            "AND ($4::timestamptz IS NULL OR at < $4) ORDER BY at, id LIMIT $5",
+            principal.tenant_id, client, from_, to, limit)
+    return _json({"entries": [{**dict(r), "at": r["at"].isoformat(), "actor_id": str(r["actor_id"]),
+                               "client_id": str(r["client_id"])} for r in rows]})
+
+
+@get("/audit/verify", operation_id="lastVerification", tags=["audit"],
+     summary="The last full check of the store (from the latest signed anchor)")
+async def last_verification(principal: Principal, svc: AppServices) -> Response:
+    require_role(principal, Role.AUDITOR, action="reading the verification report")
+    anchor = latest_anchor(svc.runtime.settings.anchor_path)
+    if anchor is None:
+        return _json({"status": "never_checked"})
+    return _json({"anchored_at": anchor.get("anchored_at") or anchor.get("created_at"),
+                  "store_check": anchor.get("store_check"), "streams": len(anchor.get("streams", {})),
+                  "heads_digest": anchor.get("heads_digest"), "signature": anchor.get("signature")})
+
+
+@get("/.well-known/alliance-keys.json", operation_id="signingKeys", tags=["compliance"],
+     summary="Every public key ever used to sign receipts, exports and anchors (JWKS)")
+async def signing_keys(svc: AppServices) -> Response:
+    return _json(svc.signer.jwks(), media_type="application/jwk-set+json")
+
+
+COMPLIANCE_ROUTES = [export_history, export_my_data, export_fhir, erase, verify_receipt_route, access_log,
+                     last_verification, signing_keys]
+_ = client_stream

@@ -1,0 +1,102 @@
+"""``Idempotency-Key``: a retry returns the first result and records once, on any worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import httpx
+
+from tests.api.support import active_goal, assert_problem, store_state
+
+
+async def stream_events(dsn: str, stream_id: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", stream_id))
+    finally:
+        await conn.close()
+
+
+async def test_same_key_same_body_replays_the_first_result(api, clinic, database):
+    client_id = await api.enrolled_client(clinic)
+    goal_id, _ = await active_goal(api, clinic, client_id)
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": f"barrier-{uuid.uuid4()}"}
+    first = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Rain"}, headers=me)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    before = await store_state(database.owner_dsn)
+    again = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Rain"}, headers=me)
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert await store_state(database.owner_dsn) == before
+
+    # same key, another body: a 422 and nothing recorded
+    r = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Snow"}, headers=me)
+    assert_problem(r, 422, "idempotency_key_reused")
+    # same key, same body, another route: also another request
+    r = await api.http.post(f"/goals/{goal_id}/resources", json={"text": "Rain"}, headers=me)
+    assert_problem(r, 422, "idempotency_key_reused")
+    assert await store_state(database.owner_dsn) == before
+
+    # keys belong to the caller: the clinician's same key is a different request
+    clin = {**api.token(clinic.tenant, "clinician", clinic.clinician), "Idempotency-Key": me["Idempotency-Key"]}
+    r = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Rain"}, headers=clin)
+    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+
+
+async def test_refusals_replay_and_bad_keys(api, clinic, database):
+    client_id = await api.enrolled_client(clinic)
+    goal_id, _ = await active_goal(api, clinic, client_id)
+    key = f"agree-{uuid.uuid4()}"
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": key}
+    first = await api.http.post(f"/goals/{goal_id}/agreements", json={"version": 1}, headers=me)
+    assert_problem(first, 409)
+    again = await api.http.post(f"/goals/{goal_id}/agreements", json={"version": 1}, headers=me)
+    assert again.status_code == 409 and again.headers.get("idempotent-replayed") == "true"
+    assert again.headers["content-type"].startswith("application/problem+json")
+    for bad in ("", "k" * 201):
+        r = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "x"},
+                                headers={**me, "Idempotency-Key": bad})
+        assert_problem(r, 422, "invalid_idempotency_key")
+
+
+async def test_same_key_on_two_workers_at_once_records_once(api, clinic, servers, database):
+    client_id = await api.enrolled_client(clinic)
+    me = servers.token(clinic.tenant, "client", client_id)
+    body = {"instrument_id": "phq9", "answers": {f"item{i}": 1 for i in range(1, 10)} | {"item9": 0},
+            "observed_at": "2024-05-01T08:00:00+02:00"}
+    stream_id = f"client-{client_id}"
+    async with httpx.AsyncClient(timeout=20) as http:
+        for round_ in range(3):
+            key = f"measure-{round_}-{uuid.uuid4()}"
+            before = await stream_events(database.owner_dsn, stream_id)
+            results = await asyncio.gather(*(
+                http.post(f"{url}/clients/{client_id}/measurements", json=body,
+                          headers={**me, "Idempotency-Key": key})
+                for url in servers.urls for _ in range(2)))
+            assert all(r.status_code == 201 for r in results), [r.text for r in results]
+            assert len({r.json()["created"]["measurement_id"] for r in results}) == 1
+            assert len({tuple(e["event_id"] for e in r.json()["events"]) for r in results}) == 1
+            assert sum(r.headers.get("idempotent-replayed") == "true" for r in results) == len(results) - 1
+            assert await stream_events(database.owner_dsn, stream_id) == before + 1
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE principal_id = $1", client_id)
+    finally:
+        await conn.close()
+    assert rows == 3
+
+
+async def test_a_replay_repeats_location_and_etag(api, clinic):
+    client_id = await api.enrolled_client(clinic)
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": f"propose-{uuid.uuid4()}"}
+    first = await api.http.post(f"/clients/{client_id}/goals", json={"text": "Read a chapter a night"}, headers=me)
+    assert first.status_code == 201, first.text
+    again = await api.http.post(f"/clients/{client_id}/goals", json={"text": "Read a chapter a night"}, headers=me)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert again.headers.get("location") == first.headers["location"]
+    assert again.headers.get("etag") == first.headers["etag"]
