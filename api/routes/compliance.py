@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from api.auth import Principal, require_role
 from api.routes.common import readable_client, run_command, visible_client
 from api.state import AppServices, now
+from core.authority import require_not_auditor
 from core.client import client_stream
 from core.compliance.anchors import latest_anchor
 from core.compliance.erasure_flow import erase_client
@@ -31,16 +32,16 @@ def _json(value: Any, status: int = 200, media_type: str = "application/json") -
      summary="Signed export of the client's events as stored, chain heads and a verification result "
              "(verify offline with `alliance verify --export FILE`)")
 async def export_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices) -> Response:
+    await readable_client(svc, request, principal, client_id, "export")  # 404 before 403: existence never leaks
     require_role(principal, Role.AUDITOR, Role.CLINICIAN, Role.SUPERVISOR, action="exporting decision history")
-    await readable_client(svc, request, principal, client_id, "export")
     return _json(await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id))
 
 
 @get("/clients/{client_id:uuid}/export", operation_id="exportMyData", tags=["compliance"],
      summary="Everything we hold about the client, readable (for the client or their proxy)")
 async def export_my_data(request: Request, client_id: UUID, principal: Principal, svc: AppServices) -> Response:
-    require_role(principal, Role.CLIENT, Role.PROXY, action="the client's own export")
     await readable_client(svc, request, principal, client_id, "plan")
+    require_role(principal, Role.CLIENT, Role.PROXY, action="the client's own export")
     moment = now()
     document = await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id, store=svc.store)
     document["views"] = {
@@ -75,10 +76,10 @@ class ErasureBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
       summary="Right to erasure: destroy the client's data key (blocked by a legal hold); recorded")
 async def erase(request: Request, client_id: UUID, data: ErasureBody, principal: Principal,
                 svc: AppServices) -> Response:
-    require_role(principal, Role.ADMIN, action="erasure")
-
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
+        require_not_auditor(principal.actor)
+        require_role(principal, Role.ADMIN, action="erasure")
         outcome = await erase_client(svc.handler, svc.signer, svc.runtime.settings.erasure_ledger_path,
                                      client_id=client_id, tenant_id=principal.tenant_id, actor=principal.actor,
                                      reason=data.reason, command_id=command_id)
@@ -88,10 +89,17 @@ async def erase(request: Request, client_id: UUID, data: ErasureBody, principal:
     return await run_command(request, svc, principal, work)
 
 
+class ReceiptBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    #: The receipt exactly as it was issued (JSON object).
+    receipt: dict[str, Any]
+
+
 @post("/receipts/verify", operation_id="verifyReceipt", tags=["compliance"],
       summary="Check a receipt: signature, and that the event and its chain are unchanged since", status_code=200)
-async def verify_receipt_route(data: dict[str, Any], svc: AppServices) -> Response:
-    result = await verify_receipt(data, svc.pool, svc.signer)
+async def verify_receipt_route(data: ReceiptBody, svc: AppServices) -> Response:
+    result = await verify_receipt(data.receipt, svc.pool, svc.signer)
+    if "malformed_receipt" in result.codes:
+        raise ValidationError("this is not an Alliance receipt", code="malformed_receipt", field="receipt")
     return _json(result.to_dict())
 
 

@@ -59,7 +59,7 @@ class Layout:
         self._lists = [msgspec.json.Decoder(list[tuple[p.key_type, p.item_type]] if p.kind == "map"  # type: ignore[name-defined]
                                             else list[p.item_type])  # type: ignore[name-defined]
                        for p in self.parts]
-        self._empty = {p.field: {} if p.kind == "map" else () for p in self.parts}
+        self._empty: dict[str, Any] = {p.field: {} if p.kind == "map" else () for p in self.parts}
 
     def __bool__(self) -> bool:
         return bool(self.parts)
@@ -108,7 +108,8 @@ class Layout:
             nv = getattr(new, p.field)
             ov = getattr(old, p.field) if stored else None
             if p.kind == "seq":
-                if ov is not None and len(nv) >= len(ov) and all(a is b or a == b for a, b in zip(ov, nv, strict=False)):
+                if ov is not None and len(nv) >= len(ov) \
+                        and all(a is b or a == b for a, b in zip(ov, nv, strict=False)):
                     start = len(ov)
                 else:
                     if stored or rewrite:

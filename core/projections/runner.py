@@ -400,14 +400,14 @@ class ProjectionRunner:
                     self._conn = None
             await asyncio.sleep(self.standby_interval)
 
-    async def wait_caught_up(self, timeout: float | None = None) -> None:
+    async def wait_caught_up(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until this runner leads and has caught up with the store once."""
         await asyncio.wait_for(self._caught_up.wait(), timeout)
 
     async def _session(self) -> None:
         conn = self._conn = await asyncpg.connect(self.dsn)
         key = lock_key("run", self.projection.name)
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):  # noqa: ASYNC110 (polls the lock)
             await asyncio.sleep(self.standby_interval)
         self.leading = True
         wake = asyncio.Event()

@@ -167,6 +167,8 @@ EXAMPLES: dict[str, Callable[[World], dict[str, Any] | None]] = {
     "/goals/{goal_id}/measures/detachment": lambda w: {"instrument_id": "phq9"},
     "/goals/{goal_id}/reviews": lambda w: {"outcome": "continue", "summary": "steady"},
     "/goals/{goal_id}/reviews/{review_id}/entered-in-error": lambda w: {"reason": "wrong goal"},
+    "/clients/{client_id}/erasure": lambda w: {"reason": "the client asked to be forgotten"},
+    "/receipts/verify": lambda w: {"receipt": {}},
 }
 
 

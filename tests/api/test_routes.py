@@ -66,12 +66,19 @@ ALLOWED: dict[str, set[str]] = {
     "POST /goals/{goal_id}/restatement": VOICE,
     "POST /goals/{goal_id}/reflections": CARE,
     "POST /goals/{goal_id}/reviews/{review_id}/entered-in-error": CARE,
+    "GET /clients/{client_id}/history/export": CARE | {"auditor"},
+    "GET /clients/{client_id}/export": VOICE,
+    "GET /clients/{client_id}/fhir": PARTY,
+    "POST /receipts/verify": EVERYONE,
+    "GET /audit/access": {"auditor"}, "GET /audit/verify": {"auditor"},
+    "GET /.well-known/alliance-keys.json": EVERYONE,
 }
 #: Routes that change who is on the team or whether the client is here: each gets a world of its own.
 DESTRUCTIVE = {"POST /staff/{staff_id}/deactivation": {"admin"},
                "POST /clients/{client_id}/discharge": CARE | {"admin"},
                "POST /clients/{client_id}/primary-clinician": CARE | {"admin"},
-               "POST /clients/{client_id}/care-team/{member_id}/removal": CARE | {"admin"}}
+               "POST /clients/{client_id}/care-team/{member_id}/removal": CARE | {"admin"},
+               "POST /clients/{client_id}/erasure": {"admin"}}
 
 
 def allowed(route_id: str) -> set[str]:
@@ -171,6 +178,8 @@ def _schema(route: Any) -> dict[str, Any] | None:
     ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
     if ref is None:
         return None
+    if "$ref" not in ref:
+        return ref  # type: ignore[no-any-return]
     return OPENAPI["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]  # type: ignore[no-any-return]
 
 

@@ -45,7 +45,7 @@ async def runners(store: PostgresEventStore, database) -> AsyncIterator[list[Pro
 
 
 async def wait_projected(pool: asyncpg.Pool, checkpoint: str, names: tuple[str, ...] = ("plan", "progress", "history"),
-                         timeout: float = 10.0) -> None:
+                         timeout: float = 10.0) -> None:  # noqa: ASYNC109
     """Wait until every named active projection has folded up to ``checkpoint``."""
     want = parse_checkpoint(checkpoint)
     deadline = asyncio.get_running_loop().time() + timeout

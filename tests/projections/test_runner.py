@@ -134,7 +134,7 @@ async def test_advisory_lock_takeover(store: PostgresEventStore, app_pool: async
         await admin.execute("SELECT pg_terminate_backend($1)", a._conn.get_server_pid())
         await admin.close()
         async with asyncio.timeout(10):
-            while not b.leading:
+            while not b.leading:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         c.relapse_plan()
         await wait_projected(app_pool, await c.flush(store), ("plan",))

@@ -103,5 +103,6 @@ async def test_as_of_returns_the_earlier_state(store: PostgresEventStore, app_po
     replayed = await history_as_of(store, c.client, await store.head())
     assert replayed is not None
     for a, b in zip(replayed["entries"], live_hist["entries"], strict=True):
-        assert a == b, [(k, a["details"][k], b["details"][k]) for k in a["details"] if a["details"][k] != b["details"][k]]
+        assert a == b, [(k, a["details"][k], b["details"][k]) for k in a["details"]
+                        if a["details"][k] != b["details"][k]]
     assert await plan_as_of(store, c.client, await store.head()) is not None
