@@ -71,7 +71,7 @@ def _request_logging(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            log.info("request", method=scope["method"], route=scope.get("path_template") or "<unmatched>",
+            log.info("request", method=scope.get("method"), route=scope.get("path_template") or "<unmatched>",
                      status=status, ms=round((time.perf_counter() - started) * 1000, 2), request_id=request_id)
 
     return middleware

@@ -93,13 +93,14 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
     from core.events.verify import verify_store
     from core.runtime import open_runtime
 
+    receipt = msgspec.json.decode(Path(receipt_file).read_bytes()) if receipt_file else None
+
     async def go() -> int:
         ok = True
         async with open_runtime(settings) as rt:
             if receipt_file:
                 from core.compliance.receipts import verify_receipt
 
-                receipt = msgspec.json.decode(Path(receipt_file).read_bytes())
                 result = await verify_receipt(receipt, rt.pool, _public_keys(settings, receipt_file))
                 _print_result(result, as_json, f"receipt {receipt_file}")
                 return EXIT_OK if result.ok else EXIT_CHECK_FAILED

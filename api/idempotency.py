@@ -71,8 +71,8 @@ async def run_idempotent(request: Request, pool: asyncpg.Pool, mac_key: bytes, p
         except BaseException:
             await _forget(pool, principal, key)
             raise
-        content = response.render(response.content, response.media_type) if not isinstance(
-            response.content, bytes) else response.content
+        content = response.content if isinstance(response.content, bytes) else response.render(
+            response.content, str(response.media_type))
         async with pool.acquire() as conn:
             await conn.execute(
                 "UPDATE idempotency_keys SET status = $4, response = $5, content_type = $6, completed_at = now() "

@@ -113,7 +113,7 @@ class EventCodec:
             if name not in self.types or version >= self.types[name].schema_version:
                 raise ConfigurationError(f"upcaster {name} v{version} has no newer schema to reach")
         self._encoder = msgspec.json.Encoder()
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]  # noqa: UP007 (a runtime tuple of types)
         self._typed = {name: msgspec.json.Decoder(cls) for name, cls in self.types.items()}
 
     def personal_fields(self, type_name: str) -> tuple[str, ...]:

@@ -176,4 +176,4 @@ class MemoryEventStore(StoreBase):
                 checkpoint = event.checkpoint
             if len(events) < batch:
                 async with self._changed:
-                    await self._changed.wait_for(lambda: len(self._rows) > seen)
+                    await self._changed.wait_for(lambda seen=seen: len(self._rows) > seen)
