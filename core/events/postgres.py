@@ -59,26 +59,33 @@ _COLUMNS = ("position, tx_id::text::bigint AS tx, event_id, stream_id, version, 
 _APPEND = ("SELECT r_position, r_tx, r_recorded_at, r_hash, r_duplicate FROM append_events("
            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
 
-# The common case, one event onto an existing stream, as one plain statement: bump the
-# stream head (the conditional UPDATE is the optimistic-concurrency check and locks the
-# head row) and insert the event with the chained hash computed from the old head.
+# The common case, one event onto an existing stream, as one plain statement: lock the
+# stream head at the expected version (the optimistic-concurrency check), and only then
+# take a position and the transaction id — so the global order (tx, position) follows the
+# order in which writers got the stream — insert the event chained to the old head, and
+# move the head.
 # No row back means "not the common case" (new stream, conflict, or a retry of a
 # recorded append): ``append_events`` then sorts it out.
 _APPEND_ONE = """
-WITH p AS (SELECT nextval('events_position_seq') AS pos, pg_current_xact_id() AS tx, now() AS rec),
-upd AS (
-  UPDATE streams s SET version = s.version + 1,
-         head_hash = sha256(s.head_hash || $16::bytea || int8send(p.pos) || int8send(p.tx::text::bigint)
-                            || int8send((extract(epoch FROM p.rec) * 1000000)::bigint))
-  FROM p WHERE s.stream_id = $1 AND s.version = $3
-  RETURNING s.head_hash AS hash, p.pos, p.tx, p.rec)
-INSERT INTO events (position, tx_id, event_id, stream_id, version, type, schema_version, tenant_id, subject_id,
-                    actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id,
-                    hash_scheme, payload, secret, digest, hash)
-SELECT upd.pos, upd.tx, $4, $1, $3 + 1, $5, $6, $2, $7, $8, $9, $10, upd.rec, $11, $12, $13, $14, $15, $17, $16,
-       upd.hash
-FROM upd
-RETURNING position, tx_id::text, recorded_at, hash, false"""
+WITH head AS (
+  SELECT s.head_hash FROM streams s WHERE s.stream_id = $1 AND s.version = $3 FOR UPDATE),
+p AS (
+  SELECT nextval('events_position_seq') AS pos, pg_current_xact_id() AS tx, now() AS rec, head.head_hash AS prev
+  FROM head),
+h AS (
+  SELECT p.pos, p.tx, p.rec,
+         sha256(p.prev || $16::bytea || int8send(p.pos) || int8send(p.tx::text::bigint)
+                || int8send((extract(epoch FROM p.rec) * 1000000)::bigint)) AS hash
+  FROM p),
+ins AS (
+  INSERT INTO events (position, tx_id, event_id, stream_id, version, type, schema_version, tenant_id, subject_id,
+                      actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id,
+                      hash_scheme, payload, secret, digest, hash)
+  SELECT h.pos, h.tx, $4, $1, $3 + 1, $5, $6, $2, $7, $8, $9, $10, h.rec, $11, $12, $13, $14, $15, $17, $16, h.hash
+  FROM h
+  RETURNING position, tx_id, recorded_at, hash)
+UPDATE streams s SET version = $3 + 1, head_hash = ins.hash FROM ins WHERE s.stream_id = $1
+RETURNING ins.position, ins.tx_id::text, ins.recorded_at, ins.hash, false"""
 
 _HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
