@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,18 +19,30 @@ class Database:
         self.app_dsn = app_dsn
 
 
-@pytest.fixture(scope="session")
-async def database() -> AsyncIterator[Database]:
-    admin, owner, app = await create_test_database()
-    yield Database(admin, owner, app)
-    await drop_test_database(admin, owner)
+def own_database(prefix: str) -> tuple[Any, Any]:
+    """``database`` and ``app_pool`` fixtures on a fresh database of their own.
+
+    A suite uses its own database when it appends events of test-only types, rewrites
+    events behind the trigger's back, or runs projection runners (which take each
+    projection's advisory lock): the shared database's followers must not see that.
+    """
+
+    @pytest.fixture(scope="session")
+    async def database() -> AsyncIterator[Database]:
+        admin, owner, app = await create_test_database(prefix)
+        yield Database(admin, owner, app)
+        await drop_test_database(admin, owner)
+
+    @pytest.fixture(scope="session")
+    async def app_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
+        pool = await create_app_pool(database.app_dsn, min_size=2, max_size=12)
+        yield pool
+        await pool.close()
+
+    return database, app_pool
 
 
-@pytest.fixture(scope="session")
-async def app_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_app_pool(database.app_dsn, min_size=2, max_size=12)
-    yield pool
-    await pool.close()
+database, app_pool = own_database("alliance_test")
 
 
 def pytest_configure(config: pytest.Config) -> None:

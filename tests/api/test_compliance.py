@@ -186,7 +186,10 @@ async def plant_canaries(api: Any, clinic: Any, client_id: uuid.UUID, canary: st
     clin = api.token(clinic.tenant, "clinician", clinic.clinician)
     http = api.http
 
+    fields: list[str] = []
+
     def c(field: str) -> str:
+        fields.append(field)
         return f"{canary}-{field}"
 
     def keyed(headers: dict[str, str]) -> dict[str, str]:
@@ -235,6 +238,12 @@ async def plant_canaries(api: Any, clinic: Any, client_id: uuid.UUID, canary: st
     )))["created"]["change_id"]
     answer = await _ok(await http.post(f"/goals/{goal_id}/changes/{accepted}/acceptance", json={}, headers=me))
     assert answer["receipts"] and canary not in json.dumps(answer), answer
+    for change_body in ({"kind": "attainment_scale", "new_levels": [c(f"change-gas{n}") for n in range(5)]},
+                        {"kind": "milestone_add", "new_text": c("change-milestone"), "milestone_id": str(uuid.uuid4()),
+                         "new_date": (date.today() + timedelta(days=21)).isoformat()}):
+        proposed = (await _ok(await http.post(f"/goals/{goal_id}/changes", json=change_body, headers=me)))
+        await _ok(await http.post(f"/goals/{goal_id}/changes/{proposed['created']['change_id']}/acceptance",
+                                  json={}, headers=clin))
     # measurements (PHQ-9 scores stay; the mood diary's note is the client's words)
     measured = [(_now(72), phq9(15)), (_now(2), phq9(6))]
     for observed, answers in measured:
@@ -274,7 +283,28 @@ async def plant_canaries(api: Any, clinic: Any, client_id: uuid.UUID, canary: st
                               headers=clin))
     await _ok(await http.post(f"/clients/{client_id}/care-team/{clinic.clinician_2}/removal", headers=clin,
                               json={"reason": c("care-team-removal")}))
-    return {"goal_id": goal_id, "review_id": review, "phq9_totals": sorted(float(sum(a.values()))
+    wrong_mood = (await _ok(await http.post(f"/clients/{client_id}/measurements", headers=me, json={
+        "instrument_id": "mood_diary", "answers": {"mood": 2, "note": c("wrong-mood-note")},
+        "observed_at": _now(3)})))["created"]["measurement_id"]
+    await _ok(await http.post(f"/clients/{client_id}/corrections", headers=clin, json={
+        "kind": "measurement", "entry_id": wrong_mood, "reason": c("measurement-error-reason")}))
+    # other goals, to every end: declined, withdrawn, maintenance then closed, entered in error
+    declined = (await _ok(await http.post(f"/clients/{client_id}/goals", headers=clin, json={
+        "text": c("clinician-statement"), "facets": {"specific": c("facet-specific")}})))["created"]["goal_id"]
+    await _ok(await http.post(f"/goals/{declined}/decline", json={"reason": c("goal-decline")}, headers=me))
+    withdrawn = (await _ok(await http.post(f"/clients/{client_id}/goals", headers=me, json={
+        "text": c("withdrawn-goal")})))["created"]["goal_id"]
+    await _ok(await http.post(f"/goals/{withdrawn}/withdrawal", json={"reason": c("goal-withdrawal")}, headers=me))
+    closed, _ = await active_goal(api, clinic, client_id, text=c("closed-goal"))
+    await _ok(await http.post(f"/goals/{closed}/status", json={"action": "maintenance", "reason": c("maintenance")},
+                              headers=clin))
+    await _ok(await http.post(f"/goals/{closed}/status", json={"action": "achieved", "reason": c("closed")},
+                              headers=clin))
+    in_error, _ = await active_goal(api, clinic, client_id, text=c("goal-in-error"))
+    await _ok(await http.post(f"/goals/{in_error}/status", headers=clin,
+                              json={"action": "entered_in_error", "reason": c("goal-error-reason")}))
+    await _ok(await http.post(f"/clients/{client_id}/discharge", json={"reason": c("discharge")}, headers=clin))
+    return {"goal_id": goal_id, "review_id": review, "fields": fields, "phq9_totals": sorted(float(sum(a.values()))
                                                                             for _, a in measured)}
 
 
@@ -336,7 +366,10 @@ async def test_erasure_leaves_no_canary_anywhere(api, clinic, database, capfd, t
     assert_problem(r, 409, "legal_hold_in_force")
     assert f"{canary}-client-words" in await plan_text()
     r = await api.http.get(f"/clients/{client_id}/export", headers=me)
-    assert r.status_code == 200 and f"{canary}-goal-text" in r.text, r.text[:500]
+    assert r.status_code == 200, r.text
+    stored = json.dumps([e.get("data") for e in r.json()["events"]])
+    assert [f for f in planted["fields"] if f"{canary}-{f}\"" not in stored] == [], "a canary was not stored"
+    assert len(planted["fields"]) > 40
     ledger = api.settings.erasure_ledger_path / "ledger.jsonl"
     assert str(client_id) not in (ledger.read_text() if ledger.exists() else "")
     # only an admin erases
@@ -385,6 +418,7 @@ async def test_erasure_leaves_no_canary_anywhere(api, clinic, database, capfd, t
     assert any(e.get("data", {}).get("client_words") == "[erased]" for e in mine["events"]), mine["events"]
     history = (await api.http.get(f"/clients/{client_id}/history", headers=clin)).json()
     assert {"goal.agreed", "erasure.completed"} <= {e["type"] for e in history["entries"]}, history
+    assert "[erased]" in json.dumps(history), history
 
     # the replay (logging at debug level) shows the history without the words
     code, replayed = await alliance(api, database, "replay", "--client", str(client_id), "--json", log_level="debug")
@@ -432,10 +466,10 @@ async def test_erasure_from_the_cli_reaches_the_running_app(api, clinic, databas
         r = await api.http.get(f"/clients/{client_id}/plan", headers=clin)
         return r.text if r.status_code == 200 else ""
 
-    async def shows(text: str) -> bool:
-        return f"{canary}-barrier" in (await plan_text()) if text else False
+    async def shown() -> bool:
+        return f"{canary}-barrier" in await plan_text()
 
-    assert await eventually(lambda: shows("yes"), within=15), await plan_text()
+    assert await eventually(shown, within=15), await plan_text()
     code, output = await alliance(api, database, "erase", "--client", str(client_id), "--tenant", str(clinic.tenant),
                                   "--admin", str(clinic.admin), "--reason", f"{canary}-reason", log_level="debug")
     assert code == 0, output
@@ -489,9 +523,9 @@ async def test_fhir_bundle_validates_and_codes_are_from_their_value_sets(api, cl
     loinc = [c["code"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
              for c in e["resource"]["code"].get("coding", []) if c.get("system") == "http://loinc.org"]
     assert loinc.count("44261-6") == 2, loinc
-    values = sorted(e["resource"].get("valueInteger", e["resource"].get("valueQuantity", {}).get("value")) for e in bundle["entry"]
-                    if e["resource"]["resourceType"] == "Observation"
-                    and any(c.get("code") == "44261-6" for c in e["resource"]["code"].get("coding", [])))
+    totals = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+              and any(c.get("code") == "44261-6" for c in e["resource"]["code"].get("coding", []))]
+    values = sorted(o.get("valueInteger", o.get("valueQuantity", {}).get("value")) for o in totals)
     assert values == [8, 14], values
     goal = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Goal")
     assert goal["lifecycleStatus"] == "active"

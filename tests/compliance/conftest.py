@@ -7,36 +7,21 @@ and those suites decrypt every event with their own key-encryption key.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
 from core.catalog import ALL_EVENT_TYPES
 from core.compliance.signing import Signer
-from core.database import create_app_pool
 from core.events.codec import EventCodec
 from core.events.crypto import PostgresKeyRing
 from core.events.postgres import PostgresEventStore
 from tests.compliance.helpers import History
-from tests.conftest import Database
-from tests.database import create_test_database, drop_test_database
+from tests.conftest import own_database
 
 KEK = bytes(range(32))
 
 
-@pytest.fixture(scope="session")
-async def database() -> AsyncIterator[Database]:
-    admin, owner, app = await create_test_database(prefix="alliance_test_compliance")
-    yield Database(admin, owner, app)
-    await drop_test_database(admin, owner)
-
-
-@pytest.fixture(scope="session")
-async def app_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_app_pool(database.app_dsn, min_size=1, max_size=6)
-    yield pool
-    await pool.close()
+database, app_pool = own_database("alliance_test_compliance")
 
 
 @pytest.fixture

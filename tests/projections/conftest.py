@@ -7,31 +7,18 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from core.database import create_app_pool
 from core.events.crypto import PostgresKeyRing
 from core.events.postgres import PostgresEventStore
 from core.events.store import parse_checkpoint
 from core.projections.registry import PROJECTIONS
 from core.projections.runner import ProjectionRunner
-from tests.conftest import Database
-from tests.database import TEST_KEK, create_test_database, drop_test_database
+from tests.conftest import own_database
+from tests.database import TEST_KEK
 from tests.projections.helpers import domain_codec
 
-
-@pytest.fixture(scope="session")
-async def database() -> AsyncIterator[Database]:
-    """A database of their own: these tests run projection runners, which take each
-    projection's advisory lock; another suite's app (and its runners) must not hold it."""
-    admin, owner, app = await create_test_database(prefix="alliance_test_projections")
-    yield Database(admin, owner, app)
-    await drop_test_database(admin, owner)
-
-
-@pytest.fixture(scope="session")
-async def app_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_app_pool(database.app_dsn, min_size=2, max_size=12)
-    yield pool
-    await pool.close()
+# Their own database: these tests run projection runners, which take each projection's
+# advisory lock; another suite's app (and its runners) must not hold it.
+database, app_pool = own_database("alliance_test_projections")
 
 
 @pytest.fixture(scope="session")
