@@ -10,8 +10,9 @@ from litestar.params import Parameter
 
 from api.auth import Principal, require_role
 from api.commands import body_for, build, result_response
+from api.routes.clients import client_route
 from api.routes.common import run_command, visible_client
-from api.state import AppServices, now
+from api.state import AppServices
 from core import client as c
 from core import clinic as k
 from core.errors import Forbidden, ValidationError
@@ -138,21 +139,6 @@ async def list_clients(principal: Principal, svc: AppServices,
                     media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-AddMemberBody = body_for(c.AddCareTeamMember)
-
-
-@post("/clients/{client_id:uuid}/care-team", operation_id="addCareTeamMember", tags=["clinic"], status_code=201,
-      summary="Add a clinician or supervisor to the client's care team")
-async def add_member(request: Request, client_id: UUID, data: AddMemberBody,  # type: ignore[valid-type]
-                     principal: Principal, svc: AppServices) -> Response:
-    async def work(command_id: UUID) -> Response:
-        await visible_client(svc, principal, client_id)
-        cmd = build(c.AddCareTeamMember, data, principal, command_id)
-        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
-
-    return await run_command(request, svc, principal, work)
-
-
 RemoveMemberBody = body_for(c.RemoveCareTeamMember, exclude=("member_id",))
 
 
@@ -169,36 +155,13 @@ async def remove_member(request: Request, client_id: UUID, member_id: UUID,
     return await run_command(request, svc, principal, work)
 
 
-PrimaryBody = body_for(c.ChangePrimaryClinician)
-
-
-@post("/clients/{client_id:uuid}/primary-clinician", operation_id="changePrimaryClinician", tags=["clinic"],
-      status_code=201, summary="Change the client's primary clinician")
-async def change_primary(request: Request, client_id: UUID, data: PrimaryBody,  # type: ignore[valid-type]
-                         principal: Principal, svc: AppServices) -> Response:
-    async def work(command_id: UUID) -> Response:
-        await visible_client(svc, principal, client_id)
-        cmd = build(c.ChangePrimaryClinician, data, principal, command_id)
-        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
-
-    return await run_command(request, svc, principal, work)
-
-
-DischargeBody = body_for(c.DischargeClient)
-
-
-@post("/clients/{client_id:uuid}/discharge", operation_id="dischargeClient", tags=["clinic"], status_code=201,
-      summary="Discharge the client (self-monitoring may continue)")
-async def discharge(request: Request, client_id: UUID, data: DischargeBody,  # type: ignore[valid-type]
-                    principal: Principal, svc: AppServices) -> Response:
-    async def work(command_id: UUID) -> Response:
-        await visible_client(svc, principal, client_id)
-        cmd = build(c.DischargeClient, data, principal, command_id)
-        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
-
-    return await run_command(request, svc, principal, work)
-
-
-CLINIC_ROUTES = [activate_staff, deactivate_staff, list_staff, set_crisis, enrol_client, list_clients, add_member,
-                 remove_member, change_primary, discharge]
-_ = now
+CLINIC_ROUTES = [
+    activate_staff, deactivate_staff, list_staff, set_crisis, enrol_client, list_clients, remove_member,
+    client_route("/clients/{client_id:uuid}/care-team", c.AddCareTeamMember, operation_id="addCareTeamMember",
+                 tags=("clinic",), summary="Add a clinician or supervisor to the client's care team"),
+    client_route("/clients/{client_id:uuid}/primary-clinician", c.ChangePrimaryClinician,
+                 operation_id="changePrimaryClinician", tags=("clinic",),
+                 summary="Change the client's primary clinician"),
+    client_route("/clients/{client_id:uuid}/discharge", c.DischargeClient, operation_id="dischargeClient",
+                 tags=("clinic",), summary="Discharge the client (self-monitoring may continue)"),
+]
