@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.auth import Principal
 from api.commands import body_for, build, result_response
@@ -153,7 +153,7 @@ def _json(view: dict[str, Any] | None) -> Response:
     return Response(msgspec.json.encode(view), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-AS_OF = Parameter(query="as_of", required=False, description="ISO 8601 time with offset: the view as it was then")
+AS_OF = QueryParameter(name="as_of", required=False, description="ISO 8601 time with offset: the view as it was then")
 
 
 @get("/clients/{client_id:uuid}/plan", operation_id="getPlan", tags=["views"],
@@ -174,7 +174,7 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
      summary="Progress per goal and measure: series, change, reliable change, band, GAS T-score")
 async def get_progress(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                        as_of: str | None = AS_OF,
-                       goal_id: UUID | None = Parameter(query="goal_id", required=False)) -> Response:
+                       goal_id: UUID | None = QueryParameter(name="goal_id", required=False)) -> Response:
     await readable_client(svc, request, principal, client_id, "progress")
     moment = _as_of(as_of)
     if moment is not None:
@@ -192,7 +192,7 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
      summary="Decision history: who proposed, revised, agreed and consented to what, when")
 async def get_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                       as_of: str | None = AS_OF,
-                      goal_id: UUID | None = Parameter(query="goal_id", required=False)) -> Response:
+                      goal_id: UUID | None = QueryParameter(name="goal_id", required=False)) -> Response:
     await readable_client(svc, request, principal, client_id, "history")
     moment = _as_of(as_of)
     if moment is not None:

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.auth import Principal, require_role
 from api.commands import body_for, build, result_response
@@ -97,10 +97,10 @@ def _after(cursor: str | None) -> UUID:
 @get("/clients", operation_id="listClients", tags=["clinic"],
      summary="A clinician's caseload (clients whose care team they are on); cursor-paginated")
 async def list_clients(principal: Principal, svc: AppServices,
-                       cursor: str | None = Parameter(query="cursor", required=False),
-                       limit: int = Parameter(query="limit", default=50, ge=1, le=200),
-                       discharged: bool | None = Parameter(query="discharged", required=False),
-                       open_risk: bool | None = Parameter(query="open_risk", required=False)) -> Response:
+                       cursor: str | None = QueryParameter(name="cursor", required=False),
+                       limit: int = QueryParameter(name="limit", default=50, ge=1, le=200),
+                       discharged: bool | None = QueryParameter(name="discharged", required=False),
+                       open_risk: bool | None = QueryParameter(name="open_risk", required=False)) -> Response:
     if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR, Role.ADMIN):
         raise Forbidden("caseloads are for clinicians, supervisors and admins", code="role_not_allowed")
     after = _after(cursor)

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from api.auth import Principal, require_role
 from api.routes.common import readable_client, run_command, visible_client
@@ -55,7 +55,7 @@ async def export_my_data(request: Request, client_id: UUID, principal: Principal
 @get("/clients/{client_id:uuid}/fhir", operation_id="exportFhir", tags=["compliance"],
      summary="The client's record as a FHIR Bundle (R5; ?version=R4B for R4B)")
 async def export_fhir(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                      version: str = Parameter(query="version", default="R5")) -> Response:
+                      version: str = QueryParameter(name="version", default="R5")) -> Response:
     if version not in {"R5", "R4B"}:
         raise ValidationError("version is R5 or R4B", code="invalid_fhir_version", field="version")
     await readable_client(svc, request, principal, client_id, "fhir")
@@ -106,10 +106,10 @@ async def verify_receipt_route(data: ReceiptBody, svc: AppServices) -> Response:
 @get("/audit/access", operation_id="accessLog", tags=["audit"],
      summary="Who read a client's records, when (auditors)")
 async def access_log(principal: Principal, svc: AppServices,
-                     client: UUID | None = Parameter(query="client", required=False),
-                     from_: datetime | None = Parameter(query="from", required=False),
-                     to: datetime | None = Parameter(query="to", required=False),
-                     limit: int = Parameter(query="limit", default=500, ge=1, le=5000)) -> Response:
+                     client: UUID | None = QueryParameter(name="client", required=False),
+                     from_: datetime | None = QueryParameter(name="from", required=False),
+                     to: datetime | None = QueryParameter(name="to", required=False),
+                     limit: int = QueryParameter(name="limit", default=500, ge=1, le=5000)) -> Response:
     require_role(principal, Role.AUDITOR, action="reading the access log")
     async with svc.pool.acquire() as conn:
         rows = await conn.fetch(

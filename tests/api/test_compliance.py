@@ -303,6 +303,12 @@ async def plant_canaries(api: Any, clinic: Any, client_id: uuid.UUID, canary: st
     in_error, _ = await active_goal(api, clinic, client_id, text=c("goal-in-error"))
     await _ok(await http.post(f"/goals/{in_error}/status", headers=clin,
                               json={"action": "entered_in_error", "reason": c("goal-error-reason")}))
+    # refusals answered with a stored problem (Idempotency-Key): they must not keep the words either
+    r = await http.post(f"/goals/{goal_id}/reflections", json={"reflection": f"{canary}-refused"}, headers=keyed(me))
+    assert r.status_code in {403, 409}, r.text
+    r = await http.post(f"/goals/{goal_id}/barriers", json={"text": f"{canary}-invalid", "colour": f"{canary}-x"},
+                        headers=keyed(me))
+    assert r.status_code == 422, r.text
     await _ok(await http.post(f"/clients/{client_id}/discharge", json={"reason": c("discharge")}, headers=clin))
     return {"goal_id": goal_id, "review_id": review, "fields": fields, "phq9_totals": sorted(float(sum(a.values()))
                                                                             for _, a in measured)}
@@ -544,7 +550,11 @@ async def test_staff_reads_are_in_the_access_log_for_auditors(api, clinic):
     for view in ("plan", "progress"):
         r = await api.http.get(f"/clients/{client_id}/{view}", headers=clin)
         assert r.status_code in {200, 404}, r.text
+    r = await api.http.get(f"/clients/{client_id}/fhir", headers=clin)
+    assert r.status_code == 200, r.text
     auditor = api.token(clinic.tenant, "auditor", clinic.auditor)
+    r = await api.http.get(f"/clients/{client_id}/history/export", headers=auditor)
+    assert r.status_code == 200, r.text
     params = {"client": str(client_id), "from": start.isoformat(), "to": (datetime.now(UTC) + timedelta(minutes=1))
               .isoformat()}
     r = await api.http.get("/audit/access", params=params, headers=auditor)
@@ -554,6 +564,8 @@ async def test_staff_reads_are_in_the_access_log_for_auditors(api, clinic):
     assert (str(clinic.clinician), "/clients/{client_id}/plan") in reads, entries
     assert (str(clinic.clinician), "/clients/{client_id}/progress") in reads, entries
     assert all(e["actor_role"] == "clinician" for e in entries if e["actor_id"] == str(clinic.clinician))
+    assert (str(clinic.clinician), "/clients/{client_id}/fhir") in reads, entries
+    assert (str(clinic.auditor), "/clients/{client_id}/history/export") in reads, entries
     # a window before the reads is empty
     r = await api.http.get("/audit/access", headers=auditor, params={
         "client": str(client_id), "to": (start - timedelta(hours=1)).isoformat()})

@@ -1,0 +1,782 @@
+"""HTTP API benchmarks (issue 6): the real service under load, on a fresh bench database.
+
+    .venv/bin/python -m bench.bench_api            # full: ~3 min (30 s phases, 1,000 SSE subscribers)
+    .venv/bin/python -m bench.bench_api --quick    # smoke: ~1 min (10 s phases, 200 subscribers)
+
+The service runs as it does in production: ``python -m uvicorn api.app:create_app --factory
+--workers 2`` on a free loopback port (plus ``--log-level warning --no-access-log``, so uvicorn
+does not print a line per request), with ``DATABASE_URL`` = the bench database's owner DSN and
+its own ``ALLIANCE_HOME``. The ceiling, a bare Litestar hello-world route
+(``bench/hello_app.py``), is served with the same command and flags and driven by the same
+generator in the same run.
+
+Load generator for request rates: ``wrk`` (Debian package; ``apt-get install -y wrk``). It is
+C and event-driven, so on a 2-core machine it takes little CPU from the server — a Python
+generator would need about a core of its own and cap the ceiling it is meant to measure.
+One connection per wrk thread (``-t100 -c100``), so the Lua ``request()``/``response()`` hooks
+alternate strictly on each connection and time every request with ``clock_gettime`` (LuaJIT
+FFI): that gives p50/p99 per request class and a request-by-request 70/25/5 mix, which wrk's
+own per-thread histogram cannot. HTTP/1.1 keep-alive, no pipelining.
+
+SSE fan-out: wrk cannot read event streams, so subscribers and the posting schedule are a
+small raw-asyncio HTTP/1.1 client (uvloop) in this process: N streams (one per client), one
+measurement per second per client spread evenly over the second; the latency of an update is
+the arrival of the progress event whose view holds the measurement id minus the moment the
+POST's 201 was read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (BenchDatabase, Comparison, Results, console, create_bench_database,
+                           drop_bench_database, print_server)
+
+ROOT = Path(__file__).resolve().parents[1]
+KEK = base64.b64encode(bytes(range(32))).decode()
+JWT_SECRET = "bench-secret-for-alliance-api-0123456789abcdef"
+HOST = "127.0.0.1"
+
+
+# -- results: harness's table, with units, "lower is better" and informational rows ---------------
+
+@dataclass
+class Row(Comparison):
+    unit: str = "/s"
+    lower_is_better: bool = False  # then PASS when alliance <= target (an absolute bound)
+    info: bool = False  # no target: reported only
+
+    @property
+    def passed(self) -> bool:
+        if self.info:
+            return True
+        if self.lower_is_better:
+            return self.alliance <= self.target
+        return self.ratio >= self.target
+
+    def cells(self) -> tuple[str, str, str, str, str, str]:
+        fmt = (lambda v: f"{v:,.1f}") if self.unit == "ms" else (lambda v: f"{v:,.0f}")
+        value = f"{fmt(self.alliance)} {self.unit}".strip()
+        base = f"{fmt(self.baseline)} {self.unit}".strip() if self.baseline_name else ""
+        ratio = f"{self.ratio:.2f}×" if self.baseline_name and self.baseline else ""
+        if self.info:
+            target, verdict = "", "info"
+        elif self.lower_is_better:
+            target, verdict = f"≤ {fmt(self.target)} {self.unit}".strip(), "PASS" if self.passed else "MISS"
+        else:
+            target, verdict = f"≥ {self.target}×", "PASS" if self.passed else "MISS"
+        return value, self.baseline_name, base, ratio, target, verdict
+
+
+class ApiResults(Results):
+    def row(self, figure: str, value: float, *, unit: str = "/s", baseline_name: str = "", baseline: float = 0.0,
+            target: float = 0.0, lower_is_better: bool = False, info: bool = False) -> None:
+        r = Row(figure, value, baseline_name, baseline, target, unit=unit, lower_is_better=lower_is_better,
+                info=info)
+        self.rows.append(r)
+        value_s, base_name, base_s, ratio, target_s, verdict = r.cells()
+        colour = {"PASS": "green", "MISS": "red"}.get(verdict, "dim")
+        vs = f" vs {base_name} {base_s} = {ratio}" if base_name else ""
+        console.print(f"  {figure}: {value_s}{vs} {('(target ' + target_s + ') ') if target_s else ''}"
+                      f"[{colour}]{verdict}[/]")
+
+    def print(self) -> None:
+        from rich.table import Table
+        table = Table(title=self.title)
+        for name, justify in (("figure", "left"), ("Alliance", "right"), ("baseline", "left"),
+                              ("baseline value", "right"), ("ratio", "right"), ("target", "right"), ("", "center")):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for r in self.rows:
+            assert isinstance(r, Row)
+            value, base_name, base, ratio, target, verdict = r.cells()
+            colour = {"PASS": "green", "MISS": "red"}.get(verdict, "dim")
+            table.add_row(r.figure, value, base_name, base, ratio, target, f"[{colour}]{verdict}[/]")
+        console.print(table)
+
+    def markdown(self) -> str:
+        lines = ["| figure | Alliance | baseline | baseline value | ratio | target | |",
+                 "|---|---:|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            assert isinstance(r, Row)
+            lines.append("| " + " | ".join((r.figure, *r.cells())) + " |")
+        return "\n".join(lines)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+# -- seeding (CommandHandler directly on the bench database) ------------------------------------
+
+@dataclass
+class Seed:
+    tenant: uuid.UUID
+    clients: list[uuid.UUID]
+    goals: list[uuid.UUID]
+    primary: list[uuid.UUID]
+    client_tokens: list[str] = field(default_factory=list)
+    clinician_tokens: list[str] = field(default_factory=list)
+
+
+def bench_settings_for(db: BenchDatabase, home: Path) -> Any:
+    from core.settings import Settings
+    return Settings(database_url=db.owner_dsn, kek=KEK, home=home, log_level="warning", jwt_secret=JWT_SECRET,
+                    app_role_password=os.environ.get("ALLIANCE_APP_ROLE_PASSWORD"), anchor_interval=0)
+
+
+async def seed(db: BenchDatabase, home: Path, n_clients: int, measurements: int) -> Seed:
+    from api.auth import issue_token
+    from core import client as c
+    from core import goal as g
+    from core.clinic import ActivateStaff
+    from core.handling import CommandHandler
+    from core.identity import Actor, Role
+    from core.runtime import open_runtime
+    from plugins.manager import InstrumentRegistry, get_plugin_manager
+
+    settings = bench_settings_for(db, home)
+    tenant, admin_id = uuid.uuid4(), uuid.uuid4()
+    clinicians = [uuid.uuid4() for _ in range(10)]
+    clients = [uuid.uuid4() for _ in range(n_clients)]
+    goals = [uuid.uuid4() for _ in range(n_clients)]
+    primary = [clinicians[i % len(clinicians)] for i in range(n_clients)]
+    started = time.perf_counter()
+    async with open_runtime(settings, migrate=False, pool_size=10) as rt:
+        handler = CommandHandler(rt.store)
+        registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager(None))
+        now = lambda: datetime.now(UTC)  # noqa: E731
+        system = Actor(id=uuid.UUID(int=0), role=Role.SYSTEM)
+        admin = Actor(id=admin_id, role=Role.ADMIN)
+        await handler.handle_clinic(ActivateStaff(command_id=uuid.uuid4(), actor=system, at=now(), tenant_id=tenant,
+                                                  staff_id=admin_id, role=Role.ADMIN))
+        for staff in clinicians:
+            await handler.handle_clinic(ActivateStaff(command_id=uuid.uuid4(), actor=admin, at=now(),
+                                                      tenant_id=tenant, staff_id=staff, role=Role.CLINICIAN))
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n_clients):
+            queue.put_nowait(i)
+
+        async def one(i: int) -> None:
+            cid, gid = clients[i], goals[i]
+            me = Actor(id=cid, role=Role.CLIENT)
+            clin = Actor(id=primary[i], role=Role.CLINICIAN)
+            common = {"tenant_id": tenant}
+            await handler.handle_client(cid, c.EnrollClient(command_id=uuid.uuid4(), actor=admin, at=now(),
+                                                            client_id=cid, episode_id=uuid.uuid4(),
+                                                            primary_clinician_id=primary[i], **common))
+            for scope in ("goal_setting", "measurement", "care_team_sharing"):
+                await handler.handle_client(cid, c.GrantConsent(command_id=uuid.uuid4(), actor=me, at=now(),
+                                                                scope=scope, text_version="v1", mode="self",
+                                                                **common))
+            goal = {"goal_id": gid, "client_id": cid, **common}
+            await handler.handle_goal(g.ProposeGoal(command_id=uuid.uuid4(), actor=me, at=now(),
+                                                    text="Walk the dog on five mornings a week", **goal))
+            for who in (me, clin):
+                await handler.handle_goal(g.AgreeGoal(command_id=uuid.uuid4(), actor=who, at=now(), version=1,
+                                                      **goal))
+            for k in range(measurements):
+                scored = registry.score("mood_diary", {"mood": 3 + k % 6})
+                await handler.handle_client(cid, c.RecordMeasurement(
+                    command_id=uuid.uuid4(), actor=me, at=now(), measurement_id=uuid.uuid4(),
+                    instrument_id=scored.instrument_id, instrument_version=scored.instrument_version,
+                    fingerprint=scored.fingerprint, answers=scored.answers, free_text=scored.free_text,
+                    scores=scored.scores, band=scored.band, reported_by="self",
+                    observed_at=now() - timedelta(days=measurements - k), goal_ids=(gid,),
+                    risk_items=scored.risk_items, **common))
+
+        async def worker() -> None:
+            while not queue.empty():
+                await one(queue.get_nowait())
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+    s = Seed(tenant, clients, goals, primary)
+    s.client_tokens = [issue_token(settings, tenant=tenant, role=Role.CLIENT, sub=cid) for cid in clients]
+    tokens = {cl: issue_token(settings, tenant=tenant, role=Role.CLINICIAN, sub=cl) for cl in clinicians}
+    s.clinician_tokens = [tokens[p] for p in primary]
+    console.print(f"  seeded 1 clinic, {len(clinicians)} clinicians, {n_clients:,} clients (3 consents, 1 agreed "
+                  f"goal, {measurements} measurements each) in {time.perf_counter() - started:.1f} s")
+    return s
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+def spawn(name: str, app: str, env: dict[str, str], home: Path, workers: int = 2) -> Server:
+    port = free_port()
+    log = home / f"{name}.log"
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--factory", "--workers", str(workers), "--host", HOST,
+             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    return Server(name, port, proc, log)
+
+
+def stop(server: Server) -> None:
+    """SIGTERM to uvicorn's supervisor (it stops its workers); SIGKILL to the group if it hangs."""
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.proc.pid, 9)
+            server.proc.wait(timeout=5)
+
+
+async def wait_ready(server: Server, path: str, *, caught_up: bool, timeout: float = 120.0) -> None:
+    """Until ``path`` answers 200 (and, for /ready, every projection is 0 events behind)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited ({server.proc.returncode}): {server.tail()}")
+        with contextlib.suppress(OSError, ValueError, KeyError, asyncio.IncompleteReadError):
+            conn = await RawConn.open(server.port)
+            try:
+                status, body = await asyncio.wait_for(conn.request("GET", path), 5)
+            finally:
+                conn.close()
+            last = f"{status} {body[:300]!r}"
+            if status == 200:
+                if not caught_up:
+                    return
+                projections = json.loads(body)["checks"]["projections"]
+                if all(p["events_behind"] == 0 for p in projections.values()):
+                    return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"{server.name} not ready after {timeout:.0f} s (last answer {last}): {server.tail()}")
+
+
+# -- a minimal HTTP/1.1 client over asyncio streams (keep-alive; Content-Length or chunked) ---------
+
+class RawConn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.r, self.w = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> RawConn:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 22)
+        return cls(reader, writer)
+
+    def close(self) -> None:
+        self.w.close()
+
+    def send(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n"
+        for k, v in (headers or {}).items():
+            head += f"{k}: {v}\r\n"
+        if body or method == "POST":
+            head += f"Content-Length: {len(body)}\r\n"
+        self.w.write(head.encode() + b"\r\n" + body)
+
+    async def read_head(self) -> tuple[int, bool, int | None]:
+        line = await self.r.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        status = int(line.split()[1])
+        chunked, length = False, None
+        while True:
+            line = await self.r.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            key, _, value = line.partition(b":")
+            key = key.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        return status, chunked, length
+
+    async def read_chunk(self) -> bytes:
+        size = int((await self.r.readline()).split(b";")[0], 16)
+        data = await self.r.readexactly(size + 2)
+        return data[:-2]
+
+    async def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                      body: bytes = b"") -> tuple[int, bytes]:
+        self.send(method, path, headers, body)
+        status, chunked, length = await self.read_head()
+        if chunked:
+            parts = []
+            while chunk := await self.read_chunk():
+                parts.append(chunk)
+            return status, b"".join(parts)
+        return status, await self.r.readexactly(length or 0)
+
+
+# -- mixed traffic with wrk ------------------------------------------------------------------------
+
+WRK_LUA = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local ts = ffi.new("bench_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
+end
+
+local threads = {}
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+local reads, measures, barriers = {}, {}, {}
+local hello
+local n = 0
+local mode
+lat = {{}, {}, {}}
+counts = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}  -- per class: ok, 4xx, 5xx
+samples = {}
+local cls, t0 = 1, 0
+
+function init(args)
+  mode = args[1]
+  math.randomseed(1000 + tid)
+  hello = wrk.format("GET", "/hello")
+  if mode == "hello" then return end
+  for line in io.lines(args[2]) do
+    local cid, ctok, gid, ktok, observed = line:match("(%S+) (%S+) (%S+) (%S+) (%S+)")
+    n = n + 1
+    local auth = "Bearer " .. ctok
+    reads[n] = {wrk.format("GET", "/clients/" .. cid .. "/plan", {Authorization = auth}),
+                wrk.format("GET", "/clients/" .. cid .. "/progress", {Authorization = auth})}
+    measures[n] = wrk.format("POST", "/clients/" .. cid .. "/measurements",
+      {Authorization = auth, ["Content-Type"] = "application/json"},
+      '{"instrument_id":"mood_diary","answers":{"mood":7},"observed_at":"' .. observed .. '"}')
+    barriers[n] = wrk.format("POST", "/goals/" .. gid .. "/barriers",
+      {Authorization = "Bearer " .. ktok, ["Content-Type"] = "application/json"},
+      '{"text":"A busy week at work"}')
+  end
+end
+
+function request()
+  local req
+  if mode == "hello" then
+    cls, req = 1, hello
+  else
+    local r = math.random()
+    local i = math.random(n)
+    if mode == "reads" or r < 0.70 then
+      cls, req = 1, reads[i][math.random(2)]
+    elseif r < 0.95 then
+      cls, req = 2, measures[i]
+    else
+      cls, req = 3, barriers[i]
+    end
+  end
+  t0 = now_us()
+  return req
+end
+
+function response(status, headers, body)
+  local l = lat[cls]
+  l[#l + 1] = now_us() - t0
+  local c = counts[cls]
+  if status >= 500 then
+    c[3] = c[3] + 1
+  elseif status >= 400 then
+    c[2] = c[2] + 1
+  else
+    c[1] = c[1] + 1
+  end
+  if status >= 400 and #samples < 5 then
+    samples[#samples + 1] = cls .. " " .. status .. " " .. string.sub(body or "", 1, 300)
+  end
+end
+
+function done(summary, latency, requests)
+  local out = io.open(os.getenv("BENCH_WRK_OUT"), "w")
+  out:write(string.format("summary %d %d %d %d %d %d %d\n", summary.duration, summary.requests,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status,
+    summary.errors.timeout))
+  for _, thread in ipairs(threads) do
+    local tl = thread:get("lat")
+    local tc = thread:get("counts")
+    for k = 1, 3 do
+      out:write(string.format("counts %d %d %d %d\n", k, tc[k][1], tc[k][2], tc[k][3]))
+      local vals = {}
+      for j, v in ipairs(tl[k]) do vals[j] = string.format("%.0f", v) end
+      out:write("lat " .. k .. " " .. table.concat(vals, " ") .. "\n")
+    end
+    for _, s in ipairs(thread:get("samples")) do
+      out:write("sample " .. string.gsub(s, "\n", " ") .. "\n")
+    end
+  end
+  out:close()
+end
+"""
+
+CLASSES = {1: "reads", 2: "measurements", 3: "goal commands"}
+
+
+@dataclass
+class WrkResult:
+    seconds: float
+    responses: int
+    socket_errors: dict[str, int]
+    counts: dict[int, list[int]]
+    latencies: dict[int, list[float]]  # ms
+    samples: list[str]
+
+    def rate(self, cls: int | None = None) -> float:
+        n = sum(sum(self.counts[c]) for c in self.counts) if cls is None else sum(self.counts[cls])
+        return n / self.seconds
+
+    @property
+    def server_errors(self) -> int:
+        return sum(c[2] for c in self.counts.values())
+
+    @property
+    def client_errors(self) -> int:
+        return sum(c[1] for c in self.counts.values())
+
+
+async def run_wrk(port: int, mode: str, seconds: float, connections: int, script: Path, data: Path,
+                  work: Path) -> WrkResult:
+    out = work / f"wrk-{mode}-{uuid.uuid4().hex[:6]}.txt"
+    path = "/hello" if mode == "hello" else "/"
+    cmd = ["wrk", f"-t{connections}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
+           "-s", str(script), f"http://{HOST}:{port}{path}", "--", mode, str(data)]
+    proc = await asyncio.create_subprocess_exec(*cmd, env={**os.environ, "BENCH_WRK_OUT": str(out)},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=seconds + 90)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"wrk {mode} did not finish in time") from None
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"wrk {mode} failed ({proc.returncode}): {stdout.decode(errors='replace')[-2000:]}")
+    counts: dict[int, list[int]] = {k: [0, 0, 0] for k in CLASSES}
+    latencies: dict[int, list[float]] = {k: [] for k in CLASSES}
+    samples: list[str] = []
+    summary: list[int] = []
+    for line in out.read_text().splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "summary":
+            summary = [int(x) for x in rest.split()]
+        elif kind == "counts":
+            k, ok, c4, c5 = (int(x) for x in rest.split())
+            counts[k] = [a + b for a, b in zip(counts[k], (ok, c4, c5), strict=True)]
+        elif kind == "lat":
+            k, *values = rest.split()
+            latencies[int(k)].extend(float(v) / 1000 for v in values)
+        elif kind == "sample":
+            samples.append(rest)
+    out.unlink()
+    errors = dict(zip(("connect", "read", "write", "status", "timeout"), summary[2:], strict=True))
+    return WrkResult(summary[0] / 1e6, summary[1], errors, counts, latencies, samples)
+
+
+def describe(name: str, r: WrkResult) -> None:
+    console.print(f"  [bold]{name}[/]: {r.rate():,.0f} responses/s over {r.seconds:.1f} s "
+                  f"({r.responses:,} responses; socket errors {r.socket_errors})")
+    for k, label in CLASSES.items():
+        if sum(r.counts[k]):
+            lat = r.latencies[k]
+            console.print(f"    {label:<14} {r.rate(k):>8,.0f}/s  p50 {pct(lat, 50):7.1f} ms  "
+                          f"p99 {pct(lat, 99):7.1f} ms  ok {r.counts[k][0]:,}  4xx {r.counts[k][1]}  "
+                          f"5xx {r.counts[k][2]}")
+    for s in r.samples[:5]:
+        console.print(f"    [red]sample error[/] {s}", markup=False, highlight=False)
+
+
+# -- SSE fan-out -------------------------------------------------------------------------------
+
+@dataclass
+class SseStats:
+    latencies: list[float] = field(default_factory=list)  # ms
+    posted: int = 0
+    post_errors: int = 0
+    post_latencies: list[float] = field(default_factory=list)
+    missed: int = 0
+    streams_open: int = 0
+    stream_errors: list[str] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def sse_fanout(port: int, s: Seed, subscribers: int, seconds: float) -> SseStats:
+    stats = SseStats()
+    returned: dict[str, float] = {}  # measurement id -> when its 201 was read
+    arrived: dict[str, float] = {}  # measurement id -> when its progress event was read
+    watched: list[set[str]] = [set() for _ in range(subscribers)]  # ids posted and not yet seen, per client
+    ready = asyncio.Semaphore(0)
+    conns: list[RawConn] = []
+
+    async def subscribe(i: int) -> None:
+        try:
+            conn = await RawConn.open(port)
+            conns.append(conn)
+            conn.send("GET", f"/clients/{s.clients[i]}/progress/stream",
+                      {"Authorization": f"Bearer {s.client_tokens[i]}", "Accept": "text/event-stream"})
+            status, chunked, _ = await conn.read_head()
+            if status != 200 or not chunked:
+                raise RuntimeError(f"stream answered {status}")
+            buffer = b""
+            while True:
+                chunk = await conn.read_chunk()
+                if not chunk:
+                    return
+                buffer += chunk.replace(b"\r\n", b"\n")
+                while b"\n\n" in buffer:
+                    raw, buffer = buffer.split(b"\n\n", 1)
+                    t = time.perf_counter()
+                    event, data = "message", []
+                    for line in raw.split(b"\n"):
+                        if line.startswith(b"event:"):
+                            event = line[6:].strip().decode()
+                        elif line.startswith(b"data:"):
+                            data.append(line[5:].lstrip())
+                    if event == "ready":
+                        stats.streams_open += 1
+                        ready.release()
+                    elif event == "progress" and watched[i]:
+                        view = json.loads(b"\n".join(data))
+                        for measure in view.get("measures", ()):
+                            for point in measure["points"][-20:]:
+                                mid = point["measurement_id"]
+                                if mid in watched[i]:
+                                    watched[i].discard(mid)
+                                    arrived[mid] = t
+        except (OSError, asyncio.IncompleteReadError, RuntimeError, ValueError) as exc:
+            stats.stream_errors.append(f"{type(exc).__name__}: {exc}")
+            ready.release()
+
+    idle: asyncio.Queue[RawConn] = asyncio.Queue()
+    post_conns: list[RawConn] = []
+
+    async def post(i: int) -> None:
+        conn = idle.get_nowait() if not idle.empty() else None
+        if conn is None:
+            conn = await RawConn.open(port)
+            post_conns.append(conn)
+        mid = str(uuid.uuid4())
+        watched[i].add(mid)
+        body = json.dumps({"instrument_id": "mood_diary", "answers": {"mood": random.randint(1, 10)},
+                           "observed_at": datetime.now(UTC).isoformat(), "measurement_id": mid}).encode()
+        started = time.perf_counter()
+        try:
+            status, answer = await conn.request("POST", f"/clients/{s.clients[i]}/measurements", {
+                "Authorization": f"Bearer {s.client_tokens[i]}", "Content-Type": "application/json"}, body)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            watched[i].discard(mid)
+            stats.post_errors += 1
+            stats.error_samples.append(f"{type(exc).__name__}: {exc}")
+            return
+        done = time.perf_counter()
+        idle.put_nowait(conn)
+        if status != 201:
+            watched[i].discard(mid)
+            stats.post_errors += 1
+            if len(stats.error_samples) < 5:
+                stats.error_samples.append(f"{status} {answer[:300]!r}")
+            return
+        stats.posted += 1
+        stats.post_latencies.append((done - started) * 1000)
+        returned[mid] = done
+
+    tasks = [asyncio.create_task(subscribe(i)) for i in range(subscribers)]
+    try:
+        deadline = time.monotonic() + 60
+        for _ in range(subscribers):  # every stream has sent its "ready" event (or failed)
+            await asyncio.wait_for(ready.acquire(), max(0.1, deadline - time.monotonic()))
+        console.print(f"  {stats.streams_open:,} streams open ({len(stats.stream_errors)} failed)")
+        await asyncio.sleep(1.0)
+        posting: set[asyncio.Task[None]] = set()
+        t0 = time.perf_counter()
+        total = int(seconds * subscribers)
+        for n in range(total):  # client n % S posts at t0 + n / S seconds: one per client per second
+            due = t0 + n / subscribers
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(post(n % subscribers))
+            posting.add(task)
+            task.add_done_callback(posting.discard)
+        stats.seconds = time.perf_counter() - t0
+        if posting:
+            await asyncio.wait(posting, timeout=30)
+        drain = time.monotonic() + 10  # updates still on their way
+        while time.monotonic() < drain and any(watched):
+            await asyncio.sleep(0.1)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in conns + post_conns:
+            conn.close()
+    for mid, done in returned.items():
+        if mid in arrived:
+            stats.latencies.append((arrived[mid] - done) * 1000)
+        else:
+            stats.missed += 1
+    return stats
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def raise_nofile(wanted: int = 65536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))  # inherited by the servers
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def run(quick: bool) -> ApiResults:
+    results = ApiResults("API: mixed traffic vs hello-world ceiling, SSE fan-out (issue 6)")
+    seconds = 10.0 if quick else 30.0
+    sse_seconds, subscribers = (5.0, 200) if quick else (20.0, 1000)
+    n_clients = subscribers
+    connections = 100
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_api needs wrk: apt-get install -y wrk")
+    nofile = raise_nofile()
+    console.print(f"  open files limit {nofile}; CPUs {os.cpu_count()}; load average "
+                  f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on this machine shares the cores)")
+    db = await create_bench_database()
+    work = Path(tempfile.mkdtemp(prefix="alliance-bench-api-"))
+    servers: list[Server] = []
+    try:
+        await print_server(db)
+        s = await seed(db, work / "seed-home", n_clients, measurements=3)
+        observed = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        data = work / "clients.txt"
+        data.write_text("".join(f"{cid} {tok} {gid} {ktok} {observed}\n" for cid, tok, gid, ktok in zip(
+            s.clients, s.client_tokens, s.goals, s.clinician_tokens, strict=True)))
+        script = work / "mix.lua"
+        script.write_text(WRK_LUA)
+        env = {**os.environ, "DATABASE_URL": db.owner_dsn, "ALLIANCE_HOME": str(work / "home"),
+               "ALLIANCE_KEK": KEK, "ALLIANCE_JWT_SECRET": JWT_SECRET, "ALLIANCE_LOG_LEVEL": "warning",
+               "ALLIANCE_ANCHOR_INTERVAL": "0", "PYTHONPATH": str(ROOT)}
+
+        # 1. the ceiling: bare Litestar hello-world, same uvicorn flags, same generator
+        hello = spawn("hello", "bench.hello_app:create_app", env, work)
+        servers.append(hello)
+        await wait_ready(hello, "/hello", caught_up=False, timeout=30)
+        await run_wrk(hello.port, "hello", 2, connections, script, data, work)  # warm-up
+        ceiling = await run_wrk(hello.port, "hello", seconds, connections, script, data, work)
+        describe("hello-world (ceiling)", ceiling)
+        stop(hello)
+        servers.remove(hello)
+
+        # 2. the service: reads only, then the 70/25/5 mix
+        api = spawn("alliance", "api.app:create_app", env, work)
+        servers.append(api)
+        await wait_ready(api, "/ready", caught_up=True)
+        await run_wrk(api.port, "reads", 2, connections, script, data, work)  # warm-up (plans cached, etc.)
+        reads = await run_wrk(api.port, "reads", seconds, connections, script, data, work)
+        describe("reads only (plan/progress)", reads)
+        mixed = await run_wrk(api.port, "mixed", seconds, connections, script, data, work)
+        describe("mixed 70/25/5", mixed)
+        hello_rate = ceiling.rate(1)
+        results.row("hello-world GET (ceiling)", hello_rate, info=True)
+        results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
+                    target=0.25)
+        results.row("reads/s, reads only", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
+                    target=0.25)
+        results.row("all requests/s in the mix", mixed.rate(), baseline_name="hello/s", baseline=hello_rate,
+                    info=True)
+        for k, label in CLASSES.items():
+            results.row(f"mix: {label} p50", pct(mixed.latencies[k], 50), unit="ms", info=True)
+            results.row(f"mix: {label} p99", pct(mixed.latencies[k], 99), unit="ms", info=True)
+        results.row("reads only: p99", pct(reads.latencies[1], 99), unit="ms", baseline_name="hello p99",
+                    baseline=pct(ceiling.latencies[1], 99), info=True)
+        results.row("5xx responses (mix + reads)", mixed.server_errors + reads.server_errors, unit="",
+                    target=0, lower_is_better=True)
+        results.row("unexpected 4xx (mix + reads)", mixed.client_errors + reads.client_errors, unit="",
+                    target=0, lower_is_better=True)
+        socket_errors = sum(mixed.socket_errors.values()) + sum(reads.socket_errors.values())
+        results.row("socket errors / timeouts (mix + reads)", socket_errors, unit="", target=0, lower_is_better=True)
+
+        # 3. SSE fan-out: one subscriber per client, one measurement per client per second
+        await wait_ready(api, "/ready", caught_up=True)
+        console.print(f"  SSE: {subscribers:,} subscribers, {subscribers:,} measurements/s for {sse_seconds:.0f} s")
+        sse = await sse_fanout(api.port, s, subscribers, sse_seconds)
+        console.print(f"  posted {sse.posted:,} in {sse.seconds:.1f} s ({sse.posted / max(sse.seconds, 1e-9):,.0f}/s; "
+                      f"POST p50 {pct(sse.post_latencies, 50):.1f} ms, p99 {pct(sse.post_latencies, 99):.1f} ms), "
+                      f"{sse.post_errors} POST errors, {len(sse.stream_errors)} stream errors, "
+                      f"{sse.missed} updates not received within 10 s")
+        for e in (sse.error_samples + sse.stream_errors)[:5]:
+            console.print(f"    [red]sample error[/] {e}", markup=False, highlight=False)
+        results.row(f"SSE: measurements/s accepted ({subscribers:,} clients)", sse.posted / max(sse.seconds, 1e-9),
+                    baseline_name="offered/s", baseline=float(subscribers), info=True)
+        results.row("SSE: update latency p50", pct(sse.latencies, 50), unit="ms", info=True)
+        results.row("SSE: update latency p99", pct(sse.latencies, 99), unit="ms", target=200, lower_is_better=True)
+        results.row("SSE: streams failed + POST errors + updates missed",
+                    len(sse.stream_errors) + sse.post_errors + sse.missed, unit="", target=0, lower_is_better=True)
+        if api.proc.poll() is not None:
+            console.print(f"[red]the service exited during the run[/]: {api.tail()}")
+    finally:
+        for server in servers:
+            stop(server)
+        await drop_bench_database(db)
+        shutil.rmtree(work, ignore_errors=True)
+    results.print()
+    console.print(f"  note: {os.cpu_count()} CPUs shared by the servers, PostgreSQL, wrk/the SSE client and any other "
+                  f"work on this machine (load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    return results
+
+
+def main() -> ApiResults:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 s phases, 200 SSE subscribers")
+    args, _ = parser.parse_known_args()
+    try:
+        import uvloop
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
