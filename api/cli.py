@@ -101,6 +101,7 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
             if receipt_file:
                 from core.compliance.receipts import verify_receipt
 
+                assert receipt is not None
                 result = await verify_receipt(receipt, rt.pool, _public_keys(settings, receipt_file))
                 _print_result(result, as_json, f"receipt {receipt_file}")
                 return EXIT_OK if result.ok else EXIT_CHECK_FAILED

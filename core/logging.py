@@ -10,6 +10,7 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
 
 _configured = False
 
@@ -24,7 +25,9 @@ def configure_logging(*, fmt: str = "console", level: str = "info") -> None:
     ]
     renderer: structlog.typing.Processor
     if fmt == "json":
-        processors.append(structlog.processors.dict_tracebacks)
+        # dict_tracebacks would include every frame's local variables (personal data).
+        processors.append(structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)))
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(

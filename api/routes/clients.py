@@ -3,7 +3,7 @@ and the plan / progress / history views (now, or as of any moment)."""
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -153,13 +153,13 @@ def _json(view: dict[str, Any] | None) -> Response:
     return Response(msgspec.json.encode(view), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-AS_OF = QueryParameter(name="as_of", required=False, description="ISO 8601 time with offset: the view as it was then")
+AS_OF = QueryParameter(name="as_of", description="ISO 8601 time with offset: the view as it was then")
 
 
 @get("/clients/{client_id:uuid}/plan", operation_id="getPlan", tags=["views"],
      summary="The client's current plan (or as of a moment)")
 async def get_plan(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                   as_of: str | None = AS_OF) -> Response:
+                   as_of: Annotated[str | None, AS_OF] = None) -> Response:
     await readable_client(svc, request, principal, client_id, "plan")
     moment = _as_of(as_of)
     if moment is not None:
@@ -173,8 +173,8 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
 @get("/clients/{client_id:uuid}/progress", operation_id="getProgress", tags=["views"],
      summary="Progress per goal and measure: series, change, reliable change, band, GAS T-score")
 async def get_progress(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                       as_of: str | None = AS_OF,
-                       goal_id: UUID | None = QueryParameter(name="goal_id", required=False)) -> Response:
+                       as_of: Annotated[str | None, AS_OF] = None,
+                       goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None) -> Response:
     await readable_client(svc, request, principal, client_id, "progress")
     moment = _as_of(as_of)
     if moment is not None:
@@ -191,8 +191,8 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
 @get("/clients/{client_id:uuid}/history", operation_id="getHistory", tags=["views"],
      summary="Decision history: who proposed, revised, agreed and consented to what, when")
 async def get_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                      as_of: str | None = AS_OF,
-                      goal_id: UUID | None = QueryParameter(name="goal_id", required=False)) -> Response:
+                      as_of: Annotated[str | None, AS_OF] = None,
+                      goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None) -> Response:
     await readable_client(svc, request, principal, client_id, "history")
     moment = _as_of(as_of)
     if moment is not None:

@@ -1,7 +1,7 @@
 """Clinic set-up: staff, enrolment, caseloads, care teams, discharge."""
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -97,10 +97,10 @@ def _after(cursor: str | None) -> UUID:
 @get("/clients", operation_id="listClients", tags=["clinic"],
      summary="A clinician's caseload (clients whose care team they are on); cursor-paginated")
 async def list_clients(principal: Principal, svc: AppServices,
-                       cursor: str | None = QueryParameter(name="cursor", required=False),
-                       limit: int = QueryParameter(name="limit", default=50, ge=1, le=200),
-                       discharged: bool | None = QueryParameter(name="discharged", required=False),
-                       open_risk: bool | None = QueryParameter(name="open_risk", required=False)) -> Response:
+                       cursor: Annotated[str | None, QueryParameter(name="cursor")] = None,
+                       limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
+                       discharged: Annotated[bool | None, QueryParameter(name="discharged")] = None,
+                       open_risk: Annotated[bool | None, QueryParameter(name="open_risk")] = None) -> Response:
     if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR, Role.ADMIN):
         raise Forbidden("caseloads are for clinicians, supervisors and admins", code="role_not_allowed")
     after = _after(cursor)

@@ -1,7 +1,7 @@
 """Compliance: exports, erasure, receipts, FHIR, the access log, verification, public keys."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -55,7 +55,7 @@ async def export_my_data(request: Request, client_id: UUID, principal: Principal
 @get("/clients/{client_id:uuid}/fhir", operation_id="exportFhir", tags=["compliance"],
      summary="The client's record as a FHIR Bundle (R5; ?version=R4B for R4B)")
 async def export_fhir(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                      version: str = QueryParameter(name="version", default="R5")) -> Response:
+                      version: Annotated[str, QueryParameter(name="version")] = "R5") -> Response:
     if version not in {"R5", "R4B"}:
         raise ValidationError("version is R5 or R4B", code="invalid_fhir_version", field="version")
     await readable_client(svc, request, principal, client_id, "fhir")
@@ -106,10 +106,10 @@ async def verify_receipt_route(data: ReceiptBody, svc: AppServices) -> Response:
 @get("/audit/access", operation_id="accessLog", tags=["audit"],
      summary="Who read a client's records, when (auditors)")
 async def access_log(principal: Principal, svc: AppServices,
-                     client: UUID | None = QueryParameter(name="client", required=False),
-                     from_: datetime | None = QueryParameter(name="from", required=False),
-                     to: datetime | None = QueryParameter(name="to", required=False),
-                     limit: int = QueryParameter(name="limit", default=500, ge=1, le=5000)) -> Response:
+                     client: Annotated[UUID | None, QueryParameter(name="client")] = None,
+                     from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+                     to: Annotated[datetime | None, QueryParameter(name="to")] = None,
+                     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=5000)] = 500) -> Response:
     require_role(principal, Role.AUDITOR, action="reading the access log")
     async with svc.pool.acquire() as conn:
         rows = await conn.fetch(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from uuid import UUID
 
 import msgspec
@@ -165,6 +166,9 @@ class MemoryEventStore(StoreBase):
     async def head(self) -> str:
         return format_checkpoint(len(self._rows), len(self._rows)) if self._rows else START
 
+    def _grown_past(self, seen: int) -> bool:
+        return len(self._rows) > seen
+
     async def subscribe(self, *, after: str = START, tenant_id: UUID | None = None,
                         subject_id: UUID | None = None, batch: int = 500) -> AsyncIterator[RecordedEvent]:
         checkpoint = after
@@ -176,4 +180,4 @@ class MemoryEventStore(StoreBase):
                 checkpoint = event.checkpoint
             if len(events) < batch:
                 async with self._changed:
-                    await self._changed.wait_for(lambda seen=seen: len(self._rows) > seen)
+                    await self._changed.wait_for(partial(self._grown_past, seen))

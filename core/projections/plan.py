@@ -166,7 +166,7 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
 _CLIENT_TYPES = (ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
                  ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
                  RiskFlagRaised, RiskFlagAcknowledged, RelapsePreventionPlanUpdated, ClientErased)
-_HANDLED = frozenset(t.type_name() for t in (*_CLIENT_TYPES, *GOAL_EVENT_TYPES))
+_HANDLED = frozenset(t.type_name() for t in (*_CLIENT_TYPES, *GOAL_EVENT_TYPES))  # type: ignore[attr-defined]
 
 PLAN = Projection(name=NAME, version=VERSION, handles=_HANDLED, doc_type=PlanDoc, initial=initial_plan,
                   apply=apply_plan, feed_kind="plan")

@@ -163,10 +163,10 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
             return replace(doc, points={**doc.points, p.measurement_id: replace(
                 doc.points[p.measurement_id], entered_in_error=True)})
         case FeedbackGiven():
-            entry = FeedbackEntry(feedback_id=p.feedback_id, text=p.text, rating=p.rating,
+            feedback = FeedbackEntry(feedback_id=p.feedback_id, text=p.text, rating=p.rating,
                                   resonates=p.resonates, misaligned=p.misaligned, goal_ids=p.goal_ids,
                                   by_role=str(p.by_role), occurred_at=event.occurred_at)
-            return replace(doc, feedback=(*doc.feedback, entry))
+            return replace(doc, feedback=(*doc.feedback, feedback))
         case RiskFlagRaised() | RiskFlagAcknowledged():
             return replace(doc, risk_flags=apply_risk(doc.risk_flags, p))
         case ClientErased():
