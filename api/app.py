@@ -18,13 +18,13 @@ from typing import Any
 import structlog
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import TokenVerifier
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, Problem
 from api.routes.clients import CLIENT_ROUTES
 from api.routes.clinic import CLINIC_ROUTES
 from api.routes.compliance import COMPLIANCE_ROUTES
@@ -98,6 +98,21 @@ async def anchor_periodically(runtime: Any, signer: Any, settings: Settings) -> 
             log.warning("anchor_failed", error=type(exc).__name__)
 
 
+def document_problems(handlers: list[Any]) -> None:
+    """Every route answers errors as RFC 9457 problem details: say so in the OpenAPI document."""
+    described = {400: "Malformed request", 401: "Missing or invalid bearer token", 403: "Not allowed",
+                 404: "Unknown (or another clinic's) resource", 409: "Conflict with the current state",
+                 412: "If-Match did not hold", 422: "Invalid input: `code` and `field` say what and where",
+                 503: "Temporarily unavailable (retry; an Idempotency-Key makes it safe)"}
+    for handler in handlers:
+        existing = dict(handler.responses or {})
+        for status, description in described.items():
+            existing.setdefault(status, ResponseSpec(data_container=Problem, description=description,
+                                                     media_type="application/problem+json",
+                                                     generate_examples=False))
+        handler.responses = existing
+
+
 def create_app(settings: Settings | None = None, *, run_projections: bool = True) -> Litestar:
     settings = settings or load_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
@@ -153,9 +168,10 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         security=[{"bearer": []}],
         use_handler_docstrings=False,
     )
+    handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *COMPLIANCE_ROUTES]
+    document_problems(handlers)
     return Litestar(
-        route_handlers=[*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES,
-                        *COMPLIANCE_ROUTES],
+        route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={"principal": Provide(provide_principal), "svc": Provide(provide_services)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -1,7 +1,7 @@
 """Run every benchmark module present: ``python -m bench.run_all [--quick]``.
 
-Each module (``bench_store`` now; ``bench_projections`` and ``bench_api`` when they
-exist) exposes ``main()``, which reads its options from the command line and
+Each module (``bench_store``, ``bench_projections``, ``bench_api`` — the last needs
+``wrk``) exposes ``main()``, which reads its options from the command line and
 returns its ``Results``; a summary of every table follows at the end.
 """
 

@@ -11,7 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.params import QueryParameter
 
 from api.auth import Principal
-from api.commands import body_for, build, result_response
+from api.commands import CommandResult, body_for, build, result_response
 from api.routes.common import readable_client, run_command, visible_client
 from api.routes.goals import _receipts
 from api.state import AppServices, now
@@ -39,7 +39,7 @@ def client_route(path: str, command: type[c.Command], *, operation_id: str, summ
         return await run_command(request, svc, principal, work)
 
     routed.__annotations__ = {"request": Request, "client_id": UUID, "data": body_type, "principal": Principal,
-                              "svc": AppServices, "return": Response}
+                              "svc": AppServices, "return": Response[CommandResult]}
     routed.__name__ = routed.__qualname__ = operation_id
     return post(path, operation_id=operation_id, summary=summary, description=command.__doc__, tags=list(tags),
                 status_code=201)(routed)

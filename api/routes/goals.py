@@ -10,7 +10,7 @@ from litestar import Request, Response, get, post
 
 from api.access import authorize_client, record_access
 from api.auth import Principal
-from api.commands import body_for, build, result_response
+from api.commands import CommandResult, body_for, build, result_response
 from api.routes.common import if_match, run_command, visible_client, visible_goal
 from api.state import AppServices, now
 from core import goal as g
@@ -49,7 +49,7 @@ def goal_route(path: str, command: type[g.GoalCommand], *, operation_id: str, su
         return await run_command(request, svc, principal, work)
 
     annotations: dict[str, Any] = {"request": Request, "goal_id": UUID, "data": body_type,
-                                   "principal": Principal, "svc": AppServices, "return": Response}
+                                   "principal": Principal, "svc": AppServices, "return": Response[CommandResult]}
     params = [f"{name}: UUID" for name in from_path]
     if params:  # path parameters beyond goal_id need real parameters for Litestar to bind them
         namespace: dict[str, Any] = {"_impl": handler, "UUID": UUID}

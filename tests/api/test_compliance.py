@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import sys
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
 from core.compliance.fhir import check_bundle
 from core.events.verify import verify_store
@@ -142,6 +144,40 @@ async def test_history_export_verifies_offline_and_tampering_is_named(api, clini
 
 
 # --- 3. erasure: the canary ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def all_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Any:
+    """Every log line the app writes during the test, at every level, as rendered.
+
+    The app logs through structlog at ``warning`` in the tests, with loggers cached on first use,
+    and its stream was bound when the app started (capfd cannot see it): lift the level filter of
+    the (cached) filtering classes for the test, and tee the renderer's output. Stdlib logging
+    (Litestar, asyncpg, uvicorn) is captured by caplog at DEBUG.
+    """
+    from structlog import _native
+
+    low = _native.LEVEL_TO_FILTERING_LOGGER[logging.DEBUG]
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        cls = _native.LEVEL_TO_FILTERING_LOGGER[level]
+        for name in ("debug", "info", "warning", "warn", "msg", "error"):
+            for method in (name, "a" + name):
+                monkeypatch.setattr(cls, method, getattr(low, method))
+    lines: list[str] = []
+    processors = structlog.get_config()["processors"]
+    renderer = processors[-1]
+
+    def tee(logger: Any, method: str, event_dict: Any) -> Any:
+        rendered = renderer(logger, method, event_dict)
+        lines.append(str(rendered))
+        return rendered
+
+    processors[-1] = tee
+    caplog.set_level(logging.DEBUG)
+    try:
+        yield lambda: "\n".join([*lines, caplog.text])
+    finally:
+        processors[-1] = renderer
 
 
 async def scan(dsn: str, needle: str) -> list[str]:
@@ -334,7 +370,7 @@ def _phq9_totals(progress: dict[str, Any]) -> list[float]:
     return totals
 
 
-async def test_erasure_leaves_no_canary_anywhere(api, clinic, database, capfd, tmp_path):
+async def test_erasure_leaves_no_canary_anywhere(api, clinic, database, capfd, all_logs, tmp_path):
     canary = f"cnry{uuid.uuid4().hex[:16]}"
     client_id = await api.enrolled_client(clinic)
     planted = await plant_canaries(api, clinic, client_id, canary)
@@ -458,9 +494,12 @@ async def test_erasure_leaves_no_canary_anywhere(api, clinic, database, capfd, t
 
     captured = capfd.readouterr()
     assert canary not in captured.out and canary not in captured.err
+    logs = all_logs()
+    assert "client_erased" in logs and str(client_id) in logs, logs[-3000:]  # the capture saw the app's logs
+    assert canary not in logs
 
 
-async def test_erasure_from_the_cli_reaches_the_running_app(api, clinic, database, capfd):
+async def test_erasure_from_the_cli_reaches_the_running_app(api, clinic, database, capfd, all_logs):
     """``alliance erase`` in another process: the app drops its cached key and re-folds its views."""
     canary = f"cnry{uuid.uuid4().hex[:16]}"
     client_id = await api.enrolled_client(clinic)
@@ -497,6 +536,7 @@ async def test_erasure_from_the_cli_reaches_the_running_app(api, clinic, databas
     assert str(client_id) in text and canary not in text
     captured = capfd.readouterr()
     assert canary not in captured.out + captured.err
+    assert canary not in all_logs()
 
 
 # --- 4. FHIR --------------------------------------------------------------------------------------
