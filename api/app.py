@@ -128,7 +128,9 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 write_fingerprints(fingerprints, registry.fingerprint_record())
             kek = load_kek(path=settings.kek_path, inline=settings.kek)
             feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, instruments=registry)
-            svc = AppServices(runtime=runtime, handler=CommandHandler(runtime.store), plugins=plugins,
+            handler = CommandHandler(runtime.store)
+            runtime.store.on_key_destroyed(lambda _subject: handler.cache.clear())
+            svc = AppServices(runtime=runtime, handler=handler, plugins=plugins,
                               instruments=registry, tokens=TokenVerifier(settings), feed=feed,
                               mac_key=derive_mac_key(kek))
             if run_projections:

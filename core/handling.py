@@ -15,6 +15,7 @@ second attempt finds its first event already stored and answers with it.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,12 +52,47 @@ class Loaded:
     version: int
 
 
-async def load(store: EventStore, stream_id: str, initial: Any, evolve: Callable[[Any, EventPayload], Any]) -> Loaded:
-    state = initial
-    events = await store.read_stream(stream_id)
+async def load(store: EventStore, stream_id: str, initial: Any, evolve: Callable[[Any, EventPayload], Any], *,
+               cache: StateCache | None = None) -> Loaded:
+    """Fold a stream. With a cache, only the events after the cached version are read and
+    folded onto the cached state (states are immutable and streams append-only)."""
+    cached = cache.get(stream_id) if cache is not None else None
+    state, version = (cached.state, cached.version) if cached is not None else (initial, 0)
+    events = await store.read_stream(stream_id, from_version=version + 1)
     for event in events:
         state = evolve(state, event.payload)
-    return Loaded(stream_id, state, events[-1].version if events else 0)
+    loaded = Loaded(stream_id, state, events[-1].version if events else version)
+    if cache is not None and events:
+        cache.put(loaded)
+    return loaded
+
+
+class StateCache:
+    """The last folded state of recently used streams, per process (bounded, least recently used).
+
+    States can hold a client's words (a goal's statement), so an erasure anywhere clears
+    the cache in every process (the store relays the key-destroyed notification).
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, Loaded] = OrderedDict()
+
+    def get(self, stream_id: str) -> Loaded | None:
+        entry = self._entries.get(stream_id)
+        if entry is not None:
+            self._entries.move_to_end(stream_id)
+        return entry
+
+    def put(self, loaded: Loaded) -> None:
+        self._entries[loaded.stream_id] = loaded
+        self._entries.move_to_end(loaded.stream_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Drop everything (a client was erased: cached states may hold their words)."""
+        self._entries.clear()
 
 
 def envelope(command: Command, subject_id: UUID, payloads: Sequence[EventPayload]) -> list[NewEvent]:
@@ -71,19 +107,23 @@ def envelope(command: Command, subject_id: UUID, payloads: Sequence[EventPayload
 
 
 class CommandHandler:
-    def __init__(self, store: EventStore, *, max_attempts: int = 4) -> None:
+    def __init__(self, store: EventStore, *, max_attempts: int = 4, cache: StateCache | None = None) -> None:
         self.store = store
         self.max_attempts = max_attempts
+        self.cache = cache if cache is not None else StateCache()
 
     # -- the three stream types ----------------------------------------------
     async def load_client(self, client_id: UUID) -> Loaded:
-        return await load(self.store, client_stream(client_id), initial_client_state(client_id), evolve_client)
+        return await load(self.store, client_stream(client_id), initial_client_state(client_id), evolve_client,
+                          cache=self.cache)
 
     async def load_goal(self, goal_id: UUID) -> Loaded:
-        return await load(self.store, goal_stream(goal_id), initial_goal_state(goal_id), evolve_goal)
+        return await load(self.store, goal_stream(goal_id), initial_goal_state(goal_id), evolve_goal,
+                          cache=self.cache)
 
     async def load_clinic(self, tenant_id: UUID) -> Loaded:
-        return await load(self.store, clinic_stream(tenant_id), initial_clinic_state(tenant_id), evolve_clinic)
+        return await load(self.store, clinic_stream(tenant_id), initial_clinic_state(tenant_id), evolve_clinic,
+                          cache=self.cache)
 
     async def handle_client(self, client_id: UUID, command: Command, *, check_staff: bool = True) -> Outcome:
         async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:

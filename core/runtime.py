@@ -49,6 +49,8 @@ async def open_runtime(settings: Settings, *, migrate: bool = True, pool_size: i
     codec = EventCodec(event_types) if event_types is not None else domain_codec()
     keys = PostgresKeyRing(pool, load_kek(path=settings.kek_path, inline=settings.kek))
     store = PostgresEventStore(pool, codec, keys, dsn=target.app_dsn)
+    # Every process follows key destruction, so no cached data key outlives an erasure elsewhere.
+    await store.listen()
     try:
         yield Runtime(settings, target, pool, store, keys, codec)
     finally:

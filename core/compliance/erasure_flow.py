@@ -58,6 +58,7 @@ async def erase_client(handler: CommandHandler, signer: Signer, ledger_dir: Path
     entry = await erase_subject(store.keys, ledger_dir, signer, subject_id=client_id, tenant_id=tenant_id,
                                 reason=reason, request_id=request_id, actor_id=actor.id,
                                 notify=getattr(store, "notify_key_destroyed", None))
+    handler.cache.clear()  # this process at once; others on the key-destroyed notification
     outcome = await handler.handle_client(client_id, complete)
     log.info("client_erased", client=str(client_id), key_destroyed=entry["destroyed"],
              events=len(outcome.events))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -117,6 +117,7 @@ class PostgresEventStore(StoreBase):
         self._listener: asyncpg.Connection | None = None
         self._listener_lock = asyncio.Lock()
         self._waiters: set[asyncio.Event] = set()
+        self._key_listeners: list[Callable[[UUID], None]] = []
 
     # -- lifecycle -----------------------------------------------------------
     async def close(self) -> None:
@@ -322,7 +323,18 @@ class PostgresEventStore(StoreBase):
 
     def _on_keys(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
-            self.keys.forget(UUID(payload))
+            subject = UUID(payload)
+            self.keys.forget(subject)
+            for listener in self._key_listeners:
+                listener(subject)
+
+    async def listen(self) -> None:
+        """Follow the store's notifications now (every process must, to drop keys destroyed elsewhere)."""
+        await self._ensure_listener()
+
+    def on_key_destroyed(self, listener: Callable[[UUID], None]) -> None:
+        """Call ``listener(subject)`` whenever any process destroys a subject's data key."""
+        self._key_listeners.append(listener)
 
     async def subscribe(self, *, after: str = START, tenant_id: UUID | None = None,
                         subject_id: UUID | None = None, batch: int = 500,
