@@ -175,7 +175,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        dependencies={"principal": Provide(provide_principal), "svc": Provide(provide_services)},
+        dependencies={"principal": Provide(provide_principal),
+                      "svc": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[_request_logging],
         openapi_config=openapi,

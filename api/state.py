@@ -80,7 +80,9 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return principal
 
 
-async def provide_services(request: Request[Any, Any, Any]) -> AppServices:
+def provide_services(request: Request[Any, Any, Any]) -> AppServices:
+    # Synchronous on purpose: with one async dependency (the principal) Litestar resolves
+    # them in line; two async ones would cost a task group on every request.
     return services(request.app.state)
 
 

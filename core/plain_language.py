@@ -6,6 +6,7 @@ Guidance only. Clinics extend the glossary (the plugin layer passes extra terms 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -54,6 +55,12 @@ def merged_glossary(*extra: Mapping[str, str]) -> dict[str, str]:
     return merged
 
 
+@functools.lru_cache(maxsize=4096)
+def _pattern(term: str) -> re.Pattern[str]:
+    """A term as a whole-word, case-insensitive pattern (compiled once: the plan renders often)."""
+    return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, term.split())) + r"(?!\w)", re.IGNORECASE)
+
+
 def check_plain_language(text: str, glossary: Mapping[str, str] | None = None) -> list[Hint]:
     """Hints for jargon in ``text`` (whole words, case-insensitive), in text order.
 
@@ -64,9 +71,7 @@ def check_plain_language(text: str, glossary: Mapping[str, str] | None = None) -
     hints: list[Hint] = []
     taken: list[tuple[int, int]] = []
     for term in sorted(terms, key=len, reverse=True):
-        pattern = re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, term.split())) + r"(?!\w)",
-                             re.IGNORECASE)
-        for match in pattern.finditer(text):
+        for match in _pattern(term).finditer(text):
             start, end = match.span()
             if any(start < e and s < end for s, e in taken):
                 continue
