@@ -18,6 +18,8 @@ from core.compliance.erasure_flow import erase_client
 from core.compliance.export import build_export
 from core.compliance.fhir import build_bundle
 from core.compliance.receipts import verify_receipt
+from core.compliance.report import VerifyResult
+from core.compliance.signing import document_signature_problem
 from core.errors import ValidationError
 from core.identity import Role
 from core.projections import asof
@@ -97,6 +99,13 @@ class ReceiptBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 @post("/receipts/verify", operation_id="verifyReceipt", tags=["compliance"],
       summary="Check a receipt: signature, and that the event and its chain are unchanged since", status_code=200)
 async def verify_receipt_route(data: ReceiptBody, svc: AppServices) -> Response:
+    # Anyone may verify a receipt, so the store is consulted only for receipts we signed:
+    # a forged one must not become a way to probe which events exist.
+    problem = document_signature_problem(data.receipt, svc.signer) if data.receipt.get("kind") else None
+    if problem is not None:
+        forged = VerifyResult(kind="receipt")
+        forged.add(problem, "the receipt's signature does not hold; the store was not consulted")
+        return _json(forged.to_dict())
     result = await verify_receipt(data.receipt, svc.pool, svc.signer)
     if "malformed_receipt" in result.codes:
         raise ValidationError("this is not an Alliance receipt", code="malformed_receipt", field="receipt")
