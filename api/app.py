@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -184,6 +183,3 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         debug=False,
     )
 
-
-def structlog_available() -> bool:  # keeps the import honest for linters
-    return structlog is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -63,14 +63,13 @@ class Loader:
     async def goal(self, client_id: UUID, goal_id: UUID, cmd_cls: Any, key: str, actor: Actor, days: float,
                    **fields: Any) -> int:
         try:
-            outcome = await self.handler.handle_goal(cmd_cls(
+            await self.handler.handle_goal(cmd_cls(
                 command_id=self.cid(key), actor=actor, at=self.at(days), tenant_id=TENANT, goal_id=goal_id,
                 client_id=client_id, **fields))
         except AllianceError as exc:
             exc.message = f"{key}: {exc.message}"
             raise
         loaded = await self.handler.load_goal(goal_id)
-        _ = outcome
         return int(loaded.state.version)
 
     async def measure(self, client_id: UUID, key: str, actor: Actor, days: float, instrument: str,
@@ -257,4 +256,3 @@ async def load_demo(settings: Settings, *, console: Console, only_if_absent: boo
         console.print(f"  {label:13} {sub}\n    {issue_token(settings, tenant=TENANT, role=role, sub=sub)}",
                       soft_wrap=True)
     console.print(f"  try: curl -H 'Authorization: Bearer …' http://127.0.0.1:8000/clients/{CLIENTS['robin']}/plan")
-    _ = date

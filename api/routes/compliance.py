@@ -12,7 +12,6 @@ from api.auth import Principal, require_role
 from api.routes.common import readable_client, run_command, visible_client
 from api.state import AppServices, now
 from core.authority import require_not_auditor
-from core.client import client_stream
 from core.compliance.anchors import latest_anchor
 from core.compliance.erasure_flow import erase_client
 from core.compliance.export import build_export
@@ -150,4 +149,3 @@ async def signing_keys(svc: AppServices) -> Response:
 
 COMPLIANCE_ROUTES = [export_history, export_my_data, export_fhir, erase, verify_receipt_route, access_log,
                      last_verification, signing_keys]
-_ = client_stream

@@ -24,7 +24,6 @@ from api.auth import issue_token
 from core.clinic import ActivateStaff
 from core.handling import CommandHandler
 from core.identity import Actor, Role
-from core.runtime import domain_codec
 from core.settings import Settings
 
 KEK = base64.b64encode(bytes(range(32))).decode()
@@ -122,12 +121,6 @@ async def running(app: Any) -> AsyncIterator[None]:
 @pytest.fixture
 async def clinic(api: Api) -> Clinic:
     return await api.clinic()
-
-
-@pytest.fixture
-def ids() -> Any:
-    _ = domain_codec
-    return uuid.uuid4
 
 
 # --- real servers: two uvicorn processes on the test database (SSE, idempotency across workers) ---
