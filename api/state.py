@@ -66,8 +66,9 @@ def derive_mac_key(kek: bytes) -> bytes:
     return hashlib.sha256(b"alliance idempotency mac\x00" + kek).digest()
 
 
-async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    svc = services(request.app.state)
+async def provide_principal(request: Request[Any, Any, Any], svc: AppServices) -> Principal:
+    # Depends on ``svc`` so the two resolve one after the other: Litestar resolves
+    # independent dependencies in a task group, which costs more than either of them.
     principal = svc.tokens.verify(bearer_token(request))
     if principal.is_staff:
         clinic = await svc.clinic(principal.tenant_id)
@@ -81,8 +82,6 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 
 def provide_services(request: Request[Any, Any, Any]) -> AppServices:
-    # Synchronous on purpose: with one async dependency (the principal) Litestar resolves
-    # them in line; two async ones would cost a task group on every request.
     return services(request.app.state)
 
 
