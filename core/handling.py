@@ -22,7 +22,16 @@ from typing import Any
 from uuid import UUID
 
 from core.authority import Command
-from core.client import ClientState, client_stream, decide_client, evolve_client, initial_client_state
+from core.client import (
+    AddCareTeamMember,
+    ChangePrimaryClinician,
+    ClientState,
+    EnrollClient,
+    client_stream,
+    decide_client,
+    evolve_client,
+    initial_client_state,
+)
 from core.clinic import ClinicState, clinic_stream, decide_clinic, evolve_clinic, initial_clinic_state
 from core.errors import AllianceError, ConcurrencyConflict, PreconditionFailed
 from core.events.base import EventPayload
@@ -32,6 +41,9 @@ from core.goal import GoalCommandUnion, GoalState, decide_goal, evolve_goal, goa
 from core.logging import get_logger
 
 log = get_logger("alliance.handling")
+
+#: Client-stream commands whose rules check that the people they name are active staff.
+STAFF_NAMING_COMMANDS = (EnrollClient, AddCareTeamMember, ChangePrimaryClinician)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,9 @@ class CommandHandler:
                           cache=self.cache)
 
     async def handle_client(self, client_id: UUID, command: Command, *, check_staff: bool = True) -> Outcome:
+        # Only commands that name staff need the clinic's staff list (one read fewer for the rest).
+        check_staff = check_staff and isinstance(command, STAFF_NAMING_COMMANDS)
+
         async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
             client = await self.load_client(client_id)
             clinic = await self.load_clinic(command.tenant_id) if check_staff else None
