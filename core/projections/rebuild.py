@@ -90,12 +90,14 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
     projections = _projections(names)
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
+    writers: list[asyncpg.Connection] = []
     try:
         for p in projections:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rebuild", p.name)):
                 raise RebuildRunning(f"A rebuild of '{p.name}' is already running.")
             await _drop_unfinished(conn, p.name)
         targets = [await create_version(conn, p, state="building") for p in projections]
+        writers += [await asyncpg.connect(dsn) for _ in targets]
         for target in targets:
             target.cache_size = 50_000
         read = 0
@@ -111,8 +113,9 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
                 pending = asyncio.ensure_future(store.read_all(after=events[-1].checkpoint, limit=batch_size))
             for lo in range(0, len(events), write_size):
                 chunk = events[lo:lo + write_size]
-                for target in targets:
-                    await apply_batch(conn, store, target, chunk, emit=False)
+                # One connection per projection: while one waits on its write, another folds.
+                await asyncio.gather(*(apply_batch(writer, store, target, chunk, emit=False)
+                                       for writer, target in zip(writers, targets, strict=True)))
                 await asyncio.sleep(0)  # let the process's other tasks run between chunks
             read += len(events)
             checkpoint = events[-1].checkpoint
@@ -134,6 +137,8 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
                      previous=previous, events=read, seconds=round(time.perf_counter() - started, 2))
         return results
     finally:
+        for writer in writers:
+            await writer.close()
         await conn.close()  # releases the rebuild locks
 
 
