@@ -18,6 +18,7 @@ callback, for the CLI (``alliance projections rebuild|verify|status``) to wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,7 +140,11 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
     finally:
         for writer in writers:
             await writer.close()
-        await conn.close()  # releases the rebuild locks
+        # Release the rebuild locks before closing: the server drops a closed session's locks
+        # only when its backend has exited, which another process could otherwise race.
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+        await conn.close()
 
 
 async def _switch(conn: asyncpg.Connection, store: EventStore, target: Target, *, batch_size: int,
