@@ -167,7 +167,18 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
     view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now())
     if view is None:  # not projected yet: answer from the events, never stale
         view = await asof.plan_as_of(svc.store, client_id, now())
-    return _json(view)
+    if view is None:
+        return _json(view)
+    return _json({**view, "crisis_information": await _crisis_information(svc, principal.tenant_id)})
+
+
+async def _crisis_information(svc: AppServices, tenant_id: UUID) -> dict[str, Any]:
+    """What the client is shown about getting help urgently: the clinic's own text, or a
+    clinic plugin's (``crisis_information`` hook), or a default that is never empty."""
+    clinic = await svc.clinic(tenant_id)
+    text = clinic.crisis_text or svc.plugins.hook.crisis_information(tenant_id=str(tenant_id))
+    return {"text": text or "If you are in danger or might harm yourself, call your local emergency number now.",
+            "contacts": list(clinic.crisis_contacts)}
 
 
 @get("/clients/{client_id:uuid}/progress", operation_id="getProgress", tags=["views"],

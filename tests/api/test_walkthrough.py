@@ -58,5 +58,13 @@ async def test_collaborative_goal_from_proposal_to_progress(api, clinic):
     r = await api.http.get(f"/clients/{client_id}/plan", headers=me)
     assert r.status_code == 200, r.text
     assert "Walk the dog every morning" in r.text
+    assert r.json()["crisis_information"]["text"]  # the client is always shown where to get help
+    admin = api.token(clinic.tenant, "admin", clinic.admin)
+    r = await api.http.post("/clinic/crisis-information", json={"text": "Call the clinic line, day or night",
+                                                                "contacts": ["0000 000 000"]}, headers=admin)
+    assert r.status_code == 201, r.text
+    r = await api.http.get(f"/clients/{client_id}/plan", headers=me)
+    assert r.json()["crisis_information"] == {"text": "Call the clinic line, day or night",
+                                              "contacts": ["0000 000 000"]}
     r = await api.http.get(f"/clients/{client_id}/history", headers=clin)
     assert r.status_code == 200 and "goal.agreed" in r.text
