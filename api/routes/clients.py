@@ -147,7 +147,7 @@ def _as_of(value: str | None) -> datetime | str | None:
     return moment
 
 
-def _json(view: dict[str, Any] | None) -> Response:
+def _json(view: dict[str, Any] | None) -> Response[Any]:
     if view is None:
         raise NotFound("nothing recorded for this client yet", code="view_not_ready")
     return Response(msgspec.json.encode(view), media_type="application/json", headers={"Cache-Control": "no-store"})
@@ -159,7 +159,7 @@ AS_OF = QueryParameter(name="as_of", description="ISO 8601 time with offset: the
 @get("/clients/{client_id:uuid}/plan", operation_id="getPlan", tags=["views"],
      summary="The client's current plan (or as of a moment)")
 async def get_plan(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                   as_of: Annotated[str | None, AS_OF] = None) -> Response:
+                   as_of: Annotated[str | None, AS_OF] = None) -> Response[dict[str, Any]]:
     await readable_client(svc, request, principal, client_id, "plan")
     moment = _as_of(as_of)
     if moment is not None:
@@ -185,7 +185,8 @@ async def _crisis_information(svc: AppServices, tenant_id: UUID) -> dict[str, An
      summary="Progress per goal and measure: series, change, reliable change, band, GAS T-score")
 async def get_progress(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                        as_of: Annotated[str | None, AS_OF] = None,
-                       goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None) -> Response:
+                       goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
+                       ) -> Response[dict[str, Any]]:
     await readable_client(svc, request, principal, client_id, "progress")
     moment = _as_of(as_of)
     if moment is not None:
@@ -203,7 +204,8 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
      summary="Decision history: who proposed, revised, agreed and consented to what, when")
 async def get_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                       as_of: Annotated[str | None, AS_OF] = None,
-                      goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None) -> Response:
+                      goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
+                      ) -> Response[dict[str, Any]]:
     await readable_client(svc, request, principal, client_id, "history")
     moment = _as_of(as_of)
     if moment is not None:

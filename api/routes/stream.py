@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Request, get
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
@@ -69,10 +70,17 @@ async def _events(svc: AppServices, principal: Principal, client_id: UUID, after
 
 @get("/clients/{client_id:uuid}/progress/stream", operation_id="streamProgress", tags=["views"],
      summary="Server-Sent Events of plan and progress changes; resume with Last-Event-ID")
-async def stream_progress(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                          heartbeat: float = HEARTBEAT_SECONDS) -> ServerSentEvent:
+async def stream_progress(
+    request: Request, client_id: UUID, principal: Principal, svc: AppServices,
+    heartbeat: Annotated[float, QueryParameter(name="heartbeat", description="seconds between heartbeats")]
+    = HEARTBEAT_SECONDS,
+    after: Annotated[str | None, QueryParameter(
+        name="after", description="resume after this cursor (for clients that cannot send Last-Event-ID)")] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(
+        name="Last-Event-ID", description="the id of the last event received: resume with nothing missed")] = None,
+) -> ServerSentEvent:
     await readable_client(svc, request, principal, client_id, "stream")
-    after = request.headers.get("last-event-id") or request.query_params.get("after")
+    after = last_event_id or after
     if after is None:
         after = await svc.feed.head(client_id)  # a fresh subscriber gets what changes from now on
     else:
