@@ -163,10 +163,10 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
     await readable_client(svc, request, principal, client_id, "plan")
     moment = _as_of(as_of)
     if moment is not None:
-        return _json(await asof.plan_as_of(svc.store, client_id, moment))
+        return _json(await asof.plan_as_of(svc.store, client_id, moment, tenant_id=principal.tenant_id))
     view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now())
     if view is None:  # not projected yet: answer from the events, never stale
-        view = await asof.plan_as_of(svc.store, client_id, now())
+        view = await asof.plan_as_of(svc.store, client_id, now(), tenant_id=principal.tenant_id)
     if view is None:
         return _json(view)
     return _json({**view, "crisis_information": await _crisis_information(svc, principal.tenant_id)})
@@ -189,12 +189,12 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
                        ) -> Response[dict[str, Any]]:
     await readable_client(svc, request, principal, client_id, "progress")
     moment = _as_of(as_of)
+    scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id, "instruments": svc.instruments}
     if moment is not None:
-        return _json(await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments))
-    view = await queries.read_progress(svc.pool, client_id, tenant_id=principal.tenant_id, goal_id=goal_id,
-                                       instruments=svc.instruments)
-    if view is None:
-        view = await asof.progress_as_of(svc.store, client_id, now(), instruments=svc.instruments)
+        return _json(await asof.progress_as_of(svc.store, client_id, moment, **scope))
+    view = await queries.read_progress(svc.pool, client_id, **scope)
+    if view is None:  # not projected yet: answer from the events
+        view = await asof.progress_as_of(svc.store, client_id, now(), **scope)
     if view is None:  # enrolled, nothing measured yet: an empty view, not a 404
         view = render_progress(initial_progress(client_id, principal.tenant_id), instruments=svc.instruments)
     return _json(view)
@@ -208,11 +208,12 @@ async def get_history(request: Request, client_id: UUID, principal: Principal, s
                       ) -> Response[dict[str, Any]]:
     await readable_client(svc, request, principal, client_id, "history")
     moment = _as_of(as_of)
+    scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id}
     if moment is not None:
-        return _json(await asof.history_as_of(svc.store, client_id, moment))
-    view = await queries.read_history(svc.pool, client_id, tenant_id=principal.tenant_id, goal_id=goal_id)
-    if view is None:
-        view = await asof.history_as_of(svc.store, client_id, now())
+        return _json(await asof.history_as_of(svc.store, client_id, moment, **scope))
+    view = await queries.read_history(svc.pool, client_id, **scope)
+    if view is None:  # not projected yet: answer from the events
+        view = await asof.history_as_of(svc.store, client_id, now(), **scope)
     return _json(view)
 
 

@@ -68,3 +68,14 @@ async def test_collaborative_goal_from_proposal_to_progress(api, clinic):
                                               "contacts": ["0000 000 000"]}
     r = await api.http.get(f"/clients/{client_id}/history", headers=clin)
     assert r.status_code == 200 and "goal.agreed" in r.text
+    # ?goal_id= narrows the history, now and as of a moment alike
+    other = await api.http.post(f"/clients/{client_id}/goals", json={"text": "Call my sister on Sundays"},
+                                headers=me)
+    other_id = other.json()["created"]["goal_id"]
+    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    for query in ({"goal_id": goal_id}, {"goal_id": goal_id, "as_of": later}):
+        r = await api.http.get(f"/clients/{client_id}/history", params=query, headers=clin)
+        assert r.status_code == 200, r.text
+        goals = {e["goal_id"] for e in r.json()["entries"] if e["goal_id"]}
+        assert goals == {goal_id}, (query, goals)
+    assert other_id != goal_id
