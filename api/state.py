@@ -47,9 +47,13 @@ class AppServices:
     def store(self) -> Any:
         return self.runtime.store
 
-    async def clinic(self, tenant_id: UUID) -> ClinicState:
-        """The clinic's staff list, cached while the clinic stream has not moved."""
-        version = await self.store.stream_version(f"clinic-{tenant_id}")
+    async def clinic(self, tenant_id: UUID, *, known_version: int | None = None) -> ClinicState:
+        """The clinic's staff list, cached while the clinic stream has not moved.
+
+        ``known_version``: the clinic stream's version, when the caller has just read it.
+        """
+        version = known_version if known_version is not None \
+            else await self.store.stream_version(f"clinic-{tenant_id}")
         cached = self._clinics.get(tenant_id)
         if cached is not None and cached[0] == version:
             return cached[1]

@@ -65,11 +65,17 @@ class Loaded:
 
 
 async def load(store: EventStore, stream_id: str, initial: Any, evolve: Callable[[Any, EventPayload], Any], *,
-               cache: StateCache | None = None) -> Loaded:
+               cache: StateCache | None = None, known_version: int | None = None) -> Loaded:
     """Fold a stream. With a cache, only the events after the cached version are read and
-    folded onto the cached state (states are immutable and streams append-only)."""
+    folded onto the cached state (states are immutable and streams append-only).
+
+    ``known_version`` is the stream's version just read by the caller (say, in the same round
+    trip as a view): when the cached state is at that version nothing is read at all.
+    """
     cached = cache.get(stream_id) if cache is not None else None
     state, version = (cached.state, cached.version) if cached is not None else (initial, 0)
+    if known_version is not None and known_version == version:
+        return cached if cached is not None else Loaded(stream_id, initial, 0)
     events = await store.read_stream(stream_id, from_version=version + 1)
     for event in events:
         state = evolve(state, event.payload)
@@ -125,17 +131,17 @@ class CommandHandler:
         self.cache = cache if cache is not None else StateCache()
 
     # -- the three stream types ----------------------------------------------
-    async def load_client(self, client_id: UUID) -> Loaded:
+    async def load_client(self, client_id: UUID, *, known_version: int | None = None) -> Loaded:
         return await load(self.store, client_stream(client_id), initial_client_state(client_id), evolve_client,
-                          cache=self.cache)
+                          cache=self.cache, known_version=known_version)
 
     async def load_goal(self, goal_id: UUID) -> Loaded:
         return await load(self.store, goal_stream(goal_id), initial_goal_state(goal_id), evolve_goal,
                           cache=self.cache)
 
-    async def load_clinic(self, tenant_id: UUID) -> Loaded:
+    async def load_clinic(self, tenant_id: UUID, *, known_version: int | None = None) -> Loaded:
         return await load(self.store, clinic_stream(tenant_id), initial_clinic_state(tenant_id), evolve_clinic,
-                          cache=self.cache)
+                          cache=self.cache, known_version=known_version)
 
     async def handle_client(self, client_id: UUID, command: Command, *, check_staff: bool = True) -> Outcome:
         # Only commands that name staff need the clinic's staff list (one read fewer for the rest).

@@ -16,10 +16,13 @@ from api.routes.common import readable_client, run_command, visible_client
 from api.routes.goals import _receipts
 from api.state import AppServices, now
 from core import client as c
+from core.clinic import clinic_stream
 from core.consent import ConsentScope
 from core.errors import NotFound, ValidationError
 from core.projections import asof, queries
-from core.projections.progress import initial_progress, render_progress
+from core.projections.base import Projection
+from core.projections.plan import PLAN
+from core.projections.progress import PROGRESS, initial_progress, render_progress
 
 
 def client_route(path: str, command: type[c.Command], *, operation_id: str, summary: str,
@@ -125,10 +128,8 @@ async def record_measurement(request: Request, client_id: UUID, data: Measuremen
 
 # -- views --------------------------------------------------------------------------------------
 
-def _as_of(value: str | None) -> datetime | str | None:
+def _as_of(value: str) -> datetime | str:
     """``?as_of=`` is an ISO 8601 time with an offset (or a checkpoint from an export)."""
-    if value is None:
-        return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -160,22 +161,33 @@ AS_OF = QueryParameter(name="as_of", description="ISO 8601 time with offset: the
      summary="The client's current plan (or as of a moment)")
 async def get_plan(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                    as_of: Annotated[str | None, AS_OF] = None) -> Response[dict[str, Any]]:
-    await readable_client(svc, request, principal, client_id, "plan")
-    moment = _as_of(as_of)
-    if moment is not None:
-        return _json(await asof.plan_as_of(svc.store, client_id, moment, tenant_id=principal.tenant_id))
-    view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now())
+    if as_of is not None:
+        await readable_client(svc, request, principal, client_id, "plan")
+        return _json(await asof.plan_as_of(svc.store, client_id, _as_of(as_of), tenant_id=principal.tenant_id))
+    fetched = await _fetch(svc, PLAN, client_id, principal)
+    await readable_client(svc, request, principal, client_id, "plan", known_version=fetched.versions[0])
+    view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now(), fetched=fetched)
     if view is None:  # not projected yet: answer from the events, never stale
         view = await asof.plan_as_of(svc.store, client_id, now(), tenant_id=principal.tenant_id)
     if view is None:
         return _json(view)
-    return _json({**view, "crisis_information": await _crisis_information(svc, principal.tenant_id)})
+    return _json({**view, "crisis_information": await _crisis_information(svc, principal.tenant_id,
+                                                                         clinic_version=fetched.versions[1])})
 
 
-async def _crisis_information(svc: AppServices, tenant_id: UUID) -> dict[str, Any]:
+async def _fetch(svc: AppServices, view: Projection[Any], client_id: UUID, principal: Principal
+                 ) -> queries.Fetched:
+    """The stored view with the client's and the clinic's stream versions, in one round trip: the
+    caller then authorizes from cached states (refused callers never see what was fetched)."""
+    return await queries.fetch_view(svc.pool, view, client_id, principal.tenant_id,
+                                    (c.client_stream(client_id), clinic_stream(principal.tenant_id)))
+
+
+async def _crisis_information(svc: AppServices, tenant_id: UUID, *, clinic_version: int | None = None
+                              ) -> dict[str, Any]:
     """What the client is shown about getting help urgently: the clinic's own text, or a
     clinic plugin's (``crisis_information`` hook), or a default that is never empty."""
-    clinic = await svc.clinic(tenant_id)
+    clinic = await svc.clinic(tenant_id, known_version=clinic_version)
     text = clinic.crisis_text or svc.plugins.hook.crisis_information(tenant_id=str(tenant_id))
     return {"text": text or "If you are in danger or might harm yourself, call your local emergency number now.",
             "contacts": list(clinic.crisis_contacts)}
@@ -187,12 +199,13 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
                        as_of: Annotated[str | None, AS_OF] = None,
                        goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
                        ) -> Response[dict[str, Any]]:
-    await readable_client(svc, request, principal, client_id, "progress")
-    moment = _as_of(as_of)
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id, "instruments": svc.instruments}
-    if moment is not None:
-        return _json(await asof.progress_as_of(svc.store, client_id, moment, **scope))
-    view = await queries.read_progress(svc.pool, client_id, **scope)
+    if as_of is not None:
+        await readable_client(svc, request, principal, client_id, "progress")
+        return _json(await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope))
+    fetched = await _fetch(svc, PROGRESS, client_id, principal)
+    await readable_client(svc, request, principal, client_id, "progress", known_version=fetched.versions[0])
+    view = await queries.read_progress(svc.pool, client_id, fetched=fetched, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.progress_as_of(svc.store, client_id, now(), **scope)
     if view is None:  # enrolled, nothing measured yet: an empty view, not a 404
@@ -207,10 +220,9 @@ async def get_history(request: Request, client_id: UUID, principal: Principal, s
                       goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
                       ) -> Response[dict[str, Any]]:
     await readable_client(svc, request, principal, client_id, "history")
-    moment = _as_of(as_of)
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id}
-    if moment is not None:
-        return _json(await asof.history_as_of(svc.store, client_id, moment, **scope))
+    if as_of is not None:
+        return _json(await asof.history_as_of(svc.store, client_id, _as_of(as_of), **scope))
     view = await queries.read_history(svc.pool, client_id, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.history_as_of(svc.store, client_id, now(), **scope)

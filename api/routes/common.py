@@ -20,13 +20,15 @@ from core.handling import Loaded
 from core.identity import Role
 
 
-async def visible_client(svc: AppServices, principal: Principal, client_id: UUID) -> ClientState:
+async def visible_client(svc: AppServices, principal: Principal, client_id: UUID, *,
+                         known_version: int | None = None) -> ClientState:
     """The client, if the caller may address it at all (404 otherwise: existence does not leak).
 
     Staff of the client's clinic get through; what they may do is the domain's call
-    (care team, consent), so refusals keep their domain codes.
+    (care team, consent), so refusals keep their domain codes. ``known_version``: the client
+    stream's version when the caller has just read it (no round trip when the state is cached).
     """
-    loaded = await svc.handler.load_client(client_id)
+    loaded = await svc.handler.load_client(client_id, known_version=known_version)
     client: ClientState = loaded.state
     if not client.enrolled or client.tenant_id != principal.tenant_id:
         raise client_not_found()
@@ -38,9 +40,9 @@ async def visible_client(svc: AppServices, principal: Principal, client_id: UUID
 
 
 async def readable_client(svc: AppServices, request: Request[Any, Any, Any], principal: Principal,
-                          client_id: UUID, kind: ReadKind) -> ClientState:
+                          client_id: UUID, kind: ReadKind, *, known_version: int | None = None) -> ClientState:
     """The client, if the caller may read this kind of record; staff reads are access-logged."""
-    client = await visible_client(svc, principal, client_id)
+    client = await visible_client(svc, principal, client_id, known_version=known_version)
     try:
         authorize_client(principal, client, kind, now=datetime.now(UTC))
     except Exception as exc:

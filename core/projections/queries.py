@@ -7,6 +7,7 @@ round trip (``projections.active_parts``) and are reassembled with the projectio
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -51,6 +52,86 @@ _rendered = _Rendered()
 
 _DOCUMENT = "SELECT doc FROM projections.active_document($1, $2, $3)"
 _PARTS = "SELECT part, ord, data FROM projections.active_parts($1, $2, $3)"
+class ActiveTables:
+    """Which table holds each projection's active version, learnt once per process.
+
+    Reads then name that table in static SQL, which PostgreSQL plans once per connection
+    (the ``active_parts`` function builds and plans its statement on every call, at twice
+    the cost). Every such read also checks, in the same statement, that the version is still
+    the active one; when a rebuild has switched (or dropped) it, the read learns the new
+    table and runs again, so it never answers from a retired table.
+    """
+
+    def __init__(self) -> None:
+        self._tables: dict[str, tuple[int, str, str]] = {}
+
+    async def lookup(self, conn: asyncpg.Connection, projection: Projection[Any]) -> tuple[int, str, str] | None:
+        """(version, SQL of the read) of the active version; None while there is none."""
+        found = self._tables.get(projection.name)
+        if found is None:
+            row = await conn.fetchrow("SELECT version, table_name FROM projections.projection_versions "
+                                      "WHERE name = $1 AND state = 'active'", projection.name)
+            if row is None:
+                return None
+            found = self._tables[projection.name] = (row[0], row[1], _view_sql(row[1], items=bool(projection.layout)))
+        return found
+
+    def forget(self, name: str) -> None:
+        self._tables.pop(name, None)
+
+
+def _view_sql(table: str, *, items: bool) -> str:
+    head = f'projections."{table}"'
+    sql = ("SELECT -4::smallint, count(*)::bigint, NULL::bytea FROM projections.projection_versions "
+           "WHERE name = $5 AND version = $6 AND state = 'active' "
+           "UNION ALL SELECT -3::smallint, coalesce((SELECT version FROM streams WHERE stream_id = $3), 0)::bigint, "
+           "NULL::bytea "
+           "UNION ALL SELECT -2::smallint, coalesce((SELECT version FROM streams WHERE stream_id = $4), 0)::bigint, "
+           "NULL::bytea "
+           f"UNION ALL SELECT -1::smallint, 0::bigint, d.doc FROM {head} d WHERE d.client_id = $1 AND d.tenant_id = $2")
+    if items:
+        sql += (f' UNION ALL SELECT i.part, i.ord, i.data FROM projections."{table}_items" i WHERE i.client_id = $1 '
+                f"AND EXISTS (SELECT 1 FROM {head} h WHERE h.client_id = $1 AND h.tenant_id = $2)")
+    return sql + " ORDER BY 1, 2"
+
+
+_active = ActiveTables()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A view's stored document and, from the same snapshot, the versions of two streams."""
+
+    versions: tuple[int, int]
+    #: ``(part, ord, data)``: the head row (part -1) then the item rows; empty when none is stored.
+    rows: tuple[tuple[int, int, bytes], ...]
+
+
+_VERSIONS = ("SELECT coalesce((SELECT version FROM streams WHERE stream_id = $1), 0)::bigint, "
+             "coalesce((SELECT version FROM streams WHERE stream_id = $2), 0)::bigint")
+
+
+async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID, tenant_id: UUID,
+                     streams: tuple[str, str]) -> Fetched:
+    """One round trip: the client's active document of ``projection`` in ``tenant_id`` and,
+    from the same snapshot, the versions of ``streams``."""
+    async with pool.acquire() as conn:
+        for _ in range(3):
+            active = await _active.lookup(conn, projection)
+            if active is None:  # never projected: nothing stored, versions only
+                row = await conn.fetchrow(_VERSIONS, *streams)
+                return Fetched((row[0], row[1]), ())
+            version, _table, sql = active
+            try:
+                rows = await conn.fetch(sql, client_id, tenant_id, *streams, projection.name, version)
+            except asyncpg.UndefinedTableError:  # dropped after a switch
+                _active.forget(projection.name)
+                continue
+            if rows[0][1] == 0:  # no longer the active version
+                _active.forget(projection.name)
+                continue
+            return Fetched((rows[1][1], rows[2][1]), tuple(tuple(r) for r in rows[3:]))  # type: ignore[misc]
+    raise RuntimeError(f"the active version of {projection.name} kept moving")
 
 
 async def _document(pool: asyncpg.Pool, name: str, client_id: UUID, tenant_id: UUID | None) -> bytes | None:
@@ -89,9 +170,15 @@ async def history_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UU
 
 
 async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
-                    now: datetime | None = None) -> dict[str, Any] | None:
-    """The client's current plan (None: no such client in this tenant, or not projected yet)."""
-    data = await _document(pool, PLAN.name, client_id, tenant_id)
+                    now: datetime | None = None, fetched: Fetched | None = None) -> dict[str, Any] | None:
+    """The client's current plan (None: no such client in this tenant, or not projected yet).
+
+    With ``fetched`` (from ``fetch_view(pool, "plan", …)``) nothing more is read.
+    """
+    if fetched is not None:
+        data = fetched.rows[0][2] if fetched.rows else None
+    else:
+        data = await _document(pool, PLAN.name, client_id, tenant_id)
     if data is None:
         return None
     moment = now or datetime.now(UTC)
@@ -108,13 +195,17 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | No
 
 
 async def read_progress(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
-                        goal_id: UUID | None = None, instruments: Instruments | None = None
-                        ) -> dict[str, Any] | None:
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(_PARTS, PROGRESS.name, client_id, tenant_id)
+                        goal_id: UUID | None = None, instruments: Instruments | None = None,
+                        fetched: Fetched | None = None) -> dict[str, Any] | None:
+    """The client's progress (None: none stored in this tenant). With ``fetched``, nothing more is read."""
+    if fetched is not None:
+        rows: Any = fetched.rows
+    else:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_PARTS, PROGRESS.name, client_id, tenant_id)
     if not rows or rows[0][0] != -1:
         return None
-    source = tuple(tuple(r) for r in rows)
+    source = rows if fetched is not None else tuple(tuple(r) for r in rows)
     key = ("progress", client_id, tenant_id, goal_id, id(instruments))
     cached = _rendered.get(key, source)
     if cached is not None:
