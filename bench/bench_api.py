@@ -414,7 +414,9 @@ function request()
   else
     local r = math.random()
     local i = math.random(n)
-    if mode == "reads" or r < 0.70 then
+    if mode == "writes" then
+      cls, req = 2, measures[i]
+    elseif mode == "reads" or r < 0.70 then
       cls, req = 1, reads[i][math.random(2)]
     elseif r < 0.95 then
       cls, req = 2, measures[i]

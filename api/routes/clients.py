@@ -35,7 +35,7 @@ def client_route(path: str, command: type[c.Command], *, operation_id: str, summ
         async def work(command_id: UUID) -> Response:
             await visible_client(svc, principal, client_id)
             cmd = build(command, data, principal, command_id, generated=generated, **(fixed or {}))
-            outcome = await svc.handler.handle_client(client_id, cmd)
+            outcome = await svc.handler.handle_client(client_id, cmd, just_loaded=True)
             return result_response(cmd, outcome, created={f: getattr(cmd, f) for f in generated},
                                    receipts=await _receipts(svc, outcome))
 
@@ -66,7 +66,7 @@ async def withdraw_consent(request: Request, client_id: UUID, consent_scope: str
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
         cmd = build(c.WithdrawConsent, data, principal, command_id, scope=parsed)
-        outcome = await svc.handler.handle_client(client_id, cmd)
+        outcome = await svc.handler.handle_client(client_id, cmd, just_loaded=True)
         return result_response(cmd, outcome, receipts=await _receipts(svc, outcome))
 
     return await run_command(request, svc, principal, work)
@@ -112,7 +112,7 @@ async def record_measurement(request: Request, client_id: UUID, data: Measuremen
                     fingerprint=scored.fingerprint, answers=scored.answers, free_text=scored.free_text,
                     scores=scored.scores, band=scored.band, reported_by=str(data.reported_by),
                     observed_at=data.observed_at, goal_ids=data.goal_ids, risk_items=scored.risk_items)
-        outcome = await svc.handler.handle_client(client_id, cmd)
+        outcome = await svc.handler.handle_client(client_id, cmd, just_loaded=True)
         extra = None
         if scored.risk_items:
             actions = [a for batch in svc.plugins.hook.risk_flag_actions(flag={
@@ -258,7 +258,7 @@ def _ack_route() -> Any:
         async def work(command_id: UUID) -> Response:
             await visible_client(svc, principal, client_id)
             cmd = build(c.AcknowledgeRiskFlag, data, principal, command_id, flag_id=flag_id)
-            return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+            return result_response(cmd, await svc.handler.handle_client(client_id, cmd, just_loaded=True))
 
         return await run_command(request, svc, principal, work)
 
@@ -274,7 +274,7 @@ def _release_hold_route() -> Any:
         async def work(command_id: UUID) -> Response:
             await visible_client(svc, principal, client_id)
             cmd = build(c.ReleaseLegalHold, None, principal, command_id, hold_id=hold_id)
-            return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+            return result_response(cmd, await svc.handler.handle_client(client_id, cmd, just_loaded=True))
 
         return await run_command(request, svc, principal, work)
 

@@ -150,7 +150,7 @@ async def remove_member(request: Request, client_id: UUID, member_id: UUID,
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
         cmd = build(c.RemoveCareTeamMember, data, principal, command_id, member_id=member_id)
-        return result_response(cmd, await svc.handler.handle_client(client_id, cmd))
+        return result_response(cmd, await svc.handler.handle_client(client_id, cmd, just_loaded=True))
 
     return await run_command(request, svc, principal, work)
 

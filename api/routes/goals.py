@@ -41,7 +41,7 @@ def goal_route(path: str, command: type[g.GoalCommand], *, operation_id: str, su
             goal, _client = await visible_goal(svc, principal, goal_id)
             cmd = build(command, data, principal, command_id, generated=generated, goal_id=goal_id,
                         client_id=goal.state.client_id, **{k: path[k] for k in from_path})
-            outcome = await svc.handler.handle_goal(cmd, if_match=if_match(request))
+            outcome = await svc.handler.handle_goal(cmd, if_match=if_match(request), just_loaded=True)
             created = {f: getattr(cmd, f) for f in generated}
             return result_response(cmd, outcome, created=created, receipts=await _receipts(svc, outcome),
                                    headers={"ETag": f'"{outcome.version}"'})
@@ -79,7 +79,7 @@ async def propose_goal(request: Request, client_id: UUID, data: ProposeBody,  # 
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
         cmd = build(g.ProposeGoal, data, principal, command_id, generated=("goal_id",), client_id=client_id)
-        outcome = await svc.handler.handle_goal(cmd)
+        outcome = await svc.handler.handle_goal(cmd, just_loaded=True)
         return result_response(cmd, outcome, created={"goal_id": cmd.goal_id},
                                headers={"Location": f"/goals/{cmd.goal_id}", "ETag": f'"{outcome.version}"'})
 
@@ -137,7 +137,7 @@ async def change_status(request: Request, goal_id: UUID, data: StatusBody, princ
             case _:
                 cmd = build(g.CloseGoal, None, principal, command_id, outcome=str(data.action),
                             reason=data.reason, **common)
-        outcome = await svc.handler.handle_goal(cmd, if_match=if_match(request))
+        outcome = await svc.handler.handle_goal(cmd, if_match=if_match(request), just_loaded=True)
         return result_response(cmd, outcome, headers={"ETag": f'"{outcome.version}"'})
 
     return await run_command(request, svc, principal, work)

@@ -79,8 +79,11 @@ class MemoryEventStore(StoreBase):
             rows.append(row)
             self._rows.append(row)
             self._by_id[item.event.event_id] = row
-        return AppendResult(stream_id=stream_id, version=len(rows), positions=tuple(
-            r.position for r in rows[-len(prepared):]), checkpoint=format_checkpoint(len(self._rows), len(self._rows)))
+        written = rows[-len(prepared):]
+        return AppendResult(stream_id=stream_id, version=len(rows), positions=tuple(r.position for r in written),
+                            checkpoint=format_checkpoint(len(self._rows), len(self._rows)),
+                            events=tuple(self._recorded(stream_id, r.prepared, r.position, r.position, r.recorded_at,
+                                                        r.hash) for r in written))
 
     async def append(self, stream_id: str, events: Sequence[NewEvent], expected_version: int) -> AppendResult:
         prepared = await self._prepare(stream_id, events, expected_version)

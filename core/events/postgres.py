@@ -163,14 +163,18 @@ class PostgresEventStore(StoreBase):
             [r.digest for r in rows],
         )
 
-    @staticmethod
-    def _result(stream_id: str, expected: int, records: list[asyncpg.Record]) -> AppendResult:
+    def _result(self, stream_id: str, expected: int, rows: Sequence[PreparedEvent], records: list[asyncpg.Record]
+                ) -> AppendResult:
         if not records:
             return AppendResult(stream_id=stream_id, version=expected, positions=(), checkpoint=None)
         last = records[-1]
+        duplicate = bool(last[4])
         return AppendResult(stream_id=stream_id, version=expected + len(records),
                             positions=tuple(r[0] for r in records),
-                            checkpoint=format_checkpoint(int(last[1]), last[0]), duplicate=bool(last[4]))
+                            checkpoint=format_checkpoint(int(last[1]), last[0]), duplicate=duplicate,
+                            events=() if duplicate else tuple(
+                                self._recorded(stream_id, row, r[0], r[1], r[2], r[3])
+                                for row, r in zip(rows, records, strict=True)))
 
     @staticmethod
     def _translate(exc: Exception, stream_id: str, expected: int) -> Exception:
@@ -208,7 +212,7 @@ class PostgresEventStore(StoreBase):
                                                                     events[0].tenant_id, rows))
         except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
             raise self._translate(exc, stream_id, expected_version) from exc
-        result = self._result(stream_id, expected_version, records)
+        result = self._result(stream_id, expected_version, rows, records)
         if not result.duplicate:
             self._signal_appended()
         log.debug("appended", stream=stream_id, types=[r.type for r in rows], position=result.positions[-1],
@@ -241,7 +245,7 @@ class PostgresEventStore(StoreBase):
                                                                         tenant, rows))
                     except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
                         raise self._translate(exc, item.stream_id, item.expected_version) from exc
-                    results.append(self._result(item.stream_id, item.expected_version, records))
+                    results.append(self._result(item.stream_id, item.expected_version, rows, records))
         except _CONNECTION_LOST as exc:
             raise self._translate(exc, appends[0].stream_id, appends[0].expected_version) from exc
         by_stream = {r.stream_id: r for r in results}

@@ -67,6 +67,9 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint: str | None
     #: True when these event ids were already recorded: a retry, nothing new written.
     duplicate: bool = False
+    #: The events as recorded by this append (what ``read_stream`` would answer for them);
+    #: empty for a duplicate or an assertion.
+    events: tuple[RecordedEvent, ...] = ()
 
 
 class EventStore(Protocol):
@@ -184,6 +187,20 @@ class StoreBase:
             prepared.append(PreparedEvent(event, encoded.type, encoded.schema_version, version, key_id,
                                           encoded.data, secret, digest))
         return prepared
+
+    @staticmethod
+    def _recorded(stream_id: str, prepared: PreparedEvent, position: int, tx: int | str, recorded_at: datetime,
+                  hash_: bytes) -> RecordedEvent:
+        """An event just appended, as ``read_stream`` answers it, without reading it back: the
+        typed payload is the one the stored bytes were encoded from."""
+        e = prepared.event
+        return RecordedEvent(
+            event_id=e.event_id, stream_id=stream_id, version=prepared.version, position=position,
+            type=prepared.type, schema_version=prepared.schema_version, tenant_id=e.tenant_id,
+            subject_id=e.subject_id, actor_id=e.actor_id, actor_role=e.actor_role, occurred_at=e.occurred_at,
+            recorded_at=recorded_at, correlation_id=e.correlation_id, causation_id=e.causation_id,
+            key_id=prepared.key_id, hash_scheme=HASH_SCHEME, hash=hash_, payload=e.payload,
+            checkpoint=f"{tx}.{position}")
 
     async def _keys_for(self, wanted: set[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], DataKey]:
         return {(subject, key_id): await self.keys.key_for_read(subject, key_id) for subject, key_id in wanted}

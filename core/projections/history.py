@@ -62,8 +62,32 @@ def initial_history(client_id: UUID, tenant_id: UUID) -> HistoryDoc:
     return HistoryDoc(client_id=client_id, tenant_id=tenant_id)
 
 
-def _in_force(consents: tuple[ConsentGranted | ConsentWithdrawn, ...], at: datetime
-              ) -> tuple[ConsentInForce, ...]:
+Consents = tuple[ConsentGranted | ConsentWithdrawn, ...]
+
+#: ``id(consents)`` → (consents, the latest effective-at among them, what is in force from then on).
+_SETTLED: dict[int, tuple[Consents, datetime, tuple[ConsentInForce, ...]]] = {}
+_SETTLED_MAX = 4096
+
+
+def _in_force(consents: Consents, at: datetime) -> tuple[ConsentInForce, ...]:
+    """What was in force at ``at``.
+
+    Nearly every entry comes after all the consents seen so far took effect, and the fold
+    hands the same tuple on until the next consent event: that answer is computed once per
+    tuple (remembered by identity, the tuple kept alive with it), not once per entry.
+    """
+    if not consents:
+        return ()
+    settled = _SETTLED.get(id(consents))
+    if settled is None or settled[0] is not consents:
+        latest = max(c.effective_at for c in consents)
+        if len(_SETTLED) >= _SETTLED_MAX:
+            _SETTLED.clear()
+        settled = _SETTLED[id(consents)] = (consents, latest, _in_force_at(consents, latest))
+    return settled[2] if at >= settled[1] else _in_force_at(consents, at)
+
+
+def _in_force_at(consents: Consents, at: datetime) -> tuple[ConsentInForce, ...]:
     current: dict[str, ConsentGranted | None] = {}
     for c in consents:
         if c.effective_at <= at:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,9 +30,11 @@ from uuid import UUID
 import asyncpg
 
 from core.errors import AllianceError
+from core.events.envelope import RecordedEvent
 from core.events.store import START, EventStore, parse_checkpoint
 from core.logging import get_logger
 from core.projections.base import Projection, fold
+from core.projections.bulk import WRITE_ROWS, Build, fold_page, long_lived_heap, write_build
 from core.projections.registry import PROJECTIONS, get_projection
 from core.projections.runner import (
     Target,
@@ -79,14 +82,17 @@ def _projections(names: Sequence[str] | None) -> list[Projection[Any]]:
 
 
 async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | None = None, *, dsn: str,
-                  batch_size: int = 4000, write_size: int = 1000, progress: ProgressCallback | None = None,
-                  drop_old: bool = True) -> list[RebuildResult]:
+                  batch_size: int = 4000, write_size: int = 1000, write_rows: int = WRITE_ROWS,
+                  progress: ProgressCallback | None = None, drop_old: bool = True) -> list[RebuildResult]:
     """Build the next generation of each projection in ``names`` (all when None) and switch to it.
 
     The store is read once for all projections, ``batch_size`` events at a time, the next page
-    being read while the current one is folded. Each projection writes ``write_size`` events'
-    rows per transaction: a write transaction holds back every reader's horizon while it is
-    open, so the live runners' latency depends on these being short.
+    being read while the current one is folded. Up to the head as it was when the rebuild
+    started, documents are folded in memory and written once (``core.projections.bulk``,
+    about ``write_rows`` rows per transaction); what was appended meanwhile is then folded
+    as the live runner does, ``write_size`` events per transaction. A write transaction holds
+    back every reader's horizon while it is open, so the live runners' latency depends on
+    these being short.
     """
     projections = _projections(names)
     started = time.perf_counter()
@@ -101,31 +107,19 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
         writers += [await asyncpg.connect(dsn) for _ in targets]
         for target in targets:
             target.cache_size = 50_000
-        read = 0
-        checkpoint = START
         head = await store.head()
-        pending = asyncio.ensure_future(store.read_all(after=checkpoint, limit=batch_size))
-        while True:
-            events = await pending
-            if not events:
-                break
-            full = len(events) == batch_size
-            if full:  # read ahead while this page is folded and written
-                pending = asyncio.ensure_future(store.read_all(after=events[-1].checkpoint, limit=batch_size))
-            for lo in range(0, len(events), write_size):
-                chunk = events[lo:lo + write_size]
-                # One connection per projection: while one waits on its write, another folds.
-                await asyncio.gather(*(apply_batch(writer, store, target, chunk, emit=False)
-                                       for writer, target in zip(writers, targets, strict=True)))
-                await asyncio.sleep(0)  # let the process's other tasks run between chunks
-            read += len(events)
-            checkpoint = events[-1].checkpoint
+
+        def report(read: int, checkpoint: str) -> None:
             if progress is not None:
                 for target in targets:
                     progress(RebuildProgress(target.projection.name, "building", read, checkpoint, head,
                                              time.perf_counter() - started))
-            if not full:
-                break
+
+        with long_lived_heap():
+            read = await _bulk(store, writers, targets, until=head, batch_size=batch_size, write_size=write_size,
+                               write_rows=write_rows, report=report)
+            read += await _follow(store, writers, targets, batch_size=batch_size, write_size=write_size,
+                                  report=lambda n, cp: report(read + n, cp))
         results = []
         for target in targets:
             previous = await _switch(conn, store, target, batch_size=batch_size, drop_old=drop_old)
@@ -145,6 +139,69 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
         with contextlib.suppress(Exception):
             await conn.execute("SELECT pg_advisory_unlock_all()")
         await conn.close()
+
+
+async def _pages(store: EventStore, after: str, *, batch_size: int, until: str | None = None
+                 ) -> AsyncIterator[list[RecordedEvent]]:
+    """The store's events after ``after`` (up to ``until``), a page at a time, the next one read ahead."""
+    pending = asyncio.ensure_future(store.read_all(after=after, until=until, limit=batch_size))
+    try:
+        while True:
+            events = await pending
+            if not events:
+                return
+            full = len(events) == batch_size
+            if full:  # read ahead while this page is folded and written
+                pending = asyncio.ensure_future(store.read_all(after=events[-1].checkpoint, until=until,
+                                                               limit=batch_size))
+            yield events
+            if not full:
+                return
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
+
+
+async def _bulk(store: EventStore, writers: list[asyncpg.Connection], targets: list[Target], *, until: str,
+                batch_size: int, write_size: int, write_rows: int, report: Callable[[int, str], None]) -> int:
+    """Fold every event up to ``until`` in memory, then write each document once; the events read."""
+    builds = [Build(target) for target in targets]
+    read = 0
+    after = START
+    recorded_at = None
+    if until != START:
+        async for events in _pages(store, START, batch_size=batch_size, until=until):
+            for lo in range(0, len(events), write_size):
+                chunk = events[lo:lo + write_size]
+                for build in builds:
+                    await fold_page(store, build, chunk, after)
+                await asyncio.sleep(0)  # let the process's other tasks run between chunks
+            gc.freeze()  # what is held now is held for long: spare the collector walking it again
+            read += len(events)
+            after = events[-1].checkpoint
+            recorded_at = events[-1].recorded_at
+            report(read, after)
+    await asyncio.gather(*(write_build(writer, build, until=after, recorded_at=recorded_at, rows=write_rows)
+                           for writer, build in zip(writers, builds, strict=True)))
+    return read
+
+
+async def _follow(store: EventStore, writers: list[asyncpg.Connection], targets: list[Target], *,
+                  batch_size: int, write_size: int, report: Callable[[int, str], None]) -> int:
+    """Fold what was appended since the targets' (common) checkpoint as the runner does; the events read."""
+    read = 0
+    async for events in _pages(store, targets[0].checkpoint, batch_size=batch_size):
+        for lo in range(0, len(events), write_size):
+            chunk = events[lo:lo + write_size]
+            # One connection per projection: while one waits on its write, another folds.
+            await asyncio.gather(*(apply_batch(writer, store, target, chunk, emit=False)
+                                   for writer, target in zip(writers, targets, strict=True)))
+            await asyncio.sleep(0)  # let the process's other tasks run between chunks
+        read += len(events)
+        report(read, events[-1].checkpoint)
+    return read
 
 
 async def _switch(conn: asyncpg.Connection, store: EventStore, target: Target, *, batch_size: int,

@@ -210,7 +210,7 @@ COPY_MIN = 300
 # The version check and the checkpoint advance in one statement: no row back means the
 # version was retired, switched or written by someone else (the row lock it takes is held
 # until commit, so a switch waits for this batch or this batch for the switch).
-_ADVANCE = (
+ADVANCE = (
     "UPDATE projections.projection_versions SET checkpoint = $4, events_applied = events_applied + $5, "
     "last_recorded_at = coalesce($6, last_recorded_at), updated_at = now() "
     "WHERE name = $1 AND version = $2 AND checkpoint = $3 AND state <> 'retired' RETURNING state")
@@ -324,7 +324,7 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     ids = list(staged)
     items = target.qualified_items
     async with conn.transaction():
-        state = await conn.fetchval(_ADVANCE, projection.name, target.version, target.checkpoint, new_checkpoint,
+        state = await conn.fetchval(ADVANCE, projection.name, target.version, target.checkpoint, new_checkpoint,
                                     len(relevant), events[-1].recorded_at)
         if state is None:
             raise VersionMoved(f"{projection.name} v{target.version} moved")

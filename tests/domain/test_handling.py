@@ -33,6 +33,7 @@ from core.client import (
     RecordMeasurement,
     RemoveCareTeamMember,
     WithdrawConsent,
+    client_stream,
 )
 from core.clinic import ActivateStaff
 from core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn, consent_in_force
@@ -659,3 +660,25 @@ async def test_conflict_with_if_match_is_not_redecided(store: Any) -> None:
     out = await CommandHandler(gated).handle_goal(reflect)
     assert gated.appends == 2 and out.version == 4 and not out.duplicate
     assert_recorded_by(out, reflect)
+
+
+# --- trusting a state the caller has just loaded ----------------------------------------
+
+async def test_just_loaded_state_that_went_stale_is_redecided_not_lost(store: Any) -> None:
+    """``just_loaded`` skips the first read; when another process moved the streams meanwhile
+    the append conflicts and the command is re-read and re-decided: no write is lost."""
+    w = await setup_world(store)
+    goal_id = await proposed_goal(w)
+    mine = CommandHandler(store)  # this process's cache, about to go stale
+    await mine.load_client(w.client_id)
+    await mine.load_goal(goal_id)
+    other = CommandHandler(store)  # another process writes both streams
+    await other.handle_client(w.client_id, w.measurement(at=w.tick()))
+    await other.handle_goal(w.goal_cmd(AgreeGoal, w.client, goal_id, version=1))
+    before = await store.stream_version(client_stream(w.client_id))
+    outcome = await mine.handle_client(w.client_id, w.measurement(at=w.tick()), just_loaded=True)
+    assert outcome.version == before + 1
+    agreed = await mine.handle_goal(w.goal_cmd(AgreeGoal, w.clinician, goal_id, version=1), just_loaded=True)
+    assert [e.type for e in agreed.events][0] == "goal.agreed"
+    assert await store.stream_version(goal_stream(goal_id)) == agreed.version == 4  # proposed, agreed ×2, active
+    assert outcome.events == tuple(await store.read_stream(client_stream(w.client_id), from_version=before + 1))

@@ -54,6 +54,25 @@ async def test_append_then_read_back_in_order(store, ids):
     assert [e.version for e in await store.read_stream(s, from_version=2, to_version=2)] == [2]
 
 
+async def test_append_answers_the_events_as_read_back(store, ids):
+    """What an append answers is exactly what reading the stream gives (personal fields included)."""
+    tenant, subject = ids
+    s = stream()
+    note = NoteTaken(number=7, text="I want to walk my dog", remark="plain", tags=("dog",), answers={"why": "air"})
+    one = await store.append(s, [new_event(note, tenant=tenant, subject=subject)], 0)
+    two = await store.append(s, [new_event(Counted(number=1), tenant=tenant, subject=subject)], 1)
+    three = await store.append(s, [new_event(Counted(number=i), tenant=tenant, subject=subject) for i in range(2)], 2)
+    many = await store.append_many([StreamAppend(stream_id=s, expected_version=4, events=[
+        new_event(Counted(number=9), tenant=tenant, subject=subject)])])
+    answered = [*one.events, *two.events, *three.events, *many[0].events]
+    assert answered == await store.read_stream(s)
+    assert [e.checkpoint for e in answered] == [e.checkpoint for e in await store.read_stream(s)]
+    first = new_event(Counted(number=5), tenant=tenant, subject=subject)
+    assert len((await store.append(s, [first], 5)).events) == 1
+    retried = await store.append(s, [first], 5)
+    assert retried.duplicate and retried.events == ()  # a retry records (and answers) nothing new
+
+
 async def test_conflict_carries_actual_version_and_writes_nothing(store, ids):
     tenant, subject = ids
     s = stream()
