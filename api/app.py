@@ -133,10 +133,9 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                               instruments=registry, tokens=TokenVerifier(settings), feed=feed,
                               mac_key=derive_mac_key(kek))
             if run_projections:
-                for projection in PROJECTIONS:
-                    runner = ProjectionRunner(projection, runtime.store, dsn=runtime.target.app_dsn)
-                    svc.runners.append(runner)
-                    svc.tasks.append(asyncio.create_task(runner.run(), name=f"projection:{projection.name}"))
+                runner = ProjectionRunner(PROJECTIONS, runtime.store, dsn=runtime.target.app_dsn)
+                svc.runners.append(runner)
+                svc.tasks.append(asyncio.create_task(runner.run(), name=f"projections:{runner.name}"))
             svc.signer = Signer.open(settings.signing_key_path)
             signer = svc.signer
 
@@ -148,7 +147,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 svc.tasks.append(asyncio.create_task(
                     anchor_periodically(runtime, signer, settings), name="anchors"))
             app.state.services = svc
-            log.info("started", projections=len(svc.runners), instruments=len(registry.definitions()))
+            log.info("started", projections=len(PROJECTIONS) if run_projections else 0, instruments=len(registry.definitions()))
             try:
                 yield
             finally:

@@ -47,7 +47,7 @@ log = get_logger("alliance.projections")
 CHANGES_CHANNEL = "alliance_projection_changes"
 _NOTIFY_MAX = 7000
 #: After a wake-up that found nothing readable: look again after these pauses (seconds).
-_RETRY_DELAYS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
+_RETRY_DELAYS = (0.001, 0.002, *(0.004,) * 15)  # ≈ 60 ms in all; never more than 4 ms late
 
 
 def lock_key(purpose: str, name: str) -> int:
@@ -357,15 +357,23 @@ BatchCallback = Callable[[str, int, str], Awaitable[None] | None]
 
 
 class ProjectionRunner:
-    """Runs one projection live: standby until it holds the lock, then catch up and follow.
+    """Runs projections live: standby until it holds their locks, then catch up and follow.
+
+    Given several projections (the app runs all of them in one runner), it reads each page
+    of events once and applies it to every projection in turn, each in its own short
+    transaction. Run side by side, separate runners would each decode the same events and
+    keep write transactions open at the same moments, each holding back the others' read
+    horizon (core/events/postgres.py); in turn, the horizon is held by one at a time.
 
     ``await runner.run()`` runs until cancelled (reconnecting and re-electing on errors).
     """
 
-    def __init__(self, projection: Projection[Any], store: EventStore, *, dsn: str, batch_size: int = 500,
-                 poll_interval: float = 1.0, standby_interval: float = 1.0, cache_size: int = 20_000,
-                 on_batch: BatchCallback | None = None) -> None:
-        self.projection = projection
+    def __init__(self, projections: Projection[Any] | Sequence[Projection[Any]], store: EventStore, *, dsn: str,
+                 batch_size: int = 500, poll_interval: float = 1.0, standby_interval: float = 1.0,
+                 cache_size: int = 20_000, on_batch: BatchCallback | None = None) -> None:
+        self.projections = [projections] if isinstance(projections, Projection) else list(projections)
+        if not self.projections:
+            raise ValueError("a runner needs at least one projection")
         self.store = store
         self.dsn = dsn
         self.batch_size = batch_size
@@ -374,13 +382,18 @@ class ProjectionRunner:
         self.cache_size = cache_size
         self.on_batch = on_batch
         self.leading = False
-        self.target: Target | None = None
+        self.targets: list[Target] = []
         self._conn: asyncpg.Connection | None = None
         self._caught_up = asyncio.Event()
 
     @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self.projections)
+
+    @property
     def checkpoint(self) -> str | None:
-        return self.target.checkpoint if self.target else None
+        """The least advanced checkpoint of this runner's projections (None before it leads)."""
+        return min((t.checkpoint for t in self.targets), key=_cp) if self.targets else None
 
     async def run(self) -> None:
         while True:
@@ -389,7 +402,7 @@ class ProjectionRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost, server restart, …: re-elect after a pause
-                log.warning("projection_runner_error", projection=self.projection.name,
+                log.warning("projection_runner_error", projection=self.name,
                             error=type(exc).__name__, detail=str(exc)[:200])
             finally:
                 self.leading = False
@@ -404,33 +417,40 @@ class ProjectionRunner:
         """Wait until this runner leads and has caught up with the store once."""
         await asyncio.wait_for(self._caught_up.wait(), timeout)
 
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        """Hold every projection's run lock (all or none, so two runners never split a group)."""
+        keys = [lock_key("run", p.name) for p in self.projections]
+        while True:
+            held = []
+            for key in keys:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    break
+                held.append(key)
+            if len(held) == len(keys):
+                return
+            for key in held:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            await asyncio.sleep(self.standby_interval)
+
     async def _session(self) -> None:
         conn = self._conn = await asyncpg.connect(self.dsn)
-        key = lock_key("run", self.projection.name)
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):  # noqa: ASYNC110 (polls the lock)
-            await asyncio.sleep(self.standby_interval)
+        await self._lead(conn)
         self.leading = True
         wake = asyncio.Event()
         await conn.add_listener(EVENTS_CHANNEL, lambda *_: wake.set())
-        self.target = await self._new_target(conn)
-        log.info("projection_leading", projection=self.projection.name, version=self.target.version,
-                 checkpoint=self.target.checkpoint)
+        self.targets = [await self._new_target(conn, p) for p in self.projections]
+        for target in self.targets:
+            log.info("projection_leading", projection=target.projection.name, version=target.version,
+                     checkpoint=target.checkpoint)
         retry = 0
         while True:
             wake.clear()
-            target = self.target
-            events = await self.store.read_all(after=target.checkpoint, limit=self.batch_size)
+            after = self.checkpoint
+            assert after is not None
+            events = await self.store.read_all(after=after, limit=self.batch_size)
             if events:
                 retry = 0
-                try:
-                    folded = await apply_batch(conn, self.store, target, events)
-                except VersionMoved:
-                    self.target = await self._new_target(conn)
-                    continue
-                if self.on_batch is not None:
-                    result = self.on_batch(self.projection.name, folded, target.checkpoint)
-                    if asyncio.iscoroutine(result):
-                        await result
+                await self._apply(conn, events)
             if len(events) < self.batch_size:
                 self._caught_up.set()
                 if not events and retry < len(_RETRY_DELAYS):
@@ -451,8 +471,25 @@ class ProjectionRunner:
                     retry = len(_RETRY_DELAYS)
                     await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
 
-    async def _new_target(self, conn: asyncpg.Connection) -> Target:
-        target = await active_target(conn, self.projection)
+    async def _apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+        """Apply a page to every projection not already past it (after a re-target, one may lag)."""
+        for i, target in enumerate(self.targets):
+            at = _cp(target.checkpoint)
+            page = [e for e in events if _cp(e.checkpoint) > at] if at > _cp(events[0].checkpoint) else events
+            if not page:
+                continue
+            try:
+                folded = await apply_batch(conn, self.store, target, page)
+            except VersionMoved:  # switched by a rebuild: follow the new version from its checkpoint
+                self.targets[i] = await self._new_target(conn, target.projection)
+                continue
+            if self.on_batch is not None:
+                result = self.on_batch(target.projection.name, folded, target.checkpoint)
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def _new_target(self, conn: asyncpg.Connection, projection: Projection[Any]) -> Target:
+        target = await active_target(conn, projection)
         target.cache_size = self.cache_size
         return target
 

@@ -36,8 +36,7 @@ async def store(app_pool: asyncpg.Pool, database, kek: bytes) -> AsyncIterator[P
 @pytest.fixture
 async def runners(store: PostgresEventStore, database) -> AsyncIterator[list[ProjectionRunner]]:  # type: ignore[no-untyped-def]
     """The three projections running live in this process for the duration of a test."""
-    rs = [ProjectionRunner(p, store, dsn=database.app_dsn, poll_interval=0.5, standby_interval=0.1)
-          for p in PROJECTIONS]
+    rs = [ProjectionRunner(PROJECTIONS, store, dsn=database.app_dsn, poll_interval=0.5, standby_interval=0.1)]
     tasks = [asyncio.create_task(r.run()) for r in rs]
     try:
         yield rs

@@ -1,0 +1,48 @@
+"""One runner for several projections: reads each page once, leads all of them or none."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from core.events.postgres import PostgresEventStore
+from core.projections.plan import PLAN
+from core.projections.queries import plan_document, progress_document
+from core.projections.registry import PROJECTIONS
+from core.projections.runner import ProjectionRunner
+from tests.projections.conftest import wait_projected
+from tests.projections.helpers import Client
+
+
+async def test_group_runner_leads_all_or_none_and_projects_every_view(
+        store: PostgresEventStore, app_pool: asyncpg.Pool, database) -> None:  # type: ignore[no-untyped-def]
+    single = ProjectionRunner(PLAN, store, dsn=database.app_dsn, poll_interval=0.2, standby_interval=0.05)
+    group = ProjectionRunner(PROJECTIONS, store, dsn=database.app_dsn, poll_interval=0.2, standby_interval=0.05)
+    ts = asyncio.create_task(single.run())
+    await single.wait_caught_up(10)
+    tg = asyncio.create_task(group.run())
+    try:
+        await asyncio.sleep(0.3)
+        # the group cannot have plan: it leads none of its projections (no split leadership)
+        assert single.leading and not group.leading
+        ts.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ts
+        await group.wait_caught_up(10)
+        assert group.leading
+        c = Client().typical()
+        await wait_projected(app_pool, await c.flush(store))
+        plan, progress = await plan_document(app_pool, c.client), await progress_document(app_pool, c.client)
+        assert plan is not None and plan.goals and progress is not None
+        assert group.checkpoint is not None
+        names = {r["name"] for r in await app_pool.fetch(
+            "SELECT name FROM projections.projection_versions WHERE state = 'active' AND checkpoint = $1",
+            group.checkpoint)}
+        assert names == {p.name for p in PROJECTIONS}  # one page, applied to each
+    finally:
+        for t in (ts, tg):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
