@@ -15,6 +15,8 @@ second attempt finds its first event already stored and answers with it.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,6 +131,9 @@ class CommandHandler:
         self.store = store
         self.max_attempts = max_attempts
         self.cache = cache if cache is not None else StateCache()
+        # One command at a time per written stream in this process: a concurrent one waits a
+        # moment instead of conflicting, re-reading and re-deciding (other processes still race).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- the three stream types ----------------------------------------------
     async def load_client(self, client_id: UUID, *, known_version: int | None = None) -> Loaded:
@@ -161,7 +166,8 @@ class CommandHandler:
             clinic_state: ClinicState | None = clinic.state if clinic and clinic.version else None
             return client, [], decide_client(command, state, clinic_state)  # type: ignore[arg-type]
 
-        return await self._run(command, client_id, attempt)
+        return await self._run(command, client_id, attempt, stream_id=client_stream(client_id),
+                               evolve=evolve_client)
 
     async def handle_goal(self, command: GoalCommandUnion, *, if_match: int | None = None,
                           just_loaded: bool = False) -> Outcome:
@@ -180,7 +186,8 @@ class CommandHandler:
             goal_state: GoalState = goal.state
             return goal, [client], decide_goal(command, goal_state, client.state)
 
-        return await self._run(command, command.client_id, attempt, retry=if_match is None)
+        return await self._run(command, command.client_id, attempt, stream_id=goal_stream(command.goal_id),
+                               evolve=evolve_goal, retry=if_match is None)
 
     async def handle_clinic(self, command: Command) -> Outcome:
         async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
@@ -188,7 +195,8 @@ class CommandHandler:
             return clinic, [], decide_clinic(command, clinic.state)  # type: ignore[arg-type]
 
         # staff events are about staff, not a client: the clinic itself is the subject
-        return await self._run(command, command.tenant_id, attempt)
+        return await self._run(command, command.tenant_id, attempt, stream_id=clinic_stream(command.tenant_id),
+                               evolve=evolve_clinic)
 
     # -- the loop ------------------------------------------------------------
     async def _already_recorded(self, command: Command) -> Outcome | None:
@@ -199,8 +207,16 @@ class CommandHandler:
         mine = tuple(e for e in events if e.causation_id == command.command_id)
         return Outcome(first.stream_id, mine[-1].version, mine, duplicate=True)
 
-    async def _run(self, command: Command, subject_id: UUID,
-                   attempt: Callable[[], Any], *, retry: bool = True) -> Outcome:
+    async def _run(self, command: Command, subject_id: UUID, attempt: Callable[[], Any], *, stream_id: str,
+                   evolve: Callable[[Any, EventPayload], Any], retry: bool = True) -> Outcome:
+        lock = self._locks.get(stream_id)
+        if lock is None:
+            lock = self._locks[stream_id] = asyncio.Lock()
+        async with lock:
+            return await self._decide_and_append(command, subject_id, attempt, evolve=evolve, retry=retry)
+
+    async def _decide_and_append(self, command: Command, subject_id: UUID, attempt: Callable[[], Any], *,
+                                 evolve: Callable[[Any, EventPayload], Any], retry: bool) -> Outcome:
         for round_ in range(1, self.max_attempts + 1):
             try:
                 written, asserted, payloads = await attempt()
@@ -242,5 +258,11 @@ class CommandHandler:
                 return done
             recorded = result.events if len(result.events) == len(events) else tuple(await self.store.read_stream(
                 written.stream_id, from_version=written.version + 1, to_version=result.version))
+            if not result.duplicate and result.version == written.version + len(payloads):
+                # the next command on this stream starts from here without reading it back
+                state = written.state
+                for payload in payloads:
+                    state = evolve(state, payload)
+                self.cache.put(Loaded(written.stream_id, state, result.version))
             return Outcome(written.stream_id, result.version, recorded, duplicate=result.duplicate)
         raise AssertionError("unreachable")  # the loop returns or raises

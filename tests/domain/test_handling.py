@@ -682,3 +682,29 @@ async def test_just_loaded_state_that_went_stale_is_redecided_not_lost(store: An
     assert [e.type for e in agreed.events][0] == "goal.agreed"
     assert await store.stream_version(goal_stream(goal_id)) == agreed.version == 4  # proposed, agreed ×2, active
     assert outcome.events == tuple(await store.read_stream(client_stream(w.client_id), from_version=before + 1))
+
+
+async def test_concurrent_commands_on_one_stream_in_one_process_queue_instead_of_conflicting(store: Any) -> None:
+    """In one process, commands on the same stream run one at a time, each from the state the
+    previous one left (cached, not read back): no conflict, no re-decide, nothing lost."""
+    w = await setup_world(store)
+    counting = GatedStore(store)
+    handler = CommandHandler(counting)
+    await handler.load_client(w.client_id)
+    reads: list[int] = []
+    original = store.read_stream
+
+    async def counted_read(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await original(*args, **kwargs)
+
+    counting.read_stream = counted_read  # type: ignore[method-assign]
+    outcomes = await asyncio.gather(*(handler.handle_client(w.client_id, w.measurement(at=w.tick()),
+                                                            just_loaded=True) for _ in range(20)))
+    first = min(o.version for o in outcomes)
+    assert sorted(o.version for o in outcomes) == list(range(first, first + 20))
+    assert counting.appends == 20  # each appended once: no conflicts
+    assert reads == []  # each started from the state the previous one left
+    state = (await CommandHandler(store).load_client(w.client_id)).state
+    assert len(state.measurements) == 20
+    assert handler.cache.get(client_stream(w.client_id)).state == state  # type: ignore[union-attr]
