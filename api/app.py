@@ -147,7 +147,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 svc.tasks.append(asyncio.create_task(
                     anchor_periodically(runtime, signer, settings), name="anchors"))
             app.state.services = svc
-            log.info("started", projections=len(PROJECTIONS) if run_projections else 0, instruments=len(registry.definitions()))
+            log.info("started", projections=len(PROJECTIONS) if run_projections else 0,
+                     instruments=len(registry.definitions()))
             try:
                 yield
             finally:

@@ -52,6 +52,8 @@ _rendered = _Rendered()
 
 _DOCUMENT = "SELECT doc FROM projections.active_document($1, $2, $3)"
 _PARTS = "SELECT part, ord, data FROM projections.active_parts($1, $2, $3)"
+
+
 class ActiveTables:
     """Which table holds each projection's active version, learnt once per process.
 
@@ -88,10 +90,12 @@ def _view_sql(table: str, *, items: bool) -> str:
            "NULL::bytea "
            "UNION ALL SELECT -2::smallint, coalesce((SELECT version FROM streams WHERE stream_id = $4), 0)::bigint, "
            "NULL::bytea "
-           f"UNION ALL SELECT -1::smallint, 0::bigint, d.doc FROM {head} d WHERE d.client_id = $1 AND d.tenant_id = $2")
+           f"UNION ALL SELECT -1::smallint, 0::bigint, d.doc FROM {head} d WHERE d.client_id = $1 "
+           "AND ($2::uuid IS NULL OR d.tenant_id = $2)")
     if items:
         sql += (f' UNION ALL SELECT i.part, i.ord, i.data FROM projections."{table}_items" i WHERE i.client_id = $1 '
-                f"AND EXISTS (SELECT 1 FROM {head} h WHERE h.client_id = $1 AND h.tenant_id = $2)")
+                f"AND EXISTS (SELECT 1 FROM {head} h WHERE h.client_id = $1 "
+                "AND ($2::uuid IS NULL OR h.tenant_id = $2))")
     return sql + " ORDER BY 1, 2"
 
 
@@ -111,10 +115,10 @@ _VERSIONS = ("SELECT coalesce((SELECT version FROM streams WHERE stream_id = $1)
              "coalesce((SELECT version FROM streams WHERE stream_id = $2), 0)::bigint")
 
 
-async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID, tenant_id: UUID,
-                     streams: tuple[str, str]) -> Fetched:
-    """One round trip: the client's active document of ``projection`` in ``tenant_id`` and,
-    from the same snapshot, the versions of ``streams``."""
+async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID, tenant_id: UUID | None,
+                     streams: tuple[str, str] = ("", "")) -> Fetched:
+    """One round trip: the client's active document of ``projection`` in ``tenant_id`` (None: any)
+    and, from the same snapshot, the versions of ``streams`` (0 for a stream that does not exist)."""
     async with pool.acquire() as conn:
         for _ in range(3):
             active = await _active.lookup(conn, projection)

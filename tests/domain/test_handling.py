@@ -679,7 +679,7 @@ async def test_just_loaded_state_that_went_stale_is_redecided_not_lost(store: An
     outcome = await mine.handle_client(w.client_id, w.measurement(at=w.tick()), just_loaded=True)
     assert outcome.version == before + 1
     agreed = await mine.handle_goal(w.goal_cmd(AgreeGoal, w.clinician, goal_id, version=1), just_loaded=True)
-    assert [e.type for e in agreed.events][0] == "goal.agreed"
+    assert agreed.events[0].type == "goal.agreed"
     assert await store.stream_version(goal_stream(goal_id)) == agreed.version == 4  # proposed, agreed ×2, active
     assert outcome.events == tuple(await store.read_stream(client_stream(w.client_id), from_version=before + 1))
 
