@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_projections.py                 # default: 50,000 events, < 2 min
     .venv/bin/python bench/bench_projections.py --events 1000000 # the issue's figure
+    .venv/bin/python bench/bench_projections.py --events 1000000 --keep-db alliance_bench_1m --only rebuild
+        # fills the named database once (kept afterwards, fixed KEK), then times read_all and rebuild only
 
 Prints, from one run: ``read_all`` alone over every event (the baseline), the rebuild of all
 projections (events/s and the ratio to the baseline), append → projected → notified in
@@ -28,15 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from core.database import create_app_pool
+from core.database import create_app_pool, ensure_database, with_database, with_user
 from core.events.crypto import PostgresKeyRing
 from core.events.postgres import PostgresEventStore
+from core.migrations import apply_migrations
 from core.projections.feed import ChangeFeed
 from core.projections.queries import read_plan, read_progress
 from core.projections.rebuild import rebuild
 from core.projections.registry import PROJECTIONS
 from core.projections.runner import ProjectionRunner
-from tests.database import create_test_database, drop_test_database
+from tests.database import APP_ROLE, TEST_KEK, create_test_database, drop_test_database, test_settings
 from tests.projections.helpers import Client, domain_codec
 
 
@@ -56,8 +59,8 @@ def open_store(pool: asyncpg.Pool, dsn: str, kek: bytes) -> PostgresEventStore:
 async def role_runner(dsn: str, kek: bytes, live: set[str]) -> None:
     pool = await create_app_pool(dsn, min_size=2, max_size=6)
     store = open_store(pool, dsn, kek)
-    runners = [ProjectionRunner(p, store, dsn=dsn, batch_size=500, poll_interval=1.0, standby_interval=0.2)
-               for p in PROJECTIONS if p.name in live]
+    runners = [ProjectionRunner([p for p in PROJECTIONS if p.name in live], store, dsn=dsn, batch_size=500,
+                                poll_interval=1.0, standby_interval=0.2)]  # as the app runs them
     print("ready", flush=True)
     await asyncio.gather(*(r.run() for r in runners))
 
@@ -193,15 +196,37 @@ async def spawn(args: list[str], env: dict[str, str]) -> tuple[asyncio.subproces
     return proc, lines
 
 
+async def kept_database(name: str) -> tuple[str, str, str]:
+    """(admin, owner, app) DSNs of database ``name``, created and migrated when missing (kept afterwards)."""
+    settings = test_settings()
+    admin = settings.database_url
+    if not admin:
+        from core.database import start_embedded
+        admin = start_embedded(settings)
+    await ensure_database(admin, name)
+    owner = with_database(admin, name)
+    await apply_migrations(owner, app_role=APP_ROLE)
+    return admin, owner, with_user(owner, APP_ROLE, settings.app_role_password)
+
+
 async def main(args: argparse.Namespace) -> None:
-    admin, owner, app = await create_test_database("alliance_bench")
-    kek = os.urandom(32)
+    if args.keep_db:
+        admin, owner, app = await kept_database(args.keep_db)
+        kek = TEST_KEK  # a kept database outlives this process: its KEK must be known next time
+    else:
+        admin, owner, app = await create_test_database("alliance_bench")
+        kek = os.urandom(32)
     env = {**os.environ, "ALLIANCE_BENCH_KEK": base64.b64encode(kek).decode()}
     procs: list[asyncio.subprocess.Process] = []
     pool = await create_app_pool(app, min_size=2, max_size=args.workers + 4)
     store = open_store(pool, app, kek)
     try:
-        clients = await generate(store, args.events, args.per_client, args.workers)
+        stored = await count_events(store)
+        if args.keep_db and stored:
+            print(f"reusing {args.keep_db}: {stored:,} events")
+            clients: list[Client] = []
+        else:
+            clients = await generate(store, args.events, args.per_client, args.workers)
         n, secs = await read_all_baseline(store, args.batch)
         base_rate = n / secs
         print(f"read_all alone: {n:,} events in {secs:.2f} s = {base_rate:,.0f} events/s")
@@ -213,6 +238,10 @@ async def main(args: argparse.Namespace) -> None:
         secs = time.perf_counter() - started
         print(f"rebuild of all projections ({', '.join(p.name for p in PROJECTIONS)}): {n:,} events in "
               f"{secs:.2f} s = {n / secs:,.0f} events/s; ratio to read_all = {n / secs / base_rate:.2f}")
+        if args.only == "rebuild":
+            return
+        if not clients:  # a reused database: fresh clients to append to and follow
+            clients = await generate(store, args.subscribed * 30, 30, args.workers)
 
         runner, _ = await spawn(["--role", "runner", "--dsn", app, "--live", args.live], env)
         procs.append(runner)
@@ -262,7 +291,8 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(p.wait(), 5)
         await store.close()
         await pool.close()
-        await drop_test_database(admin, owner)
+        if not args.keep_db:
+            await drop_test_database(admin, owner)
 
 
 if __name__ == "__main__":
@@ -275,6 +305,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--subscribed", type=int, default=100)
     parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--keep-db", metavar="NAME",
+                        help="use database NAME (filled with --events when empty) and keep it afterwards")
+    parser.add_argument("--only", choices=["all", "rebuild"], default="all",
+                        help="rebuild: stop after read_all and the rebuild (skip the latency phases)")
     parser.add_argument("--role", choices=["main", "runner", "subscriber", "rebuild"], default="main")
     parser.add_argument("--dsn")
     parser.add_argument("--clients", default="")

@@ -2,7 +2,9 @@
 
 ``rebuild`` builds the next generation of each named projection beside the live one
 (state ``building``: readers and the feed do not see it) in short transactions,
-reading the store once for all of them. When it has caught up it switches readers
+reading the store once for all of them: up to the head as it was at the start in
+memory, writing each document once (``core.projections.bulk``), then what was appended
+meanwhile as the live runner does. When it has caught up it switches readers
 in one transaction per projection: it locks the active and the new version rows
 (the live runner's next batch waits on that lock, then finds its version retired
 and follows the new one), catches the new one up to the head, records change-feed
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from core.events.envelope import RecordedEvent
 from core.events.store import START, EventStore, parse_checkpoint
 from core.logging import get_logger
 from core.projections.base import Projection, fold
-from core.projections.bulk import WRITE_ROWS, Build, fold_page, long_lived_heap, write_build
+from core.projections.bulk import WRITE_ROWS, Build, Endings, collector_paused
 from core.projections.registry import PROJECTIONS, get_projection
 from core.projections.runner import (
     Target,
@@ -100,8 +101,7 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
     writers: list[asyncpg.Connection] = []
     try:
         for p in projections:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rebuild", p.name)):
-                raise RebuildRunning(f"A rebuild of '{p.name}' is already running.")
+            await _take_rebuild_lock(conn, p.name)
             await _drop_unfinished(conn, p.name)
         targets = [await create_version(conn, p, state="building") for p in projections]
         writers += [await asyncpg.connect(dsn) for _ in targets]
@@ -115,8 +115,8 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
                     progress(RebuildProgress(target.projection.name, "building", read, checkpoint, head,
                                              time.perf_counter() - started))
 
-        with long_lived_heap():
-            read = await _bulk(store, writers, targets, until=head, batch_size=batch_size, write_size=write_size,
+        with collector_paused():
+            read = await _bulk(conn, store, writers, targets, until=head, batch_size=batch_size, write_size=write_size,
                                write_rows=write_rows, report=report)
             read += await _follow(store, writers, targets, batch_size=batch_size, write_size=write_size,
                                   report=lambda n, cp: report(read + n, cp))
@@ -164,27 +164,33 @@ async def _pages(store: EventStore, after: str, *, batch_size: int, until: str |
                 await pending
 
 
-async def _bulk(store: EventStore, writers: list[asyncpg.Connection], targets: list[Target], *, until: str,
-                batch_size: int, write_size: int, write_rows: int, report: Callable[[int, str], None]) -> int:
-    """Fold every event up to ``until`` in memory, then write each document once; the events read."""
-    builds = [Build(target) for target in targets]
+async def _bulk(conn: asyncpg.Connection, store: EventStore, writers: list[asyncpg.Connection],
+                targets: list[Target], *, until: str, batch_size: int, write_size: int, write_rows: int,
+                report: Callable[[int, str], None]) -> int:
+    """Fold every event up to ``until`` in memory, writing each document once it is final; the events read."""
+    builds = [Build(target, writer, rows=write_rows) for target, writer in zip(targets, writers, strict=True)]
+    endings = Endings(conn, until)
     read = 0
-    after = START
-    recorded_at = None
-    if until != START:
-        async for events in _pages(store, START, batch_size=batch_size, until=until):
-            for lo in range(0, len(events), write_size):
-                chunk = events[lo:lo + write_size]
-                for build in builds:
-                    await fold_page(store, build, chunk, after)
-                await asyncio.sleep(0)  # let the process's other tasks run between chunks
-            gc.freeze()  # what is held now is held for long: spare the collector walking it again
-            read += len(events)
-            after = events[-1].checkpoint
-            recorded_at = events[-1].recorded_at
-            report(read, after)
-    await asyncio.gather(*(write_build(writer, build, until=after, recorded_at=recorded_at, rows=write_rows)
-                           for writer, build in zip(writers, builds, strict=True)))
+    try:
+        if until != START:
+            async for events in _pages(store, START, batch_size=batch_size, until=until):
+                for lo in range(0, len(events), write_size):
+                    chunk = events[lo:lo + write_size]
+                    for build in builds:
+                        await build.fold(store, chunk)
+                        await asyncio.sleep(0)  # let the process's other tasks (and our writes) run
+                    final = endings.passed(chunk)
+                    for build in builds:
+                        build.complete(final)
+                        await build.flush()
+                read += len(events)
+                report(read, events[-1].checkpoint)
+        for build in builds:
+            await build.finish(until)
+    finally:
+        await endings.close()
+        for build in builds:
+            await build.abandon()
     return read
 
 
@@ -202,6 +208,20 @@ async def _follow(store: EventStore, writers: list[asyncpg.Connection], targets:
         read += len(events)
         report(read, events[-1].checkpoint)
     return read
+
+
+#: Seconds a rebuild waits for another holder of its lock before it reports one running.
+LOCK_PATIENCE = 5.0
+
+
+async def _take_rebuild_lock(conn: asyncpg.Connection, name: str) -> None:
+    """The rebuild lock of ``name``, waiting a little: a live runner takes it for a moment when it
+    re-targets (to drop abandoned builds); a holder still there after ``LOCK_PATIENCE`` is a rebuild."""
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rebuild", name)):
+        if time.monotonic() >= deadline:
+            raise RebuildRunning(f"A rebuild of '{name}' is already running.")
+        await asyncio.sleep(0.05)
 
 
 async def _switch(conn: asyncpg.Connection, store: EventStore, target: Target, *, batch_size: int,
