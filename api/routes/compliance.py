@@ -60,7 +60,7 @@ async def export_fhir(request: Request, client_id: UUID, principal: Principal, s
     if version not in {"R5", "R4B"}:
         raise ValidationError("version is R5 or R4B", code="invalid_fhir_version", field="version")
     await readable_client(svc, request, principal, client_id, "fhir")
-    events = await svc.store.read_all(subject_id=client_id, limit=1_000_000)
+    events = await svc.store.read_subject(client_id, tenant_id=principal.tenant_id)
     moment = now()
     plan = await asof.plan_as_of(svc.store, client_id, moment)
     progress = await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments)

@@ -166,6 +166,12 @@ class MemoryEventStore(StoreBase):
                 break
         return found
 
+    async def read_subject(self, subject_id: UUID, *, tenant_id: UUID | None = None,
+                           recorded_until: datetime | None = None, until: str | None = None
+                           ) -> list[RecordedEvent]:
+        return await self.read_all(limit=max(1, len(self._rows)), subject_id=subject_id, tenant_id=tenant_id,
+                                   recorded_until=recorded_until, until=until)
+
     async def head(self) -> str:
         return format_checkpoint(len(self._rows), len(self._rows)) if self._rows else START
 

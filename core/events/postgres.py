@@ -304,6 +304,24 @@ class PostgresEventStore(StoreBase):
             rows = await conn.fetch(sql, *args)
         return await self._rows_to_events(rows)
 
+    async def read_subject(self, subject_id: UUID, *, tenant_id: UUID | None = None,
+                           recorded_until: datetime | None = None, until: str | None = None
+                           ) -> list[RecordedEvent]:
+        where = ["subject_id = $1"]
+        args: list[Any] = [subject_id]
+        for clause, value in (("tenant_id = ${}", tenant_id), ("recorded_at <= ${}", recorded_until)):
+            if value is not None:
+                args.append(value)
+                where.append(clause.format(len(args)))
+        if until is not None:
+            until_tx, until_position = parse_checkpoint(until)
+            args += [str(until_tx), until_position]
+            where.append(f"(tx_id, position) <= (${len(args) - 1}::text::xid8, ${len(args)})")
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY events.tx_id, events.position"
+        async with self._pool.acquire() as conn:  # one statement: one snapshot
+            rows = await conn.fetch(sql, *args)
+        return await self._rows_to_events(rows)
+
     async def head(self) -> str:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(

@@ -101,6 +101,17 @@ class EventStore(Protocol):
         """Events in global order after ``after`` (a checkpoint), never skipping one."""
         ...
 
+    async def read_subject(self, subject_id: UUID, *, tenant_id: UUID | None = None,
+                           recorded_until: datetime | None = None, until: str | None = None
+                           ) -> list[RecordedEvent]:
+        """Every committed event of one subject (a client), in global order, from one snapshot.
+
+        Unlike ``read_all`` this does not wait for the read horizon: it is a one-off read of
+        what is committed now (as-of views, exports), not a cursor that must never skip.
+        ``recorded_until`` and ``until`` (a checkpoint) bound it as in ``read_all``.
+        """
+        ...
+
     def subscribe(self, *, after: str = START, tenant_id: UUID | None = None,
                   subject_id: UUID | None = None, batch: int = 500) -> AsyncIterator[RecordedEvent]:
         """Catch up from ``after``, then follow the store live, forever."""

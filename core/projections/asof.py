@@ -12,13 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from core.events.store import START, EventStore
+from core.events.store import EventStore
 from core.projections.base import Projection
 from core.projections.history import HISTORY, render_history
 from core.projections.plan import PLAN, render_plan
 from core.projections.progress import PROGRESS, Instruments, render_progress
-
-_PAGE = 1000
 
 
 async def document_as_of(store: EventStore, projection: Projection[Any], client_id: UUID,
@@ -28,18 +26,15 @@ async def document_as_of(store: EventStore, projection: Projection[Any], client_
     until = as_of if isinstance(as_of, str) else None
     ctx = projection.context()
     doc = None
-    after = START
-    while True:
-        events = await store.read_all(after=after, limit=_PAGE, subject_id=client_id, tenant_id=tenant_id,
-                                      recorded_until=recorded_until, until=until)
-        for event in events:
-            if projection.wants(event):
-                if doc is None:
-                    doc = projection.initial(client_id, event.tenant_id)
-                doc = projection.apply(doc, event, ctx)
-        if len(events) < _PAGE:
-            return doc
-        after = events[-1].checkpoint
+    # What is committed now, from one snapshot: not held back by the store's read horizon
+    # (a long transaction elsewhere on the server would otherwise hide the latest events).
+    for event in await store.read_subject(client_id, tenant_id=tenant_id, recorded_until=recorded_until,
+                                          until=until):
+        if projection.wants(event):
+            if doc is None:
+                doc = projection.initial(client_id, event.tenant_id)
+            doc = projection.apply(doc, event, ctx)
+    return doc
 
 
 def _moment(as_of: datetime | str) -> datetime:

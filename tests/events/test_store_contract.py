@@ -196,6 +196,47 @@ async def test_read_all_is_global_order_and_filters(store):
         await store.read_all(after="not-a-checkpoint")
 
 
+async def test_read_subject_is_one_subjects_events_in_global_order(store):
+    tenant_a, tenant_b, subject, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    s1, s2 = stream(), stream()
+    await store.append(s1, [new_event(Counted(number=1), tenant=tenant_a, subject=subject)], 0)
+    await store.append(s2, [new_event(Counted(number=2), tenant=tenant_b, subject=subject)], 0)
+    await store.append(stream(), [new_event(Counted(number=9), tenant=tenant_a, subject=other)], 0)
+    third = await store.append(s1, [new_event(Counted(number=3), tenant=tenant_a, subject=subject)], 1)
+    assert [e.payload.number for e in await store.read_subject(subject)] == [1, 2, 3]
+    assert [e.payload.number for e in await store.read_subject(subject, tenant_id=tenant_a)] == [1, 3]
+    read = await store.read_subject(subject)
+    assert [e.payload.number for e in await store.read_subject(subject, until=read[1].checkpoint)] == [1, 2]
+    bounded = await store.read_subject(subject, recorded_until=read[0].recorded_at)
+    assert bounded[0].payload.number == 1 and all(e.recorded_at <= read[0].recorded_at for e in bounded)
+    assert len(bounded) == sum(e.recorded_at <= read[0].recorded_at for e in read)
+    assert read[-1].checkpoint == third.events[0].checkpoint
+
+
+async def test_read_subject_is_not_held_back_by_the_read_horizon(app_pool, database):
+    """A one-off read of what is committed: a long transaction elsewhere hides nothing from it
+    (``read_all``, a cursor that must never skip, waits for that transaction to end)."""
+    import asyncpg
+
+    pg = PostgresEventStore(app_pool, sample_codec(), PostgresKeyRing(app_pool, bytes(range(32))),
+                            dsn=database.app_dsn)
+    tenant, subject = uuid.uuid4(), uuid.uuid4()
+    other = await asyncpg.connect(database.app_dsn)
+    try:
+        await pg.append(stream(), [new_event(Counted(number=1), tenant=tenant, subject=subject)], 0)
+        long = other.transaction()
+        await long.start()
+        await other.fetchval("SELECT pg_current_xact_id()")  # holds an xid: the horizon stops here
+        await pg.append(stream(), [new_event(Counted(number=2), tenant=tenant, subject=subject)], 0)
+        assert [e.payload.number for e in await pg.read_all(subject_id=subject)] == [1]
+        assert [e.payload.number for e in await pg.read_subject(subject)] == [1, 2]
+        await long.rollback()
+        assert [e.payload.number for e in await pg.read_all(subject_id=subject)] == [1, 2]
+    finally:
+        await other.close()
+        await pg.close()
+
+
 async def test_subscribe_catches_up_then_follows_live(store, ids):
     tenant, subject = ids
     s = stream()
