@@ -472,7 +472,8 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...]) -> None:
                 results = await rebuild(rt.pool, rt.store, list(names) or None, dsn=rt.target.app_dsn,
                                         progress=report)
         for r in results:
-            out.print(f"{r.name}: v{r.previous_version} → v{r.version}, {r.events_read} events in {r.seconds:.1f}s")
+            was = f"v{r.previous_version} → " if r.previous_version is not None else "(none before) → "
+            out.print(f"{r.name}: {was}v{r.version}, {r.events_read} events in {r.seconds:.1f}s")
         return EXIT_OK
 
     run(go())
