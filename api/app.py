@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,6 +50,9 @@ log = get_logger("alliance.http")
 API_VERSION = "0.1.0"
 
 
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
 def _request_logging(app: ASGIApp) -> ASGIApp:
     """Method, route, status, duration and request id for every request; never bodies."""
 
@@ -57,7 +61,12 @@ def _request_logging(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":  # a caller's own id, if it is a plain token (logs stay clean)
+                request_id = value.decode("latin-1")[:64] if _REQUEST_ID.fullmatch(value) else ""
+                break
+        request_id = request_id or os.urandom(16).hex()
         status = 500
 
         async def send_with_id(message: Message) -> None:

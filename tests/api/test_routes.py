@@ -411,3 +411,12 @@ async def test_caseload_lists_my_clients_with_a_cursor(api):
     assert len(seen) == len(set(seen))
     outsider = api.token(clinic.tenant, "clinician", clinic.outsider)
     assert (await api.http.get("/clients", headers=outsider)).json()["items"] == []
+
+
+async def test_request_id_is_echoed_when_it_is_a_plain_token_and_made_up_otherwise(api):
+    r = await api.http.get("/health", headers={"X-Request-ID": "frontend-42.a:b"})
+    assert r.headers["x-request-id"] == "frontend-42.a:b"
+    for odd in (b"two words", b"x" * 65, "naïve".encode(), b"<script>"):
+        made = (await api.http.get("/health", headers={"X-Request-ID": odd})).headers["x-request-id"]
+        assert made.encode() != odd and len(made) == 32 and int(made, 16) >= 0
+    assert len((await api.http.get("/health")).headers["x-request-id"]) == 32
