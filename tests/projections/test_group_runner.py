@@ -46,3 +46,21 @@ async def test_group_runner_leads_all_or_none_and_projects_every_view(
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+
+async def test_group_runner_follows_each_projection_across_a_rebuild_switch(
+        store: PostgresEventStore, app_pool: asyncpg.Pool, database, runners) -> None:  # type: ignore[no-untyped-def]
+    from core.projections.rebuild import rebuild, status, verify
+
+    c = Client().typical()
+    await wait_projected(app_pool, await c.flush(store))
+    before = {s.name: s.version for s in await status(app_pool) if s.state == "active"}
+    await rebuild(app_pool, store, names=["plan"], dsn=database.app_dsn)  # only one of the group moves
+    after = {s.name: s.version for s in await status(app_pool) if s.state == "active"}
+    assert after == {**before, "plan": before["plan"] + 1}
+    c.relapse_plan()
+    c.measure(5, goal=c.goals[0])
+    await wait_projected(app_pool, await c.flush(store))
+    plan = await plan_document(app_pool, c.client)
+    assert plan is not None and plan.relapse_plan is not None  # the new plan version is followed
+    assert all(r.ok for r in await verify(app_pool, store)), "replay equals live across the switch"
