@@ -24,9 +24,8 @@ from uuid import UUID
 import asyncpg
 
 from core.errors import ValidationError
-from core.projections.plan import PLAN
-from core.projections.progress import PROGRESS, Instruments
-from core.projections.queries import fetch_view, read_history, read_plan, read_progress
+from core.projections.progress import Instruments
+from core.projections.queries import read_history, read_plan, read_progress
 from core.projections.runner import CHANGES_CHANNEL
 
 _PREFIX = "c1-"
@@ -114,11 +113,9 @@ class ChangeFeed:
 
     async def view(self, client_id: UUID, kind: str, *, tenant_id: UUID | None = None) -> dict[str, Any] | None:
         if kind == "plan":
-            return await read_plan(self._pool, client_id, tenant_id=tenant_id, now=datetime.now(UTC),
-                                   fetched=await fetch_view(self._pool, PLAN, client_id, tenant_id))
+            return await read_plan(self._pool, client_id, tenant_id=tenant_id, now=datetime.now(UTC))
         if kind == "progress":
-            return await read_progress(self._pool, client_id, tenant_id=tenant_id, instruments=self.instruments,
-                                       fetched=await fetch_view(self._pool, PROGRESS, client_id, tenant_id))
+            return await read_progress(self._pool, client_id, tenant_id=tenant_id, instruments=self.instruments)
         return await read_history(self._pool, client_id, tenant_id=tenant_id)
 
     async def follow(self, client_id: UUID, after: str | None = None, *, tenant_id: UUID | None = None

@@ -1,7 +1,7 @@
 """Reading the live views: one round trip to the active version's document, rendered here.
 
-Documents with parts (history, progress) come back as their head row and item rows in one
-round trip (``projections.active_parts``) and are reassembled with the projection's layout.
+Every read is ``fetch_view``: static SQL on the active version's table (head row, then item
+rows for documents with parts, reassembled with the projection's layout), in one round trip.
 """
 
 from __future__ import annotations
@@ -50,16 +50,12 @@ class _Rendered:
 
 _rendered = _Rendered()
 
-_DOCUMENT = "SELECT doc FROM projections.active_document($1, $2, $3)"
-_PARTS = "SELECT part, ord, data FROM projections.active_parts($1, $2, $3)"
-
-
 class ActiveTables:
     """Which table holds each projection's active version, learnt once per process.
 
     Reads then name that table in static SQL, which PostgreSQL plans once per connection
-    (the ``active_parts`` function builds and plans its statement on every call, at twice
-    the cost). Every such read also checks, in the same statement, that the version is still
+    (the ``active_parts`` function of migration 0002 builds and plans its statement on every
+    call, at twice the cost). Every such read also checks, in the same statement, that the version is still
     the active one; when a rebuild has switched (or dropped) it, the read learns the new
     table and runs again, so it never answers from a retired table.
     """
@@ -138,29 +134,21 @@ async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id:
     raise RuntimeError(f"the active version of {projection.name} kept moving")
 
 
-async def _document(pool: asyncpg.Pool, name: str, client_id: UUID, tenant_id: UUID | None) -> bytes | None:
-    async with pool.acquire() as conn:
-        return await conn.fetchval(_DOCUMENT, name, client_id, tenant_id)  # type: ignore[no-any-return]
-
-
 async def read_document(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID,
                         tenant_id: UUID | None = None) -> Any | None:
     """The active version's document of one client (None: none, or not in this tenant)."""
-    if not projection.layout:
-        data = await _document(pool, projection.name, client_id, tenant_id)
-        return projection.decode(data) if data is not None else None
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(_PARTS, projection.name, client_id, tenant_id)
-    if not rows or rows[0][0] != -1:
+    rows = (await fetch_view(pool, projection, client_id, tenant_id)).rows
+    if not rows:
         return None
-    doc, _ = projection.layout.assemble(projection.decode(rows[0][2]), (tuple(r) for r in rows[1:]))
+    if not projection.layout:
+        return projection.decode(rows[0][2])
+    doc, _ = projection.layout.assemble(projection.decode(rows[0][2]), rows[1:])
     return doc
 
 
 async def plan_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
                         ) -> PlanDoc | None:
-    data = await _document(pool, PLAN.name, client_id, tenant_id)
-    return PLAN.decode(data) if data is not None else None
+    return await read_document(pool, PLAN, client_id, tenant_id)  # type: ignore[no-any-return]
 
 
 async def progress_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
@@ -177,14 +165,12 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | No
                     now: datetime | None = None, fetched: Fetched | None = None) -> dict[str, Any] | None:
     """The client's current plan (None: no such client in this tenant, or not projected yet).
 
-    With ``fetched`` (from ``fetch_view(pool, "plan", …)``) nothing more is read.
+    ``fetched``: what the caller already read with ``fetch_view(pool, PLAN, …)`` (nothing more is read).
     """
-    if fetched is not None:
-        data = fetched.rows[0][2] if fetched.rows else None
-    else:
-        data = await _document(pool, PLAN.name, client_id, tenant_id)
-    if data is None:
+    rows = (fetched or await fetch_view(pool, PLAN, client_id, tenant_id)).rows
+    if not rows:
         return None
+    data = rows[0][2]
     moment = now or datetime.now(UTC)
     key = ("plan", client_id, tenant_id, moment.date())  # due/overdue change with the date only
     cached = _rendered.get(key, data)
@@ -201,22 +187,16 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | No
 async def read_progress(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
                         goal_id: UUID | None = None, instruments: Instruments | None = None,
                         fetched: Fetched | None = None) -> dict[str, Any] | None:
-    """The client's progress (None: none stored in this tenant). With ``fetched``, nothing more is read."""
-    if fetched is not None:
-        rows: Any = fetched.rows
-    else:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(_PARTS, PROGRESS.name, client_id, tenant_id)
-    if not rows or rows[0][0] != -1:
+    """The client's progress (None: none stored in this tenant). ``fetched``: as for ``read_plan``."""
+    rows = (fetched or await fetch_view(pool, PROGRESS, client_id, tenant_id)).rows
+    if not rows:
         return None
-    source = rows if fetched is not None else tuple(tuple(r) for r in rows)
     key = ("progress", client_id, tenant_id, goal_id, id(instruments))
-    cached = _rendered.get(key, source)
+    cached = _rendered.get(key, rows)
     if cached is not None:
         return cached
-    assert PROGRESS.layout is not None
-    doc, _ = PROGRESS.layout.assemble(PROGRESS.decode(rows[0][2]), (tuple(r) for r in rows[1:]))
-    return _rendered.put(key, source, render_progress(doc, instruments=instruments, goal_id=goal_id))
+    doc, _ = PROGRESS.layout.assemble(PROGRESS.decode(rows[0][2]), rows[1:])
+    return _rendered.put(key, rows, render_progress(doc, instruments=instruments, goal_id=goal_id))
 
 
 async def read_history(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
