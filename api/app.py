@@ -39,8 +39,10 @@ from core.events.crypto import load_kek
 from core.handling import CommandHandler
 from core.logging import configure_logging, get_logger
 from core.projections.feed import ChangeFeed
+from core.projections.queries import Fetched
 from core.projections.registry import PROJECTIONS
 from core.projections.runner import ProjectionRunner
+from core.projections.view_cache import ViewCache
 from core.runtime import open_runtime
 from core.settings import Settings, load_settings
 from plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
@@ -135,11 +137,19 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 fingerprints.parent.mkdir(parents=True, exist_ok=True)
                 write_fingerprints(fingerprints, registry.fingerprint_record())
             kek = load_kek(path=settings.kek_path, inline=settings.kek)
-            feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, instruments=registry)
+            views: ViewCache[Fetched] = ViewCache(max_age=settings.view_cache_seconds)
+            feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, instruments=registry, views=views)
+            if settings.view_cache_seconds > 0:
+                feed.start()
             handler = CommandHandler(runtime.store)
-            runtime.store.on_key_destroyed(lambda _subject: handler.cache.clear())
+
+            def key_destroyed(_subject: object) -> None:
+                handler.cache.clear()
+                views.clear()
+
+            runtime.store.on_key_destroyed(key_destroyed)
             svc = AppServices(runtime=runtime, handler=handler, plugins=plugins,
-                              instruments=registry, tokens=TokenVerifier(settings), feed=feed,
+                              instruments=registry, tokens=TokenVerifier(settings), feed=feed, views=views,
                               mac_key=derive_mac_key(kek))
             if run_projections:
                 runner = ProjectionRunner(PROJECTIONS, runtime.store, dsn=runtime.target.app_dsn)

@@ -19,6 +19,8 @@ from core.errors import Forbidden
 from core.handling import CommandHandler
 from core.identity import Role
 from core.projections.feed import ChangeFeed
+from core.projections.queries import Fetched
+from core.projections.view_cache import ViewCache
 from core.runtime import Runtime
 from plugins.manager import InstrumentRegistry
 
@@ -31,13 +33,14 @@ class AppServices:
     instruments: InstrumentRegistry
     tokens: TokenVerifier
     feed: ChangeFeed
+    #: Recent plan/progress reads, dropped when the change feed announces a change.
+    views: ViewCache[Fetched]
     mac_key: bytes
     runners: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     signer: Any = None
     #: Signs receipts for agreements and consents (set in the lifespan).
     issue_receipts: Any = None
-    _clinics: dict[UUID, tuple[int, ClinicState]] = field(default_factory=dict)
 
     @property
     def pool(self) -> Any:
@@ -48,18 +51,12 @@ class AppServices:
         return self.runtime.store
 
     async def clinic(self, tenant_id: UUID, *, known_version: int | None = None) -> ClinicState:
-        """The clinic's staff list, cached while the clinic stream has not moved.
-
-        ``known_version``: the clinic stream's version, when the caller has just read it.
-        """
+        """The clinic's staff list and crisis text, from the handler's cached state when that is at
+        least as new as the clinic stream's version (read now, unless the caller just read it:
+        ``known_version``). A state this process appended since is newer, and is the one used."""
         version = known_version if known_version is not None \
             else await self.store.stream_version(f"clinic-{tenant_id}")
-        cached = self._clinics.get(tenant_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        loaded = await self.handler.load_clinic(tenant_id)
-        self._clinics[tenant_id] = (loaded.version, loaded.state)
-        return loaded.state  # type: ignore[no-any-return]
+        return (await self.handler.load_clinic(tenant_id, known_version=version)).state  # type: ignore[no-any-return]
 
 
 def services(state: State) -> AppServices:

@@ -1,7 +1,12 @@
 """HTTP API benchmarks (issue 6): the real service under load, on a fresh bench database.
 
-    .venv/bin/python -m bench.bench_api            # full: ~3 min (30 s phases, 1,000 SSE subscribers)
-    .venv/bin/python -m bench.bench_api --quick    # smoke: ~1 min (10 s phases, 200 subscribers)
+    .venv/bin/python -m bench.bench_api            # full: ~4 min (30 s phases, 1,000 SSE subscribers)
+    .venv/bin/python -m bench.bench_api --quick    # smoke: ~1.5 min (10 s phases, 200 subscribers)
+    .venv/bin/python -m bench.bench_api --subscribers 400   # the SSE phase at another size
+
+Phases: hello-world (the ceiling); reads with the view cache off (every read a database round
+trip); then the service as configured by default: clients reading their own plan/progress,
+clinicians reading them (never cached, each access-logged), the 70/25/5 mix, SSE fan-out.
 
 The service runs as it does in production: ``python -m uvicorn api.app:create_app --factory
 --workers 2`` on a free loopback port (plus ``--log-level warning --no-access-log``, so uvicorn
@@ -376,7 +381,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local reads, measures, barriers = {}, {}, {}
+local reads, staff_reads, measures, barriers = {}, {}, {}, {}
 local hello
 local n = 0
 local mode
@@ -398,6 +403,9 @@ function init(args)
     local auth = "Bearer " .. ctok
     reads[n] = {wrk.format("GET", "/clients/" .. cid .. "/plan", {Authorization = auth}),
                 wrk.format("GET", "/clients/" .. cid .. "/progress", {Authorization = auth})}
+    local kauth = "Bearer " .. ktok
+    staff_reads[n] = {wrk.format("GET", "/clients/" .. cid .. "/plan", {Authorization = kauth}),
+                      wrk.format("GET", "/clients/" .. cid .. "/progress", {Authorization = kauth})}
     measures[n] = wrk.format("POST", "/clients/" .. cid .. "/measurements",
       {Authorization = auth, ["Content-Type"] = "application/json"},
       '{"instrument_id":"mood_diary","answers":{"mood":7},"observed_at":"' .. observed .. '"}')
@@ -416,6 +424,8 @@ function request()
     local i = math.random(n)
     if mode == "writes" then
       cls, req = 2, measures[i]
+    elseif mode == "staffreads" then
+      cls, req = 1, staff_reads[i][math.random(2)]
     elseif mode == "reads" or r < 0.70 then
       cls, req = 1, reads[i][math.random(2)]
     elseif r < 0.95 then
@@ -691,10 +701,11 @@ def raise_nofile(wanted: int = 65536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def run(quick: bool) -> ApiResults:
+async def run(quick: bool, subscribers: int | None = None) -> ApiResults:
     results = ApiResults("API: mixed traffic vs hello-world ceiling, SSE fan-out (issue 6)")
     seconds = 10.0 if quick else 30.0
-    sse_seconds, subscribers = (5.0, 200) if quick else (20.0, 1000)
+    sse_seconds, default_subscribers = (5.0, 200) if quick else (20.0, 1000)
+    subscribers = subscribers or default_subscribers
     n_clients = subscribers
     connections = 100
     if shutil.which("wrk") is None:
@@ -728,21 +739,38 @@ async def run(quick: bool) -> ApiResults:
         stop(hello)
         servers.remove(hello)
 
-        # 2. the service: reads only, then the 70/25/5 mix
+        # 2. the service without its view cache: every read is a database round trip
+        uncached = spawn("alliance-no-view-cache", "api.app:create_app",
+                         {**env, "ALLIANCE_VIEW_CACHE_SECONDS": "0"}, work)
+        servers.append(uncached)
+        await wait_ready(uncached, "/ready", caught_up=True)
+        await run_wrk(uncached.port, "reads", 2, connections, script, data, work)  # warm-up
+        reads_uncached = await run_wrk(uncached.port, "reads", seconds, connections, script, data, work)
+        describe("reads only, view cache off (ALLIANCE_VIEW_CACHE_SECONDS=0)", reads_uncached)
+        stop(uncached)
+        servers.remove(uncached)
+
+        # 3. the service as configured by default: client reads, staff reads, then the 70/25/5 mix
         api = spawn("alliance", "api.app:create_app", env, work)
         servers.append(api)
         await wait_ready(api, "/ready", caught_up=True)
         await run_wrk(api.port, "reads", 2, connections, script, data, work)  # warm-up (plans cached, etc.)
         reads = await run_wrk(api.port, "reads", seconds, connections, script, data, work)
-        describe("reads only (plan/progress)", reads)
+        describe("reads only (clients reading their own plan/progress)", reads)
+        staff = await run_wrk(api.port, "staffreads", seconds, connections, script, data, work)
+        describe("reads only by clinicians (never cached; each read access-logged)", staff)
         mixed = await run_wrk(api.port, "mixed", seconds, connections, script, data, work)
         describe("mixed 70/25/5", mixed)
         hello_rate = ceiling.rate(1)
         results.row("hello-world GET (ceiling)", hello_rate, info=True)
         results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
                     target=0.25)
-        results.row("reads/s, reads only", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
+        results.row("reads/s, reads only (clients)", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
                     target=0.25)
+        results.row("reads/s, reads only, view cache off", reads_uncached.rate(1), baseline_name="hello/s",
+                    baseline=hello_rate, info=True)
+        results.row("reads/s, reads only by clinicians", staff.rate(1), baseline_name="hello/s",
+                    baseline=hello_rate, info=True)
         results.row("all requests/s in the mix", mixed.rate(), baseline_name="hello/s", baseline=hello_rate,
                     info=True)
         for k, label in CLASSES.items():
@@ -750,14 +778,15 @@ async def run(quick: bool) -> ApiResults:
             results.row(f"mix: {label} p99", pct(mixed.latencies[k], 99), unit="ms", info=True)
         results.row("reads only: p99", pct(reads.latencies[1], 99), unit="ms", baseline_name="hello p99",
                     baseline=pct(ceiling.latencies[1], 99), info=True)
-        results.row("5xx responses (mix + reads)", mixed.server_errors + reads.server_errors, unit="",
+        runs = (mixed, reads, reads_uncached, staff)
+        results.row("5xx responses (mix + reads)", sum(r.server_errors for r in runs), unit="",
                     target=0, lower_is_better=True)
-        results.row("unexpected 4xx (mix + reads)", mixed.client_errors + reads.client_errors, unit="",
+        results.row("unexpected 4xx (mix + reads)", sum(r.client_errors for r in runs), unit="",
                     target=0, lower_is_better=True)
-        socket_errors = sum(mixed.socket_errors.values()) + sum(reads.socket_errors.values())
+        socket_errors = sum(sum(r.socket_errors.values()) for r in runs)
         results.row("socket errors / timeouts (mix + reads)", socket_errors, unit="", target=0, lower_is_better=True)
 
-        # 3. SSE fan-out: one subscriber per client, one measurement per client per second
+        # 4. SSE fan-out: one subscriber per client, one measurement per client per second
         await wait_ready(api, "/ready", caught_up=True)
         console.print(f"  SSE: {subscribers:,} subscribers, {subscribers:,} measurements/s for {sse_seconds:.0f} s")
         sse = await sse_fanout(api.port, s, subscribers, sse_seconds)
@@ -791,6 +820,9 @@ async def run(quick: bool) -> ApiResults:
 def main() -> ApiResults:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 s phases, 200 SSE subscribers")
+    parser.add_argument("--subscribers", type=int, default=None,
+                        help="SSE subscribers (and clients), each sent one measurement a second "
+                             "(default 1,000; 200 with --quick)")
     args, _ = parser.parse_known_args()
     try:
         import uvloop
@@ -798,7 +830,7 @@ def main() -> ApiResults:
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        return runner.run(run(args.quick))
+        return runner.run(run(args.quick, args.subscribers))
 
 
 if __name__ == "__main__":

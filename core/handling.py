@@ -72,11 +72,12 @@ async def load(store: EventStore, stream_id: str, initial: Any, evolve: Callable
     folded onto the cached state (states are immutable and streams append-only).
 
     ``known_version`` is the stream's version just read by the caller (say, in the same round
-    trip as a view): when the cached state is at that version nothing is read at all.
+    trip as a view): when the cached state is at that version (or newer, appended by this
+    process since) nothing is read at all.
     """
     cached = cache.get(stream_id) if cache is not None else None
     state, version = (cached.state, cached.version) if cached is not None else (initial, 0)
-    if known_version is not None and known_version == version:
+    if known_version is not None and known_version <= version:
         return cached if cached is not None else Loaded(stream_id, initial, 0)
     events = await store.read_stream(stream_id, from_version=version + 1)
     for event in events:

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     erasure_ledger_dir: Path | None = None
     #: Seconds between two chain-head anchors written by the service (0: never).
     anchor_interval: float = 3600.0
+    #: Seconds a worker may answer a client's own plan/progress read from its view cache
+    #: (dropped at once when the change feed announces a change; 0: always read the database).
+    view_cache_seconds: float = 10.0
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -95,6 +98,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "signing_key_dir": path("ALLIANCE_SIGNING_KEY_DIR"),
         "erasure_ledger_dir": path("ALLIANCE_ERASURE_LEDGER_DIR"),
         "anchor_interval": float(env.get("ALLIANCE_ANCHOR_INTERVAL", "3600")),
+        "view_cache_seconds": float(env.get("ALLIANCE_VIEW_CACHE_SECONDS", "10")),
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import QueryParameter
 
+from api.access import ReadKind
 from api.auth import Principal
 from api.commands import CommandResult, body_for, build, result_response
 from api.routes.common import readable_client, run_command, visible_client
@@ -19,6 +20,7 @@ from core import client as c
 from core.clinic import clinic_stream
 from core.consent import ConsentScope
 from core.errors import NotFound, ValidationError
+from core.identity import Role
 from core.projections import asof, queries
 from core.projections.base import Projection
 from core.projections.plan import PLAN
@@ -164,8 +166,7 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "plan")
         return _json(await asof.plan_as_of(svc.store, client_id, _as_of(as_of), tenant_id=principal.tenant_id))
-    fetched = await _fetch(svc, PLAN, client_id, principal)
-    await readable_client(svc, request, principal, client_id, "plan", known_version=fetched.versions[0])
+    fetched = await _readable_view(svc, request, principal, PLAN, client_id, "plan")
     view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now(), fetched=fetched)
     if view is None:  # not projected yet: answer from the events, never stale
         view = await asof.plan_as_of(svc.store, client_id, now(), tenant_id=principal.tenant_id)
@@ -175,12 +176,29 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
                                                                          clinic_version=fetched.versions[1])})
 
 
-async def _fetch(svc: AppServices, view: Projection[Any], client_id: UUID, principal: Principal
-                 ) -> queries.Fetched:
-    """The stored view with the client's and the clinic's stream versions, in one round trip: the
-    caller then authorizes from cached states (refused callers never see what was fetched)."""
-    return await queries.fetch_view(svc.pool, view, client_id, principal.tenant_id,
-                                    (c.client_stream(client_id), clinic_stream(principal.tenant_id)))
+async def _readable_view(svc: AppServices, request: Request, principal: Principal, view: Projection[Any],
+                         client_id: UUID, kind: ReadKind) -> queries.Fetched:
+    """The stored view with the client's and the clinic's stream versions, read in one round trip,
+    once the caller is authorized from cached states at those versions (refused callers never
+    see what was fetched).
+
+    A client reading their own view may be answered from this worker's view cache: what
+    authorizes them (enrolled in this clinic, their own id) never changes once true, and the
+    change feed drops the entry as soon as the view changes. Staff and proxies always read
+    the database: their access depends on care-team membership, consent and proxy grants
+    that can be withdrawn, and every staff read is logged.
+    """
+    own = principal.role is Role.CLIENT and principal.id == client_id
+    if own and (held := svc.views.get(view.name, client_id, principal.tenant_id)) is not None:
+        await readable_client(svc, request, principal, client_id, kind, known_version=held.versions[0])
+        return held
+    since = svc.views.generation
+    fetched = await queries.fetch_view(svc.pool, view, client_id, principal.tenant_id,
+                                       (c.client_stream(client_id), clinic_stream(principal.tenant_id)))
+    await readable_client(svc, request, principal, client_id, kind, known_version=fetched.versions[0])
+    if own and fetched.rows:
+        svc.views.put(view.name, client_id, principal.tenant_id, fetched, fetched_at=since)
+    return fetched
 
 
 async def _crisis_information(svc: AppServices, tenant_id: UUID, *, clinic_version: int | None = None
@@ -203,8 +221,7 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "progress")
         return _json(await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope))
-    fetched = await _fetch(svc, PROGRESS, client_id, principal)
-    await readable_client(svc, request, principal, client_id, "progress", known_version=fetched.versions[0])
+    fetched = await _readable_view(svc, request, principal, PROGRESS, client_id, "progress")
     view = await queries.read_progress(svc.pool, client_id, fetched=fetched, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.progress_as_of(svc.store, client_id, now(), **scope)

@@ -24,9 +24,13 @@ from uuid import UUID
 import asyncpg
 
 from core.errors import ValidationError
+from core.logging import get_logger
 from core.projections.progress import Instruments
 from core.projections.queries import read_history, read_plan, read_progress
-from core.projections.runner import CHANGES_CHANNEL
+from core.projections.runner import CHANGES_CHANNEL, CLINIC_CHANGE_PREFIX
+from core.projections.view_cache import ViewCache
+
+log = get_logger("alliance.feed")
 
 _PREFIX = "c1-"
 
@@ -57,41 +61,110 @@ class Change(NamedTuple):
 
 
 class ChangeFeed:
-    """One per process: a dedicated LISTEN connection fanning wake-ups out to followers."""
+    """One per process: a dedicated LISTEN connection fanning wake-ups out to followers, and
+    dropping changed views from the process's view cache (``views``)."""
 
     def __init__(self, pool: asyncpg.Pool, *, dsn: str, instruments: Instruments | None = None,
-                 poll_interval: float = 5.0, page: int = 200) -> None:
+                 poll_interval: float = 5.0, page: int = 200, views: ViewCache[Any] | None = None,
+                 probe_interval: float = 2.0) -> None:
         self._pool = pool
         self._dsn = dsn
         self.instruments = instruments
         self.poll_interval = poll_interval
         self.page = page
+        self.views = views
+        self.probe_interval = probe_interval
         self._listener: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         self._waiters: dict[UUID, set[asyncio.Event]] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+
+    def start(self) -> None:
+        """Listen from now on, reconnecting when the connection is lost (the view cache needs it)."""
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_listening(), name="change-feed")
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
+        if self.views is not None:
+            self.views.listening(False)
+
+    async def _keep_listening(self) -> None:
+        """Keep the LISTEN connection up; probe it, since a dead peer is not always noticed."""
+        delay = 0.1
+        while True:
+            try:
+                await self._ensure_listener()
+                delay = 0.1
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.probe_interval):
+                        await self._lost.wait()
+                conn = self._listener
+                if conn is not None and not conn.is_closed():
+                    async with asyncio.timeout(self.probe_interval):
+                        await conn.fetchval("SELECT 1")
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server is away: retry, serving no cached views meanwhile
+                log.warning("change_feed_listener_lost", error=type(exc).__name__)
+                self._forget_listener()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _forget_listener(self, conn: object | None = None) -> None:
+        if conn is not None and conn is not self._listener:
+            return
+        if self.views is not None:
+            self.views.listening(False)
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            listener.terminate()
+        self._lost.set()
 
     async def _ensure_listener(self) -> None:
         async with self._lock:
             if self._listener is not None and not self._listener.is_closed():
                 return
+            self._lost.clear()
             conn = await asyncpg.connect(self._dsn)
+            conn.add_termination_listener(self._forget_listener)
             await conn.add_listener(CHANGES_CHANNEL, self._on_notify)
             self._listener = conn
+            if self.views is not None:  # hearing changes from now on: views fetched from now on may be kept
+                self.views.listening(True)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == "*":
             targets = [w for ws in self._waiters.values() for w in ws]
+            if self.views is not None:
+                self.views.clear()
         else:
             targets = []
+            changed = []
+            clinic_changed = False
             for part in payload.split(","):
+                if part.startswith(CLINIC_CHANGE_PREFIX):
+                    clinic_changed = True  # rare: staff or crisis text; every held view may show it
+                    continue
                 with contextlib.suppress(ValueError):
-                    targets.extend(self._waiters.get(UUID(part), ()))
+                    client = UUID(part)
+                    changed.append(client)
+                    targets.extend(self._waiters.get(client, ()))
+            if self.views is not None:
+                if clinic_changed:
+                    self.views.clear()
+                else:
+                    self.views.invalidate(changed)
         for waiter in targets:
             waiter.set()
 

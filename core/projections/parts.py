@@ -108,8 +108,9 @@ class Layout:
             nv = getattr(new, p.field)
             ov = getattr(old, p.field) if stored else None
             if p.kind == "seq":
-                if ov is not None and len(nv) >= len(ov) \
-                        and all(a is b or a == b for a, b in zip(ov, nv, strict=False)):
+                # Tuple equality runs in C and checks identity first: a prefix shared with
+                # the old document (the usual case, one item appended) costs a pointer per item.
+                if ov is not None and len(nv) >= len(ov) and tuple(nv[:len(ov)]) == tuple(ov):
                     start = len(ov)
                 else:
                     if stored or rewrite:

@@ -38,6 +38,7 @@ from core.projections.base import Projection, fold
 from core.projections.bulk import WRITE_ROWS, Build, Endings, collector_paused
 from core.projections.registry import PROJECTIONS, get_projection
 from core.projections.runner import (
+    CHANGES_CHANNEL,
     Target,
     apply_batch,
     catch_up,
@@ -251,6 +252,8 @@ async def _switch(conn: asyncpg.Connection, store: EventStore, target: Target, *
                                "WHERE name = $1 AND version = $2", name, old["version"])
         await conn.execute("UPDATE projections.projection_versions SET state = 'active', activated_at = now(), "
                            "updated_at = now() WHERE name = $1 AND version = $2", name, target.version)
+        # Every process's view cache holds documents of the old version: drop them all at commit.
+        await conn.execute("SELECT pg_notify($1, '*')", CHANGES_CHANNEL)
     if old is not None and drop_old:
         await drop_version(conn, name, old["version"], old["table_name"])
     return old["version"] if old is not None else None

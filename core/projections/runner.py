@@ -43,8 +43,11 @@ from core.projections.base import ERASURE_EVENT, Projection
 
 log = get_logger("alliance.projections")
 
-#: NOTIFY channel of the change feed (payload: changed client ids, comma-separated, or "*").
+#: NOTIFY channel of the change feed (payload: changed client ids, comma-separated, or "*" for all).
 CHANGES_CHANNEL = "alliance_projection_changes"
+#: A part of that payload naming a clinic whose own stream changed (``clinic:<tenant id>``).
+CLINIC_CHANGE_PREFIX = "clinic:"
+CLINIC_STREAM_PREFIX = "clinic-"
 _NOTIFY_MAX = 7000
 #: After a wake-up that found nothing readable: look again after these pauses (seconds).
 _RETRY_DELAYS = (0.001, 0.002, *(0.004,) * 15)  # ≈ 60 ms in all; never more than 4 ms late
@@ -343,8 +346,15 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
             update = insert + update
         if update:
             await conn.execute(_PUT.format(items=items), *map(list, zip(*update, strict=True)))
-        if emit and state == "active" and projection.feed_kind and staged:
-            await emit_changes(conn, projection.feed_kind, tenants)
+        if emit and state == "active" and projection.feed_kind:
+            if staged:
+                await emit_changes(conn, projection.feed_kind, tenants)
+            # A clinic's change (its crisis text, say) shows in its clients' views: say so too,
+            # in order with the rest, so processes drop views they hold (see view_cache.py).
+            clinics = sorted({str(e.tenant_id) for e in events if e.stream_id.startswith(CLINIC_STREAM_PREFIX)})
+            if clinics:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL,
+                                   ",".join(CLINIC_CHANGE_PREFIX + t for t in clinics))
     target.checkpoint = new_checkpoint
     for client, entry in staged.items():
         target.remember(client, entry)
