@@ -17,7 +17,8 @@ async def caught_up(api: Any) -> None:
     async with asyncio.timeout(10):
         while True:
             r = await api.http.get("/ready")
-            if r.status_code == 200 and all(p["events_behind"] == 0 for p in r.json()["checks"]["projections"].values()):
+            projections = r.json()["checks"]["projections"].values() if r.status_code == 200 else ()
+            if projections and all(p["events_behind"] == 0 for p in projections):
                 return
             await asyncio.sleep(0.02)
 

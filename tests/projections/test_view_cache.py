@@ -150,7 +150,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> float: 
     """Seconds until ``condition()`` held (fails the test after ``timeout``)."""
     start = asyncio.get_running_loop().time()
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 (a condition on plain state, polled)
             await asyncio.sleep(0.01)
     return asyncio.get_running_loop().time() - start
 
