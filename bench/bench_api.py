@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_api            # full: ~4 min (30 s phases, 1,000 SSE subscribers)
     .venv/bin/python -m bench.bench_api --quick    # smoke: ~1.5 min (10 s phases, 200 subscribers)
-    .venv/bin/python -m bench.bench_api --subscribers 400   # the SSE phase at another size
+    .venv/bin/python -m bench.bench_api --sse-only --subscribers 400   # only the SSE phase, at another size
 
 Phases: hello-world (the ceiling); reads with the view cache off (every read a database round
 trip); then the service as configured by default: clients reading their own plan/progress,
@@ -701,7 +701,7 @@ def raise_nofile(wanted: int = 65536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def run(quick: bool, subscribers: int | None = None) -> ApiResults:
+async def run(quick: bool, subscribers: int | None = None, sse_only: bool = False) -> ApiResults:
     results = ApiResults("API: mixed traffic vs hello-world ceiling, SSE fan-out (issue 6)")
     seconds = 10.0 if quick else 30.0
     sse_seconds, default_subscribers = (5.0, 200) if quick else (20.0, 1000)
@@ -729,62 +729,68 @@ async def run(quick: bool, subscribers: int | None = None) -> ApiResults:
                "ALLIANCE_KEK": KEK, "ALLIANCE_JWT_SECRET": JWT_SECRET, "ALLIANCE_LOG_LEVEL": "warning",
                "ALLIANCE_ANCHOR_INTERVAL": "0", "PYTHONPATH": str(ROOT)}
 
-        # 1. the ceiling: bare Litestar hello-world, same uvicorn flags, same generator
-        hello = spawn("hello", "bench.hello_app:create_app", env, work)
-        servers.append(hello)
-        await wait_ready(hello, "/hello", caught_up=False, limit=30)
-        await run_wrk(hello.port, "hello", 2, connections, script, data, work)  # warm-up
-        ceiling = await run_wrk(hello.port, "hello", seconds, connections, script, data, work)
-        describe("hello-world (ceiling)", ceiling)
-        stop(hello)
-        servers.remove(hello)
+        if sse_only:
+            api = spawn("alliance", "api.app:create_app", env, work)
+            servers.append(api)
+            await wait_ready(api, "/ready", caught_up=True)
+        else:
+            # 1. the ceiling: bare Litestar hello-world, same uvicorn flags, same generator
+            hello = spawn("hello", "bench.hello_app:create_app", env, work)
+            servers.append(hello)
+            await wait_ready(hello, "/hello", caught_up=False, limit=30)
+            await run_wrk(hello.port, "hello", 2, connections, script, data, work)  # warm-up
+            ceiling = await run_wrk(hello.port, "hello", seconds, connections, script, data, work)
+            describe("hello-world (ceiling)", ceiling)
+            stop(hello)
+            servers.remove(hello)
 
-        # 2. the service without its view cache: every read is a database round trip
-        uncached = spawn("alliance-no-view-cache", "api.app:create_app",
-                         {**env, "ALLIANCE_VIEW_CACHE_SECONDS": "0"}, work)
-        servers.append(uncached)
-        await wait_ready(uncached, "/ready", caught_up=True)
-        await run_wrk(uncached.port, "reads", 2, connections, script, data, work)  # warm-up
-        reads_uncached = await run_wrk(uncached.port, "reads", seconds, connections, script, data, work)
-        describe("reads only, view cache off (ALLIANCE_VIEW_CACHE_SECONDS=0)", reads_uncached)
-        stop(uncached)
-        servers.remove(uncached)
+            # 2. the service without its view cache: every read is a database round trip
+            uncached = spawn("alliance-no-view-cache", "api.app:create_app",
+                             {**env, "ALLIANCE_VIEW_CACHE_SECONDS": "0"}, work)
+            servers.append(uncached)
+            await wait_ready(uncached, "/ready", caught_up=True)
+            await run_wrk(uncached.port, "reads", 2, connections, script, data, work)  # warm-up
+            reads_uncached = await run_wrk(uncached.port, "reads", seconds, connections, script, data, work)
+            describe("reads only, view cache off (ALLIANCE_VIEW_CACHE_SECONDS=0)", reads_uncached)
+            stop(uncached)
+            servers.remove(uncached)
 
-        # 3. the service as configured by default: client reads, staff reads, then the 70/25/5 mix
-        api = spawn("alliance", "api.app:create_app", env, work)
-        servers.append(api)
-        await wait_ready(api, "/ready", caught_up=True)
-        await run_wrk(api.port, "reads", 2, connections, script, data, work)  # warm-up (plans cached, etc.)
-        reads = await run_wrk(api.port, "reads", seconds, connections, script, data, work)
-        describe("reads only (clients reading their own plan/progress)", reads)
-        staff = await run_wrk(api.port, "staffreads", seconds, connections, script, data, work)
-        describe("reads only by clinicians (never cached; each read access-logged)", staff)
-        mixed = await run_wrk(api.port, "mixed", seconds, connections, script, data, work)
-        describe("mixed 70/25/5", mixed)
-        hello_rate = ceiling.rate(1)
-        results.row("hello-world GET (ceiling)", hello_rate, info=True)
-        results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
-                    target=0.25)
-        results.row("reads/s, reads only (clients)", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
-                    target=0.25)
-        results.row("reads/s, reads only, view cache off", reads_uncached.rate(1), baseline_name="hello/s",
-                    baseline=hello_rate, info=True)
-        results.row("reads/s, reads only by clinicians", staff.rate(1), baseline_name="hello/s",
-                    baseline=hello_rate, info=True)
-        results.row("all requests/s in the mix", mixed.rate(), baseline_name="hello/s", baseline=hello_rate,
-                    info=True)
-        for k, label in CLASSES.items():
-            results.row(f"mix: {label} p50", pct(mixed.latencies[k], 50), unit="ms", info=True)
-            results.row(f"mix: {label} p99", pct(mixed.latencies[k], 99), unit="ms", info=True)
-        results.row("reads only: p99", pct(reads.latencies[1], 99), unit="ms", baseline_name="hello p99",
-                    baseline=pct(ceiling.latencies[1], 99), info=True)
-        runs = (mixed, reads, reads_uncached, staff)
-        results.row("5xx responses (mix + reads)", sum(r.server_errors for r in runs), unit="",
-                    target=0, lower_is_better=True)
-        results.row("unexpected 4xx (mix + reads)", sum(r.client_errors for r in runs), unit="",
-                    target=0, lower_is_better=True)
-        socket_errors = sum(sum(r.socket_errors.values()) for r in runs)
-        results.row("socket errors / timeouts (mix + reads)", socket_errors, unit="", target=0, lower_is_better=True)
+            # 3. the service as configured by default: client reads, staff reads, then the 70/25/5 mix
+            api = spawn("alliance", "api.app:create_app", env, work)
+            servers.append(api)
+            await wait_ready(api, "/ready", caught_up=True)
+            await run_wrk(api.port, "reads", 2, connections, script, data, work)  # warm-up (plans cached, etc.)
+            reads = await run_wrk(api.port, "reads", seconds, connections, script, data, work)
+            describe("reads only (clients reading their own plan/progress)", reads)
+            staff = await run_wrk(api.port, "staffreads", seconds, connections, script, data, work)
+            describe("reads only by clinicians (never cached; each read access-logged)", staff)
+            mixed = await run_wrk(api.port, "mixed", seconds, connections, script, data, work)
+            describe("mixed 70/25/5", mixed)
+            hello_rate = ceiling.rate(1)
+            results.row("hello-world GET (ceiling)", hello_rate, info=True)
+            results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
+                        target=0.25)
+            results.row("reads/s, reads only (clients)", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
+                        target=0.25)
+            results.row("reads/s, reads only, view cache off", reads_uncached.rate(1), baseline_name="hello/s",
+                        baseline=hello_rate, info=True)
+            results.row("reads/s, reads only by clinicians", staff.rate(1), baseline_name="hello/s",
+                        baseline=hello_rate, info=True)
+            results.row("all requests/s in the mix", mixed.rate(), baseline_name="hello/s", baseline=hello_rate,
+                        info=True)
+            for k, label in CLASSES.items():
+                results.row(f"mix: {label} p50", pct(mixed.latencies[k], 50), unit="ms", info=True)
+                results.row(f"mix: {label} p99", pct(mixed.latencies[k], 99), unit="ms", info=True)
+            results.row("reads only: p99", pct(reads.latencies[1], 99), unit="ms", baseline_name="hello p99",
+                        baseline=pct(ceiling.latencies[1], 99), info=True)
+            runs = (mixed, reads, reads_uncached, staff)
+            results.row("5xx responses (mix + reads)", sum(r.server_errors for r in runs), unit="",
+                        target=0, lower_is_better=True)
+            results.row("unexpected 4xx (mix + reads)", sum(r.client_errors for r in runs), unit="",
+                        target=0, lower_is_better=True)
+            socket_errors = sum(sum(r.socket_errors.values()) for r in runs)
+            results.row("socket errors / timeouts (mix + reads)", socket_errors, unit="", target=0,
+                        lower_is_better=True)
 
         # 4. SSE fan-out: one subscriber per client, one measurement per client per second
         await wait_ready(api, "/ready", caught_up=True)
@@ -823,6 +829,7 @@ def main() -> ApiResults:
     parser.add_argument("--subscribers", type=int, default=None,
                         help="SSE subscribers (and clients), each sent one measurement a second "
                              "(default 1,000; 200 with --quick)")
+    parser.add_argument("--sse-only", action="store_true", help="only the SSE phase (to size it with --subscribers)")
     args, _ = parser.parse_known_args()
     try:
         import uvloop
@@ -830,7 +837,7 @@ def main() -> ApiResults:
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        return runner.run(run(args.quick, args.subscribers))
+        return runner.run(run(args.quick, args.subscribers, args.sse_only))
 
 
 if __name__ == "__main__":
