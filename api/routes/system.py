@@ -41,6 +41,9 @@ async def ready(svc: AppServices) -> Response:
     except Exception as exc:  # the answer is "not ready", with the reason's class only
         checks["database"] = f"unreachable ({type(exc).__name__})"
         ok = False
+    # Informational: a cache that is not listening serves nothing (reads go to the database).
+    # No counts: /ready is public, and traffic figures would tell one clinic about the others.
+    checks["view_cache"] = {"listening": svc.views.enabled, "max_age_seconds": svc.views.max_age}
     return Response(msgspec.json.encode({"status": "ready" if ok else "not_ready", "checks": checks}),
                     status_code=200 if ok else 503, media_type="application/json")
 

@@ -28,6 +28,8 @@ async def test_a_clients_repeated_read_is_answered_from_the_cache(api: Any, clin
     me = api.token(clinic.tenant, "client", client_id)
     views = api.services.views
     assert views.enabled  # the app listens for changes from its start
+    ready = (await api.http.get("/ready")).json()["checks"]["view_cache"]
+    assert ready == {"listening": True, "max_age_seconds": views.max_age}
     r = await api.http.post(f"/clients/{client_id}/measurements", json={
         "instrument_id": "phq9", "answers": phq9(9), "observed_at": "2025-01-06T09:00:00+00:00"}, headers=me)
     assert r.status_code == 201, r.text  # progress is stored from the first measurement on
