@@ -25,6 +25,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import TokenVerifier
 from api.errors import EXCEPTION_HANDLERS, Problem
+from api.idempotency import forget_expired
 from api.routes.clients import CLIENT_ROUTES
 from api.routes.clinic import CLINIC_ROUTES
 from api.routes.compliance import COMPLIANCE_ROUTES
@@ -108,6 +109,19 @@ async def anchor_periodically(runtime: Any, signer: Any, settings: Settings) -> 
             log.warning("anchor_failed", error=type(exc).__name__)
 
 
+async def forget_idempotency_keys_periodically(pool: Any, settings: Settings) -> None:
+    """Forget Idempotency-Keys older than ``idempotency_hours``, checking every few minutes.
+    Every worker may do it: a DELETE of expired rows is harmless to repeat."""
+    while True:
+        try:
+            forgotten = await forget_expired(pool, older_than_hours=settings.idempotency_hours)
+            if forgotten:
+                log.info("idempotency_keys_forgotten", rows=forgotten)
+        except Exception as exc:  # retried next round; the error class is in the log
+            log.warning("idempotency_cleanup_failed", error=type(exc).__name__)
+        await asyncio.sleep(min(900.0, settings.idempotency_hours * 3600.0 / 4))
+
+
 def document_problems(handlers: list[Any]) -> None:
     """Every route answers errors as RFC 9457 problem details: say so in the OpenAPI document."""
     described = {400: "Malformed request", 401: "Missing or invalid bearer token", 403: "Not allowed",
@@ -162,6 +176,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 return await issue_receipts(runtime.pool, events, signer) if events else []
 
             svc.issue_receipts = receipts
+            svc.tasks.append(asyncio.create_task(
+                forget_idempotency_keys_periodically(runtime.pool, settings), name="idempotency-retention"))
             if settings.anchor_interval > 0:
                 svc.tasks.append(asyncio.create_task(
                     anchor_periodically(runtime, signer, settings), name="anchors"))

@@ -5,6 +5,11 @@ true``); the same key with another body is a 422. While the first request is sti
 running, a retry waits for it briefly, then answers 409. Server errors are not
 stored, so the client may retry them. The key also fixes the command id, so even
 a retry that races past this table is recorded once by the event store.
+
+A key is the caller's own text and may say more than it should ("mood-7-after-the-
+argument"): the table holds only its keyed digest (HMAC-SHA-256 under a key derived
+from the key-encryption key), never the key itself, and forgets every row after
+``ALLIANCE_IDEMPOTENCY_HOURS`` (a retry is a matter of minutes).
 """
 
 from __future__ import annotations
@@ -46,11 +51,25 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
+def key_digest(mac_key: bytes, key: str) -> str:
+    """What the table holds for a key: its HMAC, hex (the caller's text is never stored)."""
+    return hmac.new(mac_key, b"idempotency-key\x00" + key.encode(), hashlib.sha256).hexdigest()
+
+
+async def forget_expired(pool: asyncpg.Pool, *, older_than_hours: float) -> int:
+    """Delete the keys recorded more than ``older_than_hours`` ago; returns how many."""
+    async with pool.acquire() as conn:
+        done = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+                                  older_than_hours * 3600.0)
+    return int(done.split()[-1])
+
+
 async def run_idempotent(request: Request, pool: asyncpg.Pool, mac_key: bytes, principal: Principal,
                          work: Callable[[], Awaitable[Response]]) -> Response:
-    key = idempotency_key(request)
-    if key is None:
+    text = idempotency_key(request)
+    if text is None:
         return await work()
+    key = key_digest(mac_key, text)
     route = str(request.scope.get("path_template") or request.url.path)
     body = await request.body()
     mac = hmac.new(mac_key, b"%s %s %s\n" % (request.method.encode(), request.url.path.encode(), body),

@@ -53,6 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds a worker may answer a client's own plan/progress read from its view cache
     #: (dropped at once when the change feed announces a change; 0: always read the database).
     view_cache_seconds: float = 10.0
+    #: Hours an Idempotency-Key is remembered (retries later than that run as new requests).
+    idempotency_hours: float = 24.0
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -99,6 +101,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "erasure_ledger_dir": path("ALLIANCE_ERASURE_LEDGER_DIR"),
         "anchor_interval": float(env.get("ALLIANCE_ANCHOR_INTERVAL", "3600")),
         "view_cache_seconds": float(env.get("ALLIANCE_VIEW_CACHE_SECONDS", "10")),
+        "idempotency_hours": float(env.get("ALLIANCE_IDEMPOTENCY_HOURS", "24")),
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)

@@ -8,6 +8,7 @@ import uuid
 import asyncpg
 import httpx
 
+from api.idempotency import forget_expired, key_digest
 from tests.api.support import active_goal, assert_problem, store_state
 
 
@@ -100,3 +101,45 @@ async def test_a_replay_repeats_location_and_etag(api, clinic):
     assert again.headers["content-type"] == first.headers["content-type"]
     assert again.headers.get("location") == first.headers["location"]
     assert again.headers.get("etag") == first.headers["etag"]
+
+
+async def test_the_key_itself_is_never_stored_only_its_digest(api, clinic, database):
+    client_id = await api.enrolled_client(clinic)
+    key = f"mood-7-after-the-argument-{uuid.uuid4()}"  # callers put meaning in keys
+    headers = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": key}
+    body = {"instrument_id": "mood_diary", "answers": {"mood": 7}, "observed_at": "2024-05-02T08:00:00+02:00"}
+    first = await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true"
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:
+        stored = await conn.fetch("SELECT key FROM idempotency_keys WHERE principal_id = $1", client_id)
+        leaked = await conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE key LIKE '%argument%' "
+                                     "OR convert_from(response, 'UTF8') LIKE '%argument%'")
+    finally:
+        await conn.close()
+    assert [r["key"] for r in stored] == [key_digest(api.services.mac_key, key)]
+    assert leaked == 0
+
+
+async def test_expired_keys_are_forgotten_and_then_a_retry_runs_as_new(api, clinic, database):
+    client_id = await api.enrolled_client(clinic)
+    headers = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    body = {"instrument_id": "mood_diary", "answers": {"mood": 4}, "observed_at": "2024-05-03T08:00:00+02:00"}
+    assert (await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=headers)).status_code == 201
+    fresh = {**headers, "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    assert (await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=fresh)).status_code == 201
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:
+        await conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' "
+                           "WHERE principal_id = $1 AND key = $2", client_id,
+                           key_digest(api.services.mac_key, headers["Idempotency-Key"]))
+        assert await forget_expired(api.services.pool, older_than_hours=24) >= 1
+        remaining = await conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE principal_id = $1", client_id)
+    finally:
+        await conn.close()
+    assert remaining == 1  # the fresh one stays
+    again = await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=headers)
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert again.json()["duplicate"] is True  # the command id still derives from the key: recorded once
