@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 
 from tests.api.support import assert_problem, phq9
 
@@ -101,3 +102,27 @@ async def test_another_clients_view_is_neither_served_nor_cached(api: Any, clini
     assert_problem(await api.http.get(f"/clients/{stranger}/plan", headers=api.token(clinic.tenant, "client",
                                                                                         stranger)), 404)
     assert api.services.views.get("plan", stranger, clinic.tenant) is None
+
+
+async def test_a_change_made_through_one_worker_shows_at_once_on_the_other(api: Any, clinic: Any, servers: Any) -> None:
+    client_id = await api.enrolled_client(clinic)
+    me = servers.token(clinic.tenant, "client", client_id)
+    first, second = servers.urls
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(f"{second}/clients/{client_id}/measurements", json={
+            "instrument_id": "phq9", "answers": phq9(14), "observed_at": "2025-02-01T09:00:00+00:00"}, headers=me)
+        assert r.status_code == 201, r.text
+        await caught_up(api)
+        for _ in range(3):  # the first worker now holds the client's progress
+            assert (await http.get(f"{first}/clients/{client_id}/progress", headers=me)).status_code == 200
+        r = await http.post(f"{second}/clients/{client_id}/measurements", json={
+            "instrument_id": "phq9", "answers": phq9(5), "observed_at": "2025-02-08T09:00:00+00:00"}, headers=me)
+        assert r.status_code == 201, r.text
+        measurement_id = r.json()["created"]["measurement_id"]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while measurement_id not in (await http.get(f"{first}/clients/{client_id}/progress", headers=me)).text:
+            assert loop.time() - start < 5.0, "the other worker kept serving the progress it held"
+            await asyncio.sleep(0.02)
+        ready = (await http.get(f"{first}/ready")).json()["checks"]["view_cache"]
+    assert ready["listening"] is True and ready["max_age_seconds"] == 10.0  # well past the 5 s allowed above
