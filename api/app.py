@@ -40,7 +40,7 @@ from core.events.crypto import load_kek
 from core.handling import CommandHandler
 from core.logging import configure_logging, get_logger
 from core.projections.feed import ChangeFeed
-from core.projections.queries import Fetched
+from core.projections.queries import Fetched, fetched_weight
 from core.projections.registry import PROJECTIONS
 from core.projections.runner import ProjectionRunner
 from core.projections.view_cache import ViewCache
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 fingerprints.parent.mkdir(parents=True, exist_ok=True)
                 write_fingerprints(fingerprints, registry.fingerprint_record())
             kek = load_kek(path=settings.kek_path, inline=settings.kek)
-            views: ViewCache[Fetched] = ViewCache(max_age=settings.view_cache_seconds)
+            views: ViewCache[Fetched] = ViewCache(max_age=settings.view_cache_seconds, weigh=fetched_weight)
             feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, instruments=registry, views=views)
             if settings.view_cache_seconds > 0:
                 feed.start()

@@ -35,14 +35,32 @@ from uuid import UUID
 V = TypeVar("V")
 
 
+class _Held(Generic[V]):
+    """One client's held views, and what they weigh together."""
+
+    __slots__ = ("views", "weight")
+
+    def __init__(self) -> None:
+        self.views: dict[tuple[str, UUID | None], tuple[float, V, int]] = {}
+        self.weight = 0
+
+
 class ViewCache(Generic[V]):
-    def __init__(self, *, max_age: float, size: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    """Bounded twice: by clients held (``size``) and by weight (``max_weight``, in the units
+    ``weigh`` returns, say bytes), least recently read clients going first."""
+
+    def __init__(self, *, max_age: float, size: int = 10_000, max_weight: int = 64 << 20,
+                 weigh: Callable[[V], int] = lambda _value: 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age = max_age
         #: Clients held at most (least recently read go first), and invalidation records kept.
         self.size = size
+        self.max_weight = max_weight
+        self._weigh = weigh
         self._clock = clock
-        #: client -> {(view, tenant): (stored at, value)}, least recently read client first.
-        self._clients: OrderedDict[UUID, dict[tuple[str, UUID | None], tuple[float, V]]] = OrderedDict()
+        #: client -> its held views, least recently read client first.
+        self._clients: OrderedDict[UUID, _Held[V]] = OrderedDict()
+        self._weight = 0
         #: client -> generation of its latest invalidation (bounded like the entries).
         self._invalidated: OrderedDict[UUID, int] = OrderedDict()
         self._generation = 0
@@ -62,9 +80,13 @@ class ViewCache(Generic[V]):
         """Take this before fetching; hand it to ``put`` with the result."""
         return self._generation
 
+    @property
+    def weight(self) -> int:
+        return self._weight
+
     def get(self, view: str, client_id: UUID, tenant_id: UUID | None) -> V | None:
-        views = self._clients.get(client_id) if self.enabled else None
-        entry = views.get((view, tenant_id)) if views is not None else None
+        held = self._clients.get(client_id) if self.enabled else None
+        entry = held.views.get((view, tenant_id)) if held is not None else None
         if entry is None or self._clock() - entry[0] > self.max_age:
             self.misses += 1
             return None
@@ -76,21 +98,35 @@ class ViewCache(Generic[V]):
         """Keep ``value``, read at generation ``fetched_at``, unless the client's views changed since."""
         if not self.enabled or self._floor > fetched_at or self._invalidated.get(client_id, -1) > fetched_at:
             return False
-        views = self._clients.get(client_id)
-        if views is None:
-            views = self._clients[client_id] = {}
-            while len(self._clients) > self.size:
-                self._clients.popitem(last=False)
+        weight = self._weigh(value)
+        if weight > self.max_weight:
+            return False
+        held = self._clients.get(client_id)
+        if held is None:
+            held = self._clients[client_id] = _Held()
         else:
             self._clients.move_to_end(client_id)
-        views[(view, tenant_id)] = (self._clock(), value)
+        key = (view, tenant_id)
+        if (old := held.views.get(key)) is not None:
+            held.weight -= old[2]
+            self._weight -= old[2]
+        held.views[key] = (self._clock(), value, weight)
+        held.weight += weight
+        self._weight += weight
+        while len(self._clients) > self.size or self._weight > self.max_weight:
+            self._drop(next(iter(self._clients)))
         return True
+
+    def _drop(self, client_id: UUID) -> None:
+        held = self._clients.pop(client_id, None)
+        if held is not None:
+            self._weight -= held.weight
 
     def invalidate(self, client_ids: Iterable[UUID]) -> None:
         """The views of these clients changed (called as each notification arrives)."""
         self._generation += 1
         for client in client_ids:
-            self._clients.pop(client, None)
+            self._drop(client)
             self._invalidated[client] = self._generation
             self._invalidated.move_to_end(client)
         while len(self._invalidated) > self.size:
@@ -104,6 +140,7 @@ class ViewCache(Generic[V]):
         self._generation += 1
         self._floor = self._generation
         self._clients.clear()
+        self._weight = 0
         self._invalidated.clear()
 
     def listening(self, on: bool) -> None:
@@ -113,4 +150,4 @@ class ViewCache(Generic[V]):
         self._listening = on
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._clients.values())
+        return sum(len(held.views) for held in self._clients.values())

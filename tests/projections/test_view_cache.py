@@ -132,6 +132,23 @@ def test_holds_at_most_size_clients_least_recently_read_go_first() -> None:
     assert cache.get("plan", c1, T) == "1" and cache.get("plan", c3, T) == "3"
 
 
+def test_held_views_are_bounded_by_weight_too_least_recently_read_going_first() -> None:
+    clock = Clock()
+    cache: ViewCache[str] = ViewCache(max_age=10.0, max_weight=10, weigh=len, clock=clock)
+    cache.listening(True)
+    c1, c2, c3 = (uuid.uuid4() for _ in range(3))
+    assert cache.put("plan", c1, T, "aaaa", fetched_at=cache.generation)
+    assert cache.put("plan", c2, T, "bbbb", fetched_at=cache.generation)
+    assert cache.get("plan", c1, T) == "aaaa"  # c2 is now the least recently read
+    assert cache.put("plan", c3, T, "cccc", fetched_at=cache.generation)  # 12 > 10: c2 goes
+    assert cache.get("plan", c2, T) is None and cache.weight == 8
+    assert cache.put("plan", c1, T, "a", fetched_at=cache.generation)  # replacing re-weighs
+    assert cache.weight == 5
+    assert not cache.put("plan", c2, T, "x" * 11, fetched_at=cache.generation)  # never fits: not kept
+    cache.invalidate([c1])
+    assert cache.weight == 4 and len(cache) == 1
+
+
 # --- with the change feed on PostgreSQL ----------------------------------------------------------
 
 @pytest.fixture
