@@ -232,7 +232,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
     if demo:
         from api.demo import load_demo
 
-        asyncio.run(load_demo(load_settings(), console=console, only_if_absent=True))
+        asyncio.run(load_demo(load_settings(), console=console, only_if_absent=True,
+                              base_url=f"http://{host}:{port}"))
     console.print(f"Alliance on http://{host}:{port}  (OpenAPI viewer: http://{host}:{port}/schema)")
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
                 access_log=False, lifespan="on")

@@ -232,7 +232,8 @@ async def _load(loader: Loader) -> None:
     await loader.client(jo, c.WithdrawConsent, "jo:withdraw", me, 30, scope="measurement", mode="self")
 
 
-async def load_demo(settings: Settings, *, console: Console, only_if_absent: bool) -> None:
+async def load_demo(settings: Settings, *, console: Console, only_if_absent: bool,
+                    base_url: str = "http://127.0.0.1:8000") -> None:
     from api.auth import issue_token
 
     async with open_runtime(settings) as rt:
@@ -255,4 +256,4 @@ async def load_demo(settings: Settings, *, console: Console, only_if_absent: boo
                              ("auditor", Role.AUDITOR, AUDITOR), ("client Robin", Role.CLIENT, CLIENTS["robin"])):
         console.print(f"  {label:13} {sub}\n    {issue_token(settings, tenant=TENANT, role=role, sub=sub)}",
                       soft_wrap=True)
-    console.print(f"  try: curl -H 'Authorization: Bearer …' http://127.0.0.1:8000/clients/{CLIENTS['robin']}/plan")
+    console.print(f"  try: curl -H 'Authorization: Bearer …' {base_url}/clients/{CLIENTS['robin']}/plan")
