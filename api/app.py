@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import time
@@ -182,11 +183,17 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 svc.tasks.append(asyncio.create_task(
                     anchor_periodically(runtime, signer, settings), name="anchors"))
             app.state.services = svc
+            # Everything imported and built so far lives as long as the process: move it out of
+            # the collector's sight, so a full collection walks what requests made, not the
+            # ~100k objects of the imported modules (measured: gen-2 pauses of 50-150 ms).
+            gc.collect()
+            gc.freeze()
             log.info("started", projections=len(PROJECTIONS) if run_projections else 0,
                      instruments=len(registry.definitions()))
             try:
                 yield
             finally:
+                gc.unfreeze()  # what the app held may now go (tests start several apps in one process)
                 for task in svc.tasks:
                     task.cancel()
                 for task in svc.tasks:
