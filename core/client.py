@@ -366,7 +366,7 @@ ClientCommand = (
 
 # --- state --------------------------------------------------------------------------------
 
-class ClientState(msgspec.Struct, frozen=True, kw_only=True):
+class ClientState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     client_id: UUID
     tenant_id: UUID | None = None
     episode_id: UUID | None = None

@@ -79,7 +79,7 @@ ClinicCommand = ActivateStaff | DeactivateStaff | SetCrisisInformation
 
 # --- state --------------------------------------------------------------------------------
 
-class ClinicState(msgspec.Struct, frozen=True, kw_only=True):
+class ClinicState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     tenant_id: UUID
     #: Active staff and their role.
     staff: dict[UUID, Role] = {}

@@ -553,7 +553,7 @@ AFTER_DISCHARGE_COMMANDS: tuple[type[GoalCommand], ...] = (*STOPPING_COMMANDS,
 
 # --- state --------------------------------------------------------------------------------
 
-class Milestone(msgspec.Struct, frozen=True, kw_only=True):
+class Milestone(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     milestone_id: UUID
     description: str
     provisional_date: date | None = None
@@ -561,7 +561,7 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
     removed: bool = False
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+class Checkpoint(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     checkpoint_id: UUID
     provisional_date: date
     purpose: str | None = None
@@ -569,24 +569,24 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     cancelled: bool = False
 
 
-class Contingency(msgspec.Struct, frozen=True, kw_only=True):
+class Contingency(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     trigger: str
     response: str
     barrier_id: UUID | None = None
 
 
-class Intervention(msgspec.Struct, frozen=True, kw_only=True):
+class Intervention(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     kind: str
     detail: str | None = None
 
 
-class AttainmentScale(msgspec.Struct, frozen=True, kw_only=True):
+class AttainmentScale(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     levels: tuple[str, ...]
     weight: float = 1.0
     baseline_level: int | None = -1
 
 
-class Change(msgspec.Struct, frozen=True, kw_only=True):
+class Change(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     change_id: UUID
     kind: str
     proposed_by_party: Party
@@ -602,14 +602,14 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     decided_by: UUID | None = None
 
 
-class Review(msgspec.Struct, frozen=True, kw_only=True):
+class Review(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     review_id: UUID
     outcome: str
     checkpoint_id: UUID | None = None
     in_error: bool = False
 
 
-class GoalState(msgspec.Struct, frozen=True, kw_only=True):
+class GoalState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     goal_id: UUID
     client_id: UUID | None = None
     tenant_id: UUID | None = None

