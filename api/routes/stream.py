@@ -53,7 +53,8 @@ async def _events(svc: AppServices, principal: Principal, client_id: UUID, after
                     {"reason": "too_slow", "resume_from": last}).decode())
                 return
             try:
-                change = await asyncio.wait_for(queue.get(), heartbeat)
+                async with asyncio.timeout(heartbeat):  # not wait_for: no task per event
+                    change = await queue.get()
             except TimeoutError:
                 if task.done() and not overflow.is_set():
                     task.result()  # surface a feed failure
