@@ -137,8 +137,12 @@ class ChangeFeed:
                 return
             self._lost.clear()
             conn = await asyncpg.connect(self._dsn)
+            try:
+                await conn.add_listener(CHANGES_CHANNEL, self._on_notify)
+            except BaseException:
+                conn.terminate()
+                raise
             conn.add_termination_listener(self._forget_listener)
-            await conn.add_listener(CHANGES_CHANNEL, self._on_notify)
             self._listener = conn
             if self.views is not None:  # hearing changes from now on: views fetched from now on may be kept
                 self.views.listening(True)
