@@ -125,4 +125,4 @@ async def test_a_change_made_through_one_worker_shows_at_once_on_the_other(api: 
             assert loop.time() - start < 5.0, "the other worker kept serving the progress it held"
             await asyncio.sleep(0.02)
         ready = (await http.get(f"{first}/ready")).json()["checks"]["view_cache"]
-    assert ready["listening"] is True and ready["max_age_seconds"] == 10.0  # well past the 5 s allowed above
+    assert ready["listening"] is True and ready["max_age_seconds"] > 5.0  # so age alone could not explain it
