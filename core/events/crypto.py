@@ -11,12 +11,29 @@
 * Erasure destroys the wrapped key (see ``KeyRing.destroy``): every personal field
   of that subject, in every event and every read model that keeps ciphertext,
   becomes unreadable at once. Nothing else changes, so hash chains still verify.
+
+Why a cached key can never decrypt after its destruction (the cache is per process):
+* ``destroy`` sends the key-destroyed NOTIFY in the transaction that destroys the key,
+  so PostgreSQL delivers it to every listening process exactly when the destruction
+  becomes visible, and each process drops its copy on delivery.
+* The cache is *trusted* only while its process is known to be listening. The store's
+  listener keeper calls ``distrust()`` the moment its LISTEN connection is lost (a
+  restart of PostgreSQL, a dropped connection, a failed health check) and ``trust()``
+  only after LISTEN is in force again; both empty the cache. While distrusted every
+  key is read from the database and nothing is cached, so a destruction whose
+  notification fell into the gap is seen by the next read.
+* A load that was in flight while the cache was emptied (a gap, a destruction) does
+  not store its result: every emptying bumps an epoch, and a load caches only when
+  the epoch it started in is still current.
+* As a last bound, a cached key lives at most ``max_age`` seconds (60).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from uuid import UUID, uuid4
@@ -28,6 +45,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from core.errors import AllianceError, ConfigurationError
 
 NONCE_BYTES = 12
+
+#: Longest a process keeps a data key in memory without reading it again (seconds).
+KEY_CACHE_SECONDS = 60.0
 
 
 class SubjectErased(AllianceError):
@@ -88,14 +108,44 @@ class KeyRing(Protocol):
     async def key_for_read(self, subject_id: UUID, key_id: UUID) -> DataKey: ...
     async def destroy(self, subject_id: UUID) -> bool: ...
     def forget(self, subject_id: UUID) -> None: ...
+    def forget_all(self) -> None: ...
+    def distrust(self) -> None: ...
+    def trust(self) -> None: ...
 
 
 class _CachingKeyRing:
-    """Wrapping, unwrapping and an in-process cache shared by both key rings."""
+    """Wrapping, unwrapping and an in-process cache shared by both key rings (rules in the module docstring)."""
 
-    def __init__(self, kek: bytes) -> None:
+    def __init__(self, kek: bytes, *, max_age: float = KEY_CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._kek = AESGCM(kek)
-        self._cache: dict[UUID, DataKey] = {}
+        self._cache: dict[UUID, tuple[DataKey, float]] = {}
+        self._max_age = max_age
+        self._clock = clock
+        self._epoch = 0
+        # Untrusted until the owner says its key-destroyed notifications are being received.
+        self._trusted = False
+
+    @property
+    def trusted(self) -> bool:
+        return self._trusted
+
+    def _cached(self, subject_id: UUID) -> DataKey | None:
+        if not self._trusted:
+            return None
+        hit = self._cache.get(subject_id)
+        if hit is None:
+            return None
+        key, loaded_at = hit
+        if self._clock() - loaded_at > self._max_age:
+            self._cache.pop(subject_id, None)
+            return None
+        return key
+
+    def _remember(self, subject_id: UUID, key: DataKey, epoch: int) -> None:
+        """Cache a key loaded during ``epoch``, unless the cache was emptied (or distrusted) since."""
+        if self._trusted and epoch == self._epoch and not key.destroyed:
+            self._cache[subject_id] = (key, self._clock())
 
     def _wrap(self, subject_id: UUID, raw: bytes) -> bytes:
         return seal(self._kek, raw, subject_id.bytes)
@@ -111,27 +161,50 @@ class _CachingKeyRing:
         return DataKey(key_id, AESGCM(raw))
 
     def forget(self, subject_id: UUID) -> None:
-        """Drop a cached key (another process destroyed it)."""
+        """Drop a cached key (another process destroyed it); a load in flight will not cache it."""
+        self._epoch += 1
         self._cache.pop(subject_id, None)
+
+    def forget_all(self) -> None:
+        self._epoch += 1
+        self._cache.clear()
+
+    def distrust(self) -> None:
+        """Key-destroyed notifications may be missed from now on: read every key from the database."""
+        self._trusted = False
+        self.forget_all()
+
+    def trust(self) -> None:
+        """Notifications are received again: start caching afresh (what was cached before is gone)."""
+        self.forget_all()
+        self._trusted = True
+
+
+#: The channel on which a key's destruction is announced (payload: the subject id).
+KEYS_CHANNEL = "alliance_keys"
 
 
 class PostgresKeyRing(_CachingKeyRing):
-    def __init__(self, pool: asyncpg.Pool, kek: bytes) -> None:
-        super().__init__(kek)
+    """Keys in table ``data_keys``. The cache stays untrusted (every read goes to the database)
+    until the event store's listener calls ``trust()``; a key ring without a listener never caches."""
+
+    def __init__(self, pool: asyncpg.Pool, kek: bytes, *, max_age: float = KEY_CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(kek, max_age=max_age, clock=clock)
         self._pool = pool
 
     async def _load(self, subject_id: UUID) -> DataKey | None:
+        epoch = self._epoch
         row = await self._pool.fetchrow(
             "SELECT key_id, wrapped_key FROM data_keys WHERE subject_id = $1", subject_id)
         if row is None:
             return None
         key = self._unwrap(subject_id, row["key_id"], row["wrapped_key"])
-        if not key.destroyed:
-            self._cache[subject_id] = key
+        self._remember(subject_id, key, epoch)
         return key
 
     async def key_for_append(self, tenant_id: UUID, subject_id: UUID) -> DataKey:
-        key = self._cache.get(subject_id) or await self._load(subject_id)
+        key = self._cached(subject_id) or await self._load(subject_id)
         if key is None:
             raw = AESGCM.generate_key(bit_length=256)
             await self._pool.execute(
@@ -145,16 +218,20 @@ class PostgresKeyRing(_CachingKeyRing):
         return key
 
     async def key_for_read(self, subject_id: UUID, key_id: UUID) -> DataKey:
-        key = self._cache.get(subject_id) or await self._load(subject_id)
+        key = self._cached(subject_id) or await self._load(subject_id)
         if key is None or key.key_id != key_id:
             return DataKey(key_id, None)
         return key
 
     async def destroy(self, subject_id: UUID) -> bool:
         self.forget(subject_id)
-        status = await self._pool.execute(
-            "UPDATE data_keys SET wrapped_key = NULL, destroyed_at = now() "
-            "WHERE subject_id = $1 AND wrapped_key IS NOT NULL", subject_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE data_keys SET wrapped_key = NULL, destroyed_at = now() "
+                "WHERE subject_id = $1 AND wrapped_key IS NOT NULL", subject_id)
+            # In the same transaction: delivered to every listener exactly when the destruction commits.
+            await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, str(subject_id))
+        self.forget(subject_id)
         return status.endswith(" 1")
 
 
@@ -163,6 +240,7 @@ class MemoryKeyRing(_CachingKeyRing):
 
     def __init__(self, kek: bytes | None = None) -> None:
         super().__init__(kek or AESGCM.generate_key(bit_length=256))
+        self._trusted = True  # one process, no notifications to miss (and it caches nothing)
         self._wrapped: dict[UUID, tuple[UUID, bytes | None]] = {}
 
     async def key_for_append(self, tenant_id: UUID, subject_id: UUID) -> DataKey:

@@ -17,6 +17,13 @@ would cost the concurrency the benchmarks show is worth most.
 LISTEN/NOTIFY only wakes subscribers; they always read from the table. The
 NOTIFY is sent *after* the append commits, coalesced by a background task, since
 a NOTIFY inside the append transaction would serialise all commits.
+
+The same LISTEN connection receives key destructions (``KEYS_CHANNEL``), so it is
+kept, not merely opened: a keeper task reconnects with backoff, health-checks it,
+and treats every moment it is not listening as a *gap*: the key ring stops caching
+(``KeyRing.distrust``) and every ``on_notification_gap`` listener (handler state,
+view caches) empties its copies, at the start of the gap and again once LISTEN is
+in force, so nothing decrypted with a key destroyed during the gap is served.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import asyncpg
 
 from core.errors import ConcurrencyConflict, OutcomeUnknown, ValidationError
 from core.events.codec import HASH_SCHEME, EventCodec
-from core.events.crypto import KeyRing
+from core.events.crypto import KEYS_CHANNEL, KeyRing
 from core.events.envelope import NewEvent, RecordedEvent
 from core.events.store import (
     START,
@@ -50,7 +57,10 @@ from core.logging import get_logger
 log = get_logger("alliance.store")
 
 EVENTS_CHANNEL = "alliance_events"
-KEYS_CHANNEL = "alliance_keys"
+
+#: Listener keeper: reconnect backoff (first, longest) and the health-check interval, seconds.
+LISTEN_BACKOFF = (0.05, 2.0)
+LISTEN_HEALTH_INTERVAL = 2.0
 
 _COLUMNS = ("position, tx_id::text::bigint AS tx, event_id, stream_id, version, type, schema_version, tenant_id, "
             "subject_id, actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id, "
@@ -115,17 +125,25 @@ class PostgresEventStore(StoreBase):
         self._dirty = asyncio.Event()
         self._notifier: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
-        self._listener_lock = asyncio.Lock()
+        self._keeper: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._lost = asyncio.Event()
         self._waiters: set[asyncio.Event] = set()
         self._key_listeners: list[Callable[[UUID], None]] = []
+        self._gap_listeners: list[Callable[[], None]] = []
+        self._destroyed_seen: dict[UUID, asyncio.Event] = {}
+        self.listen_gaps = 0  # how many times the LISTEN connection was lost (for /ready and tests)
 
     # -- lifecycle -----------------------------------------------------------
     async def close(self) -> None:
-        if self._notifier is not None:
-            self._notifier.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._notifier
-            self._notifier = None
+        for task in (self._notifier, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._notifier = self._keeper = None
+        self._listening.clear()
+        self.keys.distrust()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -330,14 +348,84 @@ class PostgresEventStore(StoreBase):
         return format_checkpoint(row[0], row[1]) if row else START
 
     # -- live ----------------------------------------------------------------
+    @property
+    def listening(self) -> bool:
+        """True while this process receives the store's notifications (key destructions included)."""
+        return self._listening.is_set()
+
     async def _ensure_listener(self) -> None:
-        async with self._listener_lock:
-            if self._listener is not None and not self._listener.is_closed():
-                return
-            conn = await asyncpg.connect(self._dsn)  # dedicated: LISTEN is session state
-            await conn.add_listener(EVENTS_CHANNEL, self._on_events)
-            await conn.add_listener(KEYS_CHANNEL, self._on_keys)
-            self._listener = conn
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_listening(), name="store-listener")
+        if not self._listening.is_set():
+            await asyncio.wait_for(self._listening.wait(), 10.0)
+
+    async def _keep_listening(self) -> None:
+        """Hold one LISTEN connection for the process's life: reconnect with backoff, check its health."""
+        delay = LISTEN_BACKOFF[0]
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncio.wait_for(asyncpg.connect(self._dsn), 10)  # dedicated: LISTEN is session state
+                self._lost.clear()
+                conn.add_termination_listener(self._on_listener_lost)
+                await conn.add_listener(EVENTS_CHANNEL, self._on_events)
+                await conn.add_listener(KEYS_CHANNEL, self._on_keys)
+                self._listener = conn
+                self._end_gap()
+                delay = LISTEN_BACKOFF[0]
+                while not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._lost.wait(), LISTEN_HEALTH_INTERVAL)
+                    if self._lost.is_set():
+                        break
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), LISTEN_HEALTH_INTERVAL)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listener_lost", error=type(exc).__name__)
+            finally:
+                if conn is not None and self._listener is conn:
+                    self._listener = None
+                self._begin_gap()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_BACKOFF[1])
+
+    def _on_listener_lost(self, _conn: object) -> None:
+        # Called by asyncpg as soon as the connection ends: the gap starts now, not at the next health check.
+        self._begin_gap()
+        self._lost.set()
+
+    def _begin_gap(self) -> None:
+        was_listening = self._listening.is_set()
+        self._listening.clear()
+        self.keys.distrust()
+        if was_listening:
+            self.listen_gaps += 1
+            log.warning("notification_gap", gaps=self.listen_gaps)
+        self._run_gap_listeners()
+        self._on_events()  # subscribers read the table at once instead of waiting for a wake-up
+
+    def _end_gap(self) -> None:
+        # LISTEN is in force: anything destroyed from now on is announced. Whatever was cached or
+        # decrypted during the gap goes now, before the cache is trusted again.
+        self._run_gap_listeners()
+        self.keys.trust()
+        self._listening.set()
+        self._on_events()
+
+    def _run_gap_listeners(self) -> None:
+        for listener in self._gap_listeners:
+            try:
+                listener()
+            except Exception as exc:  # one broken listener must not keep the others from dropping copies
+                log.error("gap_listener_failed", error=type(exc).__name__)
+
+    def on_notification_gap(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` when notifications may have been missed (and again when they resume):
+        it must drop everything it holds that was decrypted with a data key."""
+        self._gap_listeners.append(listener)
 
     def _on_events(self, *_: object) -> None:
         for waiter in self._waiters:
@@ -349,6 +437,9 @@ class PostgresEventStore(StoreBase):
             self.keys.forget(subject)
             for listener in self._key_listeners:
                 listener(subject)
+            seen = self._destroyed_seen.get(subject)
+            if seen is not None:
+                seen.set()
 
     async def listen(self) -> None:
         """Follow the store's notifications now (every process must, to drop keys destroyed elsewhere)."""
@@ -362,7 +453,8 @@ class PostgresEventStore(StoreBase):
                         subject_id: UUID | None = None, batch: int = 500,
                         poll_interval: float = 1.0) -> AsyncIterator[RecordedEvent]:
         """Catch up in batches, then wait for a wake-up (or ``poll_interval``) and read again."""
-        await self._ensure_listener()
+        if self._keeper is None or self._keeper.done():  # wake-ups are a speed-up: polling never waits for them
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_listening(), name="store-listener")
         wake = asyncio.Event()
         self._waiters.add(wake)
         checkpoint = after
@@ -380,7 +472,22 @@ class PostgresEventStore(StoreBase):
         finally:
             self._waiters.discard(wake)
 
-    async def notify_key_destroyed(self, subject_id: UUID) -> None:
-        """Tell every process to drop its cached data key for this subject."""
-        async with self._pool.acquire() as conn:
-            await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, str(subject_id))
+    async def notify_key_destroyed(self, subject_id: UUID, *, wait_seconds: float = 2.0) -> bool:
+        """Tell every process to drop its cached data key for this subject, and wait until this
+        process's own listener has received the announcement (PostgreSQL delivers a notification
+        to every listening session at once, so the others have it too). ``destroy`` already
+        announced it in its transaction; this repeats it for keys destroyed by other means
+        (``reapply-erasures`` after a restore). False when it was not seen within ``wait_seconds``."""
+        seen = self._destroyed_seen.setdefault(subject_id, asyncio.Event())
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, str(subject_id))
+            if not self._listening.is_set():
+                return False
+            try:
+                await asyncio.wait_for(seen.wait(), wait_seconds)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            self._destroyed_seen.pop(subject_id, None)
