@@ -163,6 +163,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 views.clear()
 
             runtime.store.on_key_destroyed(key_destroyed)
+            # A gap in the notifications may hide a destruction: drop every decrypted copy at once.
+            runtime.store.on_notification_gap(lambda: key_destroyed(None))
             svc = AppServices(runtime=runtime, handler=handler, plugins=plugins,
                               instruments=registry, tokens=TokenVerifier(settings), feed=feed, views=views,
                               mac_key=derive_mac_key(kek))
