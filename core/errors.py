@@ -16,6 +16,9 @@ class AllianceError(Exception):
     #: The HTTP status the API answers with; the domain does not depend on HTTP,
     #: it only names the class of failure.
     status: int = 400
+    #: Seconds after which the same request may well succeed (the API's ``Retry-After``);
+    #: ``None`` when repeating it would only repeat the answer.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None, field: str | None = None,
                  **details: Any) -> None:
@@ -57,11 +60,26 @@ class ConcurrencyConflict(AllianceError):
     code = "concurrency_conflict"
     status = 409
 
-    def __init__(self, message: str, *, stream_id: str, expected: int, actual: int) -> None:
+    def __init__(self, message: str, *, stream_id: str, expected: int, actual: int,
+                 retry_after: int | None = None) -> None:
         super().__init__(message, stream_id=stream_id, expected=expected, actual=actual)
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+        # Set when the handler ran out of time re-deciding: the command may still be valid,
+        # so this is not an answer to keep (never stored under an Idempotency-Key).
+        self.retry_after = retry_after
+
+
+class RequestInProgress(AllianceError):
+    """The first request with this Idempotency-Key is still running on a live worker (409).
+
+    Not a final answer: retry after ``Retry-After`` seconds with the same key.
+    """
+
+    code = "request_in_progress"
+    status = 409
+    retry_after = 1
 
 
 class PreconditionFailed(AllianceError):
@@ -80,6 +98,19 @@ class OutcomeUnknown(AllianceError):
 
     code = "outcome_unknown"
     status = 503
+    retry_after = 1
+
+
+class DatabaseUnavailable(AllianceError):
+    """The database cannot be reached now (refused, lost, starting, shutting down, full): 503.
+
+    Nothing about the request is known to have been recorded; a retry with the same
+    Idempotency-Key is safe and tells.
+    """
+
+    code = "database_unavailable"
+    status = 503
+    retry_after = 2
 
 
 class EventDecodeError(AllianceError):

@@ -31,6 +31,7 @@ from core.client import (
     GrantConsent,
     MeasurementRecorded,
     RecordMeasurement,
+    RecordNote,
     RemoveCareTeamMember,
     WithdrawConsent,
     client_stream,
@@ -390,7 +391,8 @@ async def test_two_revisions_racing_both_land_no_lost_write(store: Any) -> None:
 
 
 async def test_conflicts_beyond_the_bound_are_reported(store: Any) -> None:
-    """A stream that keeps moving under the command: the handler gives up after max_attempts."""
+    """A stream that keeps moving under the command: the handler gives up after max_attempts,
+    or when its time budget is spent."""
     w = await setup_world(store)
     goal_id = await proposed_goal(w)
     gated = GatedStore(store)
@@ -403,10 +405,22 @@ async def test_conflicts_beyond_the_bound_are_reported(store: Any) -> None:
     gated.append_many = interfere  # type: ignore[method-assign]
     handler = CommandHandler(gated, max_attempts=3)
     reflect = w.goal_cmd(ReflectGoal, w.clinician, goal_id, reflection="mine")
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConcurrencyConflict) as info:
         await handler.handle_goal(reflect)
     assert gated.appends == 3
     assert await store.read_event(derive_event_id(reflect.command_id, 0)) is None
+    # not an answer about the command (it is still valid): the API says "retry" and never stores it
+    assert info.value.retry_after == 1
+
+    # without a count, a time budget bounds the re-decides (backing off between them)
+    gated.appends = 0
+    budgeted = CommandHandler(gated, budget_seconds=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConcurrencyConflict) as info:
+        await budgeted.handle_goal(w.goal_cmd(ReflectGoal, w.clinician, goal_id, reflection="mine too"))
+    assert 0.2 < loop.time() - started < 2.0
+    assert gated.appends > 3 and info.value.retry_after == 1
 
 
 # --- 3. consent withdrawal racing a measurement -----------------------------------------
@@ -708,3 +722,49 @@ async def test_concurrent_commands_on_one_stream_in_one_process_queue_instead_of
     state = (await CommandHandler(store).load_client(w.client_id)).state
     assert len(state.measurements) == 20
     assert handler.cache.get(client_stream(w.client_id)).state == state  # type: ignore[union-attr]
+
+
+# --- contention across processes ----------------------------------------------------------
+
+async def test_eight_writers_in_each_of_two_processes_on_one_stream_lose_nothing(pg_store: Any,
+                                                                                  database: Any) -> None:
+    """Two workers (two handlers, each with its own pool, cache and in-process locks, as two
+    processes have) with 8 writers each, all on one client's stream: every command is valid,
+    so every one is recorded, exactly once; none is refused for having lost a race."""
+    from core.database import create_app_pool
+
+    w = await setup_world(pg_store)
+    per_writer = 25
+    pools = [await create_app_pool(database.app_dsn, min_size=2, max_size=10) for _ in range(2)]
+    stores = [PostgresEventStore(pool, EventCodec(ALL_EVENT_TYPES), PostgresKeyRing(pool, TEST_KEK),
+                                 dsn=database.app_dsn) for pool in pools]
+    workers = [CommandHandler(s) for s in stores]
+    sent: list[RecordNote] = []
+    refused: list[AllianceError] = []
+
+    async def writer(handler: CommandHandler) -> None:
+        for _ in range(per_writer):
+            command = w.cmd(RecordNote, w.clinician, note_id=uuid.uuid4(), text="Session note")
+            sent.append(command)
+            try:  # as the API does: load (to authorize), then decide from that state
+                await handler.load_client(w.client_id)
+                await handler.handle_client(w.client_id, command, just_loaded=True)
+            except AllianceError as exc:
+                refused.append(exc)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await asyncio.gather(*(writer(h) for h in workers for _ in range(8)))
+    finally:
+        elapsed = loop.time() - started
+        for s in stores:
+            await s.close()
+        for pool in pools:
+            await pool.close()
+    print(f"\ncontention: {len(sent)} commands, 16 writers, 2 workers, one stream: {len(refused)} refused, "
+          f"{elapsed:.2f} s, {len(sent) / elapsed:.0f} commands/s")
+    assert [e.code for e in refused] == []
+    events = await pg_store.read_stream(client_stream(w.client_id))
+    recorded = [e.causation_id for e in events if e.type == "note.recorded"]
+    assert sorted(recorded) == sorted(c.command_id for c in sent)  # each once, none lost
