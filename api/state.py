@@ -71,6 +71,14 @@ async def provide_principal(request: Request[Any, Any, Any], svc: AppServices) -
     # Depends on ``svc`` so the two resolve one after the other: Litestar resolves
     # independent dependencies in a task group, which costs more than either of them.
     principal = svc.tokens.verify(bearer_token(request))
+    await require_active_staff(svc, principal)
+    request.scope.setdefault("state", {})["principal_id"] = str(principal.id)
+    return principal
+
+
+async def require_active_staff(svc: AppServices, principal: Principal) -> None:
+    """Staff are refused once deactivated (or given another role), even with a valid token;
+    checked on every request, and again by open streams (``api/stream_guard.py``)."""
     if principal.is_staff:
         clinic = await svc.clinic(principal.tenant_id)
         active_role = clinic.staff.get(principal.id)
@@ -78,8 +86,6 @@ async def provide_principal(request: Request[Any, Any, Any], svc: AppServices) -
             raise Forbidden("this staff account is not active in this clinic", code="staff_inactive")
         if active_role != principal.role:
             raise Forbidden("the token's role does not match this staff member's role", code="role_mismatch")
-    request.scope.setdefault("state", {})["principal_id"] = str(principal.id)
-    return principal
 
 
 def provide_services(request: Request[Any, Any, Any]) -> AppServices:
