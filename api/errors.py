@@ -2,18 +2,24 @@
 
 Every problem has ``type``, ``title``, ``status``, ``detail``, the stable domain
 ``code`` and, when known, the offending ``field``. Bad input is never a 500.
+
+A database that cannot be reached is never a 500 either: every form of lost or refused
+connection (``database_outage`` below is the one list) answers 503 ``database_unavailable``
+with ``Retry-After``, whichever layer it surfaced in.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.exceptions import ValidationException as LitestarValidation
 
-from core.errors import AllianceError
+from core.errors import AllianceError, DatabaseUnavailable
 from core.logging import get_logger
 
 log = get_logger("alliance.api")
@@ -52,12 +58,51 @@ def _safe_details(details: dict[str, Any]) -> dict[str, Any] | None:
     return kept or None
 
 
+#: SQLSTATEs that mean "the server cannot serve us now", not "this request is wrong":
+#: class 08 (connection exception), 57P01-57P03 (admin / crash shutdown, cannot connect now:
+#: starting up or in recovery), 53300 (too many connections), 25006 (read-only: a standby).
+_OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
+
+
+def database_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says the database is unreachable or unwilling right now (a 503, not a 500).
+
+    The one list of what counts: refused or reset sockets (``OSError``, which includes
+    ``ConnectionRefusedError``), a timeout waiting for a connection, asyncpg's connection
+    and shutdown errors by SQLSTATE, and ``InterfaceError`` on a closed pool or connection.
+    An exception group (Litestar resolves dependencies in a task group) counts when every
+    exception in it does.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(database_outage(e) for e in exc.exceptions)
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate.startswith("08") or sqlstate in _OUTAGE_SQLSTATES
+    if isinstance(exc, asyncpg.InterfaceError):
+        text = str(exc)
+        return "closed" in text or "closing" in text or "not connected" in text
+    return False
+
+
+def unavailable(request: Request, exc: BaseException) -> Response[Problem]:
+    """The 503 for an outage. Only the exception's class is logged (its text may name a host)."""
+    log.warning("database_unavailable", error=type(exc).__name__, route=request.scope.get("path_template"))
+    return problem(503, DatabaseUnavailable.code, "the database cannot be reached just now; retry shortly "
+                   "(with the same Idempotency-Key, a retry is safe)", instance=request.url.path,
+                   headers={"Retry-After": str(DatabaseUnavailable.retry_after)})
+
+
 def alliance_error_handler(request: Request, exc: AllianceError) -> Response[Problem]:
     status = exc.status if exc.status >= 400 else 400
-    if status >= 500 and exc.code not in {"outcome_unknown", "instrument_failed"}:
+    if status >= 500 and exc.code not in {"outcome_unknown", "instrument_failed", "database_unavailable"}:
         log.error("server_error", code=exc.code, route=request.scope.get("path_template"))
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return problem(status, exc.code, exc.message, field=exc.field, instance=request.url.path,
-                   extra=_safe_details(exc.details))
+                   extra=_safe_details(exc.details), headers=headers)
 
 
 def validation_handler(request: Request, exc: LitestarValidation) -> Response[Problem]:
@@ -96,6 +141,8 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response[Problem
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response[Problem]:
+    if database_outage(exc):
+        return unavailable(request, exc)
     # Never the exception text: it could hold personal data.
     log.error("unhandled_error", error=type(exc).__name__, route=request.scope.get("path_template"))
     return problem(500, "internal_error", "something went wrong on our side", instance=request.url.path)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import uuid
 
 import asyncpg
 import httpx
 
 from api.idempotency import forget_expired, key_digest
+from api.liveness import new_owner_id
+from core.errors import ConcurrencyConflict
 from tests.api.support import active_goal, assert_problem, store_state
 
 
@@ -143,3 +148,107 @@ async def test_expired_keys_are_forgotten_and_then_a_retry_runs_as_new(api, clin
     again = await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=headers)
     assert again.status_code == 201 and "idempotent-replayed" not in again.headers
     assert again.json()["duplicate"] is True  # the command id still derives from the key: recorded once
+
+
+# --- retries always resolve: a claim is stale only when its owner is gone --------------------
+
+async def goal_events(dsn: str, goal_id: uuid.UUID) -> int:
+    return await stream_events(dsn, f"goal-{goal_id}")
+
+
+async def dead_owner(dsn: str) -> int:
+    """The owner id of a worker that was killed: a session took its liveness lock, then ended."""
+    conn = await asyncpg.connect(dsn)
+    owner = new_owner_id()
+    assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", owner)
+    await conn.close()
+    return owner
+
+
+async def test_a_claim_whose_owner_died_before_recording_is_taken_over_and_run(api, clinic, database):
+    """The first attempt claimed the key, then its worker died (kill -9) before recording
+    anything: while the owner lives a retry is told to come back (409, Retry-After, not
+    stored); once its lock is gone the next retry takes the claim over and runs the command,
+    well within 15 s."""
+    client_id = await api.enrolled_client(clinic)
+    goal_id, _ = await active_goal(api, clinic, client_id)
+    key = f"barrier-{uuid.uuid4()}"
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": key,
+          "Content-Type": "application/json"}
+    path = f"/goals/{goal_id}/barriers"
+    body = json.dumps({"text": "Rain"}).encode()
+    mac = hmac.new(api.services.mac_key, b"POST %s %s\n" % (path.encode(), body), hashlib.sha256).digest()
+    owner = await asyncpg.connect(database.app_dsn)  # the first attempt's worker, alive
+    owner_id = new_owner_id()
+    assert await owner.fetchval("SELECT pg_try_advisory_lock($1)", owner_id)
+    await owner.execute(
+        "INSERT INTO idempotency_keys (tenant_id, principal_id, key, method, route, body_mac, owner) "
+        "VALUES ($1, $2, $3, 'POST', '/goals/{goal_id:uuid}/barriers', $4, $5)",
+        clinic.tenant, client_id, key_digest(api.services.mac_key, key), mac, owner_id)
+    before = await goal_events(database.owner_dsn, goal_id)
+
+    waiting = await api.http.post(path, content=body, headers=me)
+    assert_problem(waiting, 409, "request_in_progress")
+    assert waiting.headers["retry-after"] == "1"
+    await owner.close()  # kill -9: the session ends, its lock with it
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    retry = await api.http.post(path, content=body, headers=me)
+    assert retry.status_code == 201, retry.text
+    assert loop.time() - started < 15
+    assert "idempotent-replayed" not in retry.headers and retry.json().get("duplicate", False) is False
+    assert await goal_events(database.owner_dsn, goal_id) == before + 1
+    again = await api.http.post(path, content=body, headers=me)
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == retry.json()
+    assert await goal_events(database.owner_dsn, goal_id) == before + 1
+
+
+async def test_a_claim_whose_owner_died_after_recording_answers_with_the_recorded_outcome(api, clinic, database):
+    """The first attempt recorded its command, then died before storing the answer: the retry
+    takes the claim over, the event store says "already recorded", and the answer names the
+    same command, events, versions and created ids as the first would have."""
+    client_id = await api.enrolled_client(clinic)
+    goal_id, _ = await active_goal(api, clinic, client_id)
+    key = f"barrier-{uuid.uuid4()}"
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": key}
+    path = f"/goals/{goal_id}/barriers"
+    first = await api.http.post(path, json={"text": "Wind"}, headers=me)
+    assert first.status_code == 201, first.text
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:  # as if the answer had never been stored, and its owner were gone
+        await conn.execute("UPDATE idempotency_keys SET status = NULL, response = NULL, completed_at = NULL, "
+                           "owner = $3 WHERE principal_id = $1 AND key = $2", client_id,
+                           key_digest(api.services.mac_key, key), await dead_owner(database.app_dsn))
+    finally:
+        await conn.close()
+    before = await goal_events(database.owner_dsn, goal_id)
+    retry = await api.http.post(path, json={"text": "Wind"}, headers=me)
+    assert retry.status_code == 201, retry.text
+    assert retry.json()["duplicate"] is True
+    same = ("command_id", "stream_id", "version", "events", "created")
+    assert {k: retry.json()[k] for k in same} == {k: first.json()[k] for k in same}
+    assert await goal_events(database.owner_dsn, goal_id) == before
+
+
+async def test_an_exhausted_re_decide_is_not_stored_as_the_answer(api, clinic, database, monkeypatch):
+    """A conflict the handler could not resolve in time says nothing about the command: it is
+    answered 409 with Retry-After, never stored, and the retry with the same key runs it."""
+    client_id = await api.enrolled_client(clinic)
+    goal_id, _ = await active_goal(api, clinic, client_id)
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": f"barrier-{uuid.uuid4()}"}
+    handler = api.services.handler
+    real = handler.handle_goal
+
+    async def kept_moving(*args, **kwargs):
+        monkeypatch.setattr(handler, "handle_goal", real)
+        raise ConcurrencyConflict("stream kept moving", stream_id=f"goal-{goal_id}", expected=1, actual=2,
+                                  retry_after=1)
+
+    monkeypatch.setattr(handler, "handle_goal", kept_moving)
+    refused = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Hail"}, headers=me)
+    assert_problem(refused, 409, "concurrency_conflict")
+    assert refused.headers["retry-after"] == "1"
+    retry = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Hail"}, headers=me)
+    assert retry.status_code == 201, retry.text
+    assert "idempotent-replayed" not in retry.headers
