@@ -27,6 +27,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import TokenVerifier
 from api.errors import EXCEPTION_HANDLERS, Problem
 from api.idempotency import Claims, forget_expired
+from api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
 from api.routes.clients import CLIENT_ROUTES
 from api.routes.clinic import CLINIC_ROUTES
 from api.routes.compliance import COMPLIANCE_ROUTES
@@ -127,7 +128,9 @@ def document_problems(handlers: list[Any]) -> None:
     """Every route answers errors as RFC 9457 problem details: say so in the OpenAPI document."""
     described = {400: "Malformed request", 401: "Missing or invalid bearer token", 403: "Not allowed",
                  404: "Unknown (or another clinic's) resource", 409: "Conflict with the current state",
-                 412: "If-Match did not hold", 422: "Invalid input: `code` and `field` say what and where",
+                 412: "If-Match did not hold", 413: "The body is larger than the route accepts",
+                 415: "The body is not JSON (application/json)",
+                 422: "Invalid input: `code` and `field` say what and where",
                  503: "Temporarily unavailable (retry; an Idempotency-Key makes it safe)"}
     for handler in handlers:
         existing = dict(handler.responses or {})
@@ -218,6 +221,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     )
     handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *COMPLIANCE_ROUTES]
     document_problems(handlers)
+    bound_request_bodies(handlers)
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
@@ -226,6 +230,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[_request_logging],
         openapi_config=openapi,
+        request_max_body_size=DEFAULT_BODY_BYTES,  # each route's own limit: api/input_limits.py
         logging_config=None,
         debug=False,
     )

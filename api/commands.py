@@ -4,8 +4,11 @@ A POST body is the command's own fields minus what the request already says
 (who acts, when, which clinic, which client or goal): ``body_for`` derives that
 Struct from the command class, with ``forbid_unknown_fields`` so a typo is a
 422 that names the field, and so the OpenAPI document always matches the
-domain. Ids of new things (a milestone, a review…) may be sent by the client or
-are derived from the command id, so a retry creates nothing twice.
+domain. Every text, list and map of the body is bounded on the way
+(``api/input_limits.py``): the domain's commands say what a field is, the API
+says how much of it a request may carry. Ids of new things (a milestone, a
+review…) may be sent by the client or are derived from the command id, so a
+retry creates nothing twice.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import msgspec
 from litestar import Response
 
 from api.auth import Principal
+from api.input_limits import BoundedBody, bounded, text_limit
 from core.authority import Command
 from core.handling import Outcome
 
@@ -43,7 +47,7 @@ def body_for(command: type[Command], *, exclude: Iterable[str] = (), generated: 
     for field in command.__struct_fields__:
         if field in exclude_set:
             continue
-        hint = hints[field]
+        hint = bounded(hints[field], text_limit(command, field))
         if field in generated_set:
             fields.append((field, hint | None, None))
         elif field in defaults:
@@ -55,8 +59,8 @@ def body_for(command: type[Command], *, exclude: Iterable[str] = (), generated: 
                 fields.append((field, hint, default))
         else:
             fields.append((field, hint))
-    body = msgspec.defstruct(name or f"{command.__name__}Body", fields, kw_only=True, frozen=True,
-                             forbid_unknown_fields=True, module=__name__)
+    body = msgspec.defstruct(name or f"{command.__name__}Body", fields, bases=(BoundedBody,), kw_only=True,
+                             frozen=True, forbid_unknown_fields=True, module=__name__)
     _BODIES[cache_key] = body
     return body
 

@@ -13,6 +13,7 @@ from litestar.params import QueryParameter
 from api.access import ReadKind
 from api.auth import Principal
 from api.commands import CommandResult, body_for, build, result_response
+from api.input_limits import MAX_ITEMS, Answers, BoundedBody, Label, limited
 from api.routes.common import readable_client, run_command, visible_client
 from api.routes.goals import _receipts
 from api.state import AppServices, now
@@ -79,14 +80,14 @@ class ReportedBy(enum.StrEnum):
     CLINICIAN = "clinician"
 
 
-class MeasurementBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    instrument_id: str
-    answers: dict[str, Any]
+class MeasurementBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    instrument_id: Label  # type: ignore[valid-type]
+    answers: Answers  # type: ignore[valid-type]
     observed_at: datetime
     reported_by: ReportedBy = ReportedBy.SELF
     #: The instrument version to score with (default: the latest installed).
-    instrument_version: str | None = None
-    goal_ids: tuple[UUID, ...] = ()
+    instrument_version: Label | None = None  # type: ignore[valid-type]
+    goal_ids: limited(tuple[UUID, ...], MAX_ITEMS) = ()  # type: ignore[valid-type]
     measurement_id: UUID | None = None
 
 

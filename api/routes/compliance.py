@@ -9,6 +9,7 @@ from litestar import Request, Response, get, post
 from litestar.params import QueryParameter
 
 from api.auth import Principal, require_role
+from api.input_limits import BoundedBody, Statement
 from api.routes.common import readable_client, run_command, visible_client
 from api.state import AppServices, now
 from core.authority import require_not_auditor
@@ -69,8 +70,8 @@ async def export_fhir(request: Request, client_id: UUID, principal: Principal, s
     return _json(bundle, media_type="application/fhir+json")
 
 
-class ErasureBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    reason: str
+class ErasureBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    reason: Statement
 
 
 @post("/clients/{client_id:uuid}/erasure", operation_id="eraseClient", tags=["compliance"], status_code=201,

@@ -11,6 +11,7 @@ from litestar import Request, Response, get, post
 from api.access import authorize_client, record_access
 from api.auth import Principal
 from api.commands import CommandResult, body_for, build, result_response
+from api.input_limits import BoundedBody, Statement
 from api.routes.common import if_match, run_command, visible_client, visible_goal
 from api.state import AppServices, now
 from core import goal as g
@@ -109,9 +110,9 @@ class StatusAction(enum.StrEnum):
     ENTERED_IN_ERROR = "entered_in_error"
 
 
-class StatusBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class StatusBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=True):
     action: StatusAction
-    reason: str | None = None
+    reason: Statement | None = None
 
 
 @post("/goals/{goal_id:uuid}/status", operation_id="changeGoalStatus", tags=["goals"], status_code=201,
