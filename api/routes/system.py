@@ -1,11 +1,13 @@
 """Liveness, readiness and the instrument catalogue."""
 
+import asyncio
 from typing import Any
 
 import msgspec
-from litestar import Response, get
+from litestar import Request, Response, get
 
 from api.auth import Principal
+from api.errors import database_outage, outage_reason
 from api.state import AppServices
 from core.errors import NotFound
 from core.migrations import pending_migrations
@@ -14,6 +16,8 @@ from core.projections.rebuild import lag
 #: /ready fails when a projection is further behind than this.
 READY_MAX_LAG_EVENTS = 1000
 READY_MAX_LAG_SECONDS = 30.0
+#: /ready answers within this even when the database does not (a hung check is no answer).
+READY_DATABASE_SECONDS = 3.0
 
 
 @get("/health", operation_id="health", tags=["system"], summary="Liveness: the process answers", exclude_from_auth=True)
@@ -23,11 +27,11 @@ async def health() -> dict[str, str]:
 
 @get("/ready", operation_id="ready", tags=["system"],
      summary="Readiness: database reachable, migrations applied, projections caught up within a bound")
-async def ready(svc: AppServices) -> Response:
+async def ready(request: Request, svc: AppServices) -> Response:
     checks: dict[str, Any] = {}
     ok = True
     try:
-        async with svc.pool.acquire() as conn:
+        async with asyncio.timeout(READY_DATABASE_SECONDS), svc.pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
             pending = await pending_migrations(conn)
         checks["database"] = "ok"
@@ -38,9 +42,17 @@ async def ready(svc: AppServices) -> Response:
                                  for name, (events, seconds) in lags.items()}
         if any(events > READY_MAX_LAG_EVENTS or seconds > READY_MAX_LAG_SECONDS for events, seconds in lags.values()):
             ok = False
-    except Exception as exc:  # the answer is "not ready", with the reason's class only
-        checks["database"] = f"unreachable ({type(exc).__name__})"
+    except Exception as exc:  # the answer is "not ready", with a reason that names no one
+        checks["database"] = f"unreachable: {outage_reason(exc)}" if database_outage(exc) \
+            else f"error ({type(exc).__name__})"
         ok = False
+    # Informational: whether this worker holds its liveness lock (retries elsewhere take over its
+    # Idempotency-Key claims while it does not) and whether failed requests' claims still wait to
+    # be released (a yes, not a count: /ready is public).
+    claims = getattr(request.app.state, "idempotency", None)
+    if claims is not None:
+        checks["idempotency"] = {"liveness_lock": "held" if claims.liveness.held else "reconnecting",
+                                 "releases_pending": claims.pending_releases > 0}
     # Informational: a cache that is not listening serves nothing (reads go to the database).
     # No counts: /ready is public, and traffic figures would tell one clinic about the others.
     checks["view_cache"] = {"listening": svc.views.enabled, "max_age_seconds": svc.views.max_age}
