@@ -41,7 +41,8 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 _TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
-           405: "Method not allowed", 409: "Conflict", 412: "Precondition failed", 415: "Unsupported media type",
+           405: "Method not allowed", 409: "Conflict", 412: "Precondition failed", 413: "Content too large",
+           415: "Unsupported media type",
            422: "Invalid input", 429: "Too many requests", 500: "Internal error", 503: "Service unavailable"}
 
 
@@ -136,9 +137,10 @@ def validation_handler(request: Request, exc: LitestarValidation) -> Response[Pr
     first = errors[0] if errors and isinstance(errors[0], dict) else {}
     detail = str(first.get("message") or exc.detail or "the request is not valid")
     field = _field_from(detail) or (fields[0] if fields else None)
-    return problem(422, "invalid", detail, field=field, instance=request.url.path,
-                   errors=[{k: v for k, v in e.items() if k in {"key", "message", "source"}}
-                           for e in errors if isinstance(e, dict)] or None)
+    code, detail = input_problem(detail, field)
+    return problem(422, code, detail, field=field, instance=request.url.path,
+                   errors=[{k: input_problem(v, e.get("key"))[1] if k == "message" else v for k, v in e.items()
+                            if k in {"key", "message", "source"}} for e in errors if isinstance(e, dict)] or None)
 
 
 def _field_from(message: str) -> str | None:
@@ -179,3 +181,23 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error_handler,
     Exception: internal_error_handler,
 }
+
+
+#: msgspec's words for a broken bound of ``api/input_limits.py`` → the stable code, and a
+#: sentence that names the field and the limit (never the value, nor the pattern's regex).
+_INPUT_BOUNDS = (
+    ("Expected `str` of length <= ", "too_long", "{field} is longer than {limit} characters"),
+    ("Expected `array` of length <= ", "too_many_items", "{field} holds more than {limit} items"),
+    ("Expected `object` of length <= ", "too_many_items", "{field} holds more than {limit} entries"),
+    ("Expected `str` matching regex", "control_characters",
+     "{field} contains a control character (only newline and tab are allowed in text)"),
+)
+
+
+def input_problem(message: str, field: str | None) -> tuple[str, str]:
+    """The code and detail of a 422 from msgspec's message: ``invalid`` unless a bound was broken."""
+    for prefix, code, sentence in _INPUT_BOUNDS:
+        if message.startswith(prefix):
+            limit = message.removeprefix(prefix).split(" ", 1)[0]
+            return code, sentence.format(field=field or "a value", limit=limit)
+    return "invalid", message
