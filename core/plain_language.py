@@ -1,16 +1,23 @@
-"""Plain-language check: flag clinical jargon in goal text and suggest everyday words.
+"""Plain-language check: flag clinical jargon in client-facing text and suggest everyday words.
 
-Guidance only. Clinics extend the glossary (the plugin layer passes extra terms in);
-``check_plain_language(text, glossary)`` is pure.
+Guidance only. The glossary in force is :data:`DEFAULT_GLOSSARY` plus every plugin's
+``glossary_terms`` (PHQ-9's "suicidal ideation", GAD-7's "hypervigilance", the mood diary's
+"dysphoria"), gathered once at start-up by :func:`glossary_from_plugins` and put in force with
+:func:`use_glossary`, as the instrument registry is: the views that show client-facing text
+(goal statements and the client's words, milestones, review summaries, the relapse plan) run
+:func:`hints_for` over it when they are read. ``check_plain_language(text, glossary)`` is pure.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import msgspec
+
+from core.errors import ConfigurationError
 
 DEFAULT_GLOSSARY: dict[str, str] = {
     "cognitive restructuring": "changing unhelpful thoughts",
@@ -45,6 +52,8 @@ class Hint(msgspec.Struct, frozen=True, kw_only=True):
     start: int
     end: int
     suggestion: str
+    #: Other plugins' everyday words for the same term (a later plugin adds, never replaces).
+    alternatives: tuple[str, ...] = ()
 
 
 def merged_glossary(*extra: Mapping[str, str]) -> dict[str, str]:
@@ -61,13 +70,79 @@ def _pattern(term: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, term.split())) + r"(?!\w)", re.IGNORECASE)
 
 
-def check_plain_language(text: str, glossary: Mapping[str, str] | None = None) -> list[Hint]:
+#: Term → suggestions, first the default glossary's then each plugin's in registration order.
+Glossary = Mapping[str, tuple[str, ...]]
+
+
+def glossary_from_plugins(pm: Any) -> dict[str, tuple[str, ...]]:
+    """The default glossary plus every plugin's ``glossary_terms``, for :func:`use_glossary`.
+
+    ``pm``: the pluggy plugin manager. Plugins are asked in registration order; a term already
+    known keeps its suggestion and a later plugin's different words become alternatives
+    (``hookspecs.glossary_terms``). A malformed answer stops start-up naming the plugin.
+    """
+    merged: dict[str, tuple[str, ...]] = {term: (words,) for term, words in DEFAULT_GLOSSARY.items()}
+    problems: list[str] = []
+    for impl in pm.hook.glossary_terms.get_hookimpls():  # registration order
+        try:
+            terms = impl.function()
+        except Exception as exc:
+            problems.append(f"Plugin '{impl.plugin_name}': glossary_terms() raised {type(exc).__name__}")
+            continue
+        if terms is None:
+            continue
+        if not isinstance(terms, Mapping) or not all(
+                isinstance(k, str) and k.strip() and isinstance(v, str) and v.strip() for k, v in terms.items()):
+            problems.append(f"Plugin '{impl.plugin_name}': glossary_terms() must return a dict of "
+                            "non-empty strings (term → everyday words)")
+            continue
+        for term, words in terms.items():
+            key = " ".join(term.lower().split())
+            known = merged.get(key, ())
+            if words not in known:
+                merged[key] = (*known, words)
+    if problems:
+        raise ConfigurationError(" ".join(problems), code="plugin_invalid", problems=problems)
+    return merged
+
+
+_in_force: dict[str, tuple[str, ...]] = {term: (words,) for term, words in DEFAULT_GLOSSARY.items()}
+
+
+def use_glossary(glossary: Glossary) -> None:
+    """Put ``glossary`` in force for this process (start-up does it once, with the plugins')."""
+    global _in_force
+    _in_force = dict(glossary)
+
+
+def glossary_in_force() -> Glossary:
+    return _in_force
+
+
+def hints_for(texts: Iterable[tuple[str, str | None]], glossary: Glossary | None = None
+              ) -> list[dict[str, Any]]:
+    """Hints for each named client-facing text, each saying which ``field`` it is about.
+
+    ``texts``: (field, text) pairs, e.g. ``("milestones.<id>.description", "…")``; empty
+    texts are skipped. ``glossary``: the one in force unless given.
+    """
+    terms = glossary if glossary is not None else _in_force
+    out: list[dict[str, Any]] = []
+    for field, text in texts:
+        if text:
+            out.extend({"field": field, **msgspec.to_builtins(h)} for h in check_plain_language(text, terms))
+    return out
+
+
+def check_plain_language(text: str, glossary: Mapping[str, str] | Glossary | None = None) -> list[Hint]:
     """Hints for jargon in ``text`` (whole words, case-insensitive), in text order.
 
-    ``glossary`` defaults to :data:`DEFAULT_GLOSSARY`; to extend rather than replace it
-    pass ``merged_glossary(clinic_terms)``. Longer terms win over terms inside them.
+    ``glossary`` defaults to the glossary in force (:data:`DEFAULT_GLOSSARY` plus the plugins'
+    once start-up has called :func:`use_glossary`); a mapping term → words, or term →
+    suggestions. To extend the default pass ``merged_glossary(clinic_terms)``. Longer terms
+    win over terms inside them.
     """
-    terms = glossary if glossary is not None else DEFAULT_GLOSSARY
+    terms = glossary if glossary is not None else _in_force
     hints: list[Hint] = []
     taken: list[tuple[int, int]] = []
     for term in sorted(terms, key=len, reverse=True):
@@ -76,6 +151,8 @@ def check_plain_language(text: str, glossary: Mapping[str, str] | None = None) -
             if any(start < e and s < end for s, e in taken):
                 continue
             taken.append((start, end))
+            words = terms[term]
+            first, *more = (words,) if isinstance(words, str) else words
             hints.append(Hint(term=term.lower(), found=match.group(0), start=start, end=end,
-                              suggestion=terms[term]))
+                              suggestion=first, alternatives=tuple(more)))
     return sorted(hints, key=lambda h: h.start)

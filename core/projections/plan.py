@@ -41,7 +41,7 @@ from core.goal import (
     is_due,
     is_overdue,
 )
-from core.plain_language import check_plain_language
+from core.plain_language import hints_for
 from core.projections.base import FoldContext, Projection, to_builtins
 from core.smart import assess_smart
 
@@ -196,12 +196,19 @@ def _dated(items: dict[UUID, Any], today: date) -> list[dict[str, Any]]:
     return out
 
 
-def _hints(*texts: str | None) -> list[dict[str, Any]]:
-    hints: list[dict[str, Any]] = []
-    for text in texts:
-        if text:
-            hints.extend(to_builtins(h) for h in check_plain_language(text))
-    return hints
+def _goal_texts(goal: GoalState) -> list[tuple[str, str | None]]:
+    """The goal's client-facing texts for the plain-language check, each named by its field."""
+    texts: list[tuple[str, str | None]] = [("statement", goal.statement), ("client_words", goal.client_words)]
+    texts += [(f"milestones.{k}.description", m.description) for k, m in goal.milestones.items() if not m.removed]
+    return texts
+
+
+def _relapse_plan(plan: RelapsePlan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    texts = [(f"{part}.{i}", text) for part in ("warning_signs", "actions", "supports")
+             for i, text in enumerate(getattr(plan, part))]
+    return {**to_builtins(plan), "plain_language": hints_for(texts)}
 
 
 def render_goal(goal: GoalState, today: date) -> dict[str, Any]:
@@ -232,7 +239,7 @@ def render_goal(goal: GoalState, today: date) -> dict[str, Any]:
             "activated_version": goal.activated_version,
         },
         "smart": to_builtins(assess_smart(goal.facets, due_date=goal.due_date)),
-        "plain_language": _hints(goal.statement, goal.client_words),
+        "plain_language": hints_for(_goal_texts(goal)),
         "milestones": [m for m in _dated(goal.milestones, today) if not m.get("removed")],
         "checkpoints": [c for c in _dated(goal.checkpoints, today) if not c.get("cancelled")],
         "barriers": [{"barrier_id": str(k), "text": v} for k, v in goal.barriers.items()],
@@ -259,7 +266,7 @@ def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
         "erased": doc.erased,
         "consents_in_force": consents_in_force(doc.consents, now),
         "goals": [render_goal(g, today) for g in doc.goals.values() if g.version > 0],
-        "relapse_plan": to_builtins(doc.relapse_plan),
+        "relapse_plan": _relapse_plan(doc.relapse_plan),
         "open_risk_flags": [to_builtins(f) for f in doc.risk_flags.values() if not f.acknowledged],
         "as_of": now.isoformat(),
     }
