@@ -98,9 +98,9 @@ def bounded(hint: Any, limit: int) -> Any:
     if origin in (typing.Union, types.UnionType):
         return typing.Union[tuple(bounded(a, limit) for a in args)]  # noqa: UP007 (built from a tuple)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return limited(tuple[bounded(args[0], limit), ...], MAX_ITEMS)
+        return limited(tuple[bounded(args[0], limit), ...], MAX_ITEMS)  # type: ignore[misc]
     if origin is tuple:
-        return tuple[tuple(bounded(a, limit) for a in args)]
+        return tuple[tuple(bounded(a, limit) for a in args)]  # type: ignore[misc]
     if origin in (list, set, frozenset):
         return limited(origin[bounded(args[0], limit)], MAX_ITEMS)
     if origin is dict:
