@@ -1,0 +1,95 @@
+"""The fault-injection suite: operator-style trials against a private PostgreSQL cluster and
+``alliance serve --workers 2`` subprocesses.
+
+It is its own CI step (``.venv/bin/pytest -q -s tests/faults``, run once), not part of the
+default run: a bare ``pytest`` (both database passes of ``.ci/run``) skips collecting this
+folder unless it is named on the command line. Adding a trial: a ``test_*.py`` here using the
+``cluster``, ``service`` and ``clinic`` fixtures (or a ``Cluster``/``Service`` of its own when it
+swaps data directories or runs other code), printing its figures and asserting them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults.cluster import Cluster
+from tests.faults.service import Service
+from tests.faults.world import Clinic, bootstrap_clinic
+
+HERE = Path(__file__).resolve().parent
+
+
+def _requested(config: pytest.Config) -> bool:
+    """True when an argument on the command line names this folder or something inside it."""
+    for arg in config.args:
+        path = Path(arg.split("::", 1)[0])
+        path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
+        try:
+            path.resolve().relative_to(HERE)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name.startswith("test_") and not _requested(config):
+        return True
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The suite's private cluster (trials that restore a backup make their own)."""
+    c = Cluster().init()
+    c.start()
+    try:
+        yield c
+    finally:
+        c.destroy()
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="alliance-faults-home-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_service(cluster: Cluster, workdir: Path) -> Iterator[Service]:
+    service = Service(cluster.create_database("alliance"), workdir / "home")
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def service(shared_service: Service, cluster: Cluster) -> Service:
+    """The shared service, running and healthy at the start of every trial, whatever the last one did."""
+    if not cluster.running():
+        cluster.start()
+    if shared_service.proc is None or shared_service.proc.poll() is not None:
+        shared_service.start()
+    shared_service.wait_healthy()
+    return shared_service
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=20.0) as client:
+        yield client
+
+
+@pytest.fixture
+async def clinic(service: Service, http: httpx.AsyncClient) -> Clinic:
+    """A new clinic per trial: no trial reads another's data."""
+    return await bootstrap_clinic(service, http)
