@@ -372,7 +372,9 @@ def _goal(state: GoalState, history: list[RecordedEvent], client: ClientState, p
           patient: dict[str, str], progress: Mapping[str, Any] | None, definitions: dict[tuple[str, str], Any],
           r5: bool) -> dict[str, Any]:
     proposed = next((e for e in history if isinstance(e.payload, GoalProposed)), None)
-    description = state.client_words or state.statement or "(no description)"
+    # The description is the statement both parties agreed (or, before there is one, the
+    # client's words); the client's own words stay beside it, as theirs, in a note.
+    description = state.statement or state.client_words or "(no description)"
     goal: dict[str, Any] = {
         "resourceType": "Goal", "id": str(state.goal_id),
         "identifier": [{"system": GOAL_ID_SYSTEM, "value": str(state.goal_id)}],
@@ -380,6 +382,8 @@ def _goal(state: GoalState, history: list[RecordedEvent], client: ClientState, p
         "description": {"text": description}, "subject": patient,
         "statusDate": history[-1].occurred_at.date().isoformat(),
     }
+    if state.client_words and state.client_words != description:
+        goal["note"] = [{"authorReference": patient, "text": state.client_words}]
     if proposed is not None:
         payload = proposed.payload
         assert isinstance(payload, GoalProposed)
@@ -391,6 +395,14 @@ def _goal(state: GoalState, history: list[RecordedEvent], client: ClientState, p
     target_text = state.facets.get("target") or None
     measure_text = state.facets.get("measure") or None
     targets: list[dict[str, Any]] = []
+    # The goal's own target ("7 hours a night") is measured its own way ("sleep diary"): that
+    # pair is one target. An attached instrument is another, with no detail: the free-text
+    # target never applies to the instrument's score (a PHQ-9 total is not "7 hours a night").
+    if target_text or measure_text:
+        own: dict[str, Any] = {"measure": {"text": measure_text or "the goal's own target"}}
+        if target_text:
+            own["detailString"] = target_text
+        targets.append(own)
     for instrument_id in sorted(state.measures):
         found = [d for (i, _), d in definitions.items() if i == instrument_id]
         codings = _codings_for(found[-1], "total") if found else []
@@ -398,11 +410,8 @@ def _goal(state: GoalState, history: list[RecordedEvent], client: ClientState, p
         if codings:
             measure["coding"] = [_coding(c.system, c.code, c.display or None) for c in codings]
         targets.append({"measure": measure})
-    if target_text or state.due_date or (not targets and measure_text):
-        if not targets:
-            targets.append({"measure": {"text": measure_text or "goal target"}})
-        if target_text:
-            targets[0]["detailString"] = target_text
+    if state.due_date and not targets:
+        targets.append({"measure": {"text": "the goal's own target"}})
     if state.due_date:
         for target in targets:
             target["dueDate"] = state.due_date.isoformat()
@@ -421,9 +430,11 @@ def _goal(state: GoalState, history: list[RecordedEvent], client: ClientState, p
     clinician_agreed = state.version > 0 and state.clinician_agreed_version == state.version
     clinician = state.clinician_agreed_by or client.primary_clinician \
         or (state.author_id if state.author_party == "clinician" else None)
-    acceptance = [(patient, status(client_agreed, "client"))]
-    if clinician is not None:
-        acceptance.append((people.ref(clinician, Role.CLINICIAN), status(clinician_agreed, "clinician")))
+    # Both parties, always: a clinician not yet named is shown as such, never left out.
+    clinician_ref = people.ref(clinician, Role.CLINICIAN) if clinician is not None \
+        else {"display": "clinician (not yet named)"}
+    acceptance = [(patient, status(client_agreed, "client")),
+                  (clinician_ref, status(clinician_agreed, "clinician"))]
     goal["extension"] = [{"url": ACCEPTANCE_URL, "extension": [
         {"url": "individual", "valueReference": who}, {"url": "status", "valueCode": code}]}
         for who, code in acceptance]

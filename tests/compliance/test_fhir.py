@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from core.client import MeasurementEnteredInError
+from core.client import ClientEnrolled, MeasurementEnteredInError
 from core.compliance.fhir import (
     ACCEPTANCE_URL,
     build_bundle,
@@ -17,7 +17,7 @@ from core.compliance.fhir import (
 )
 from core.consent import ConsentScope, ConsentWithdrawn
 from core.events.envelope import NewEvent, RecordedEvent
-from core.goal import GoalDeclined
+from core.goal import GoalActivated, GoalAgreed, GoalDeclined, GoalRevised, MeasureAttached
 from core.identity import Role
 from plugins.measures.gad7 import GAD7
 from plugins.measures.phq9 import PHQ9
@@ -65,8 +65,10 @@ def test_bundle_validates_and_every_code_is_in_its_value_set(version):
     acceptance = {x["extension"][0]["valueReference"]["reference"]: x["extension"][1]["valueCode"]
                   for x in goal["extension"] if x["url"] == ACCEPTANCE_URL}
     assert acceptance == {f"Patient/{h.client}": "agree", f"Practitioner/{h.clinician}": "agree"}
-    assert goal["target"][0]["measure"]["coding"][0]["code"] == "44261-6"
-    assert goal["target"][0]["detailString"] == "7 hours a night" and goal["target"][0]["dueDate"] == "2025-06-01"
+    own, phq9 = goal["target"]  # the goal's own target, then the attached PHQ-9 with no detail
+    assert own["measure"] == {"text": "sleep diary"} and own["detailString"] == "7 hours a night"
+    assert phq9["measure"]["coding"][0]["code"] == "44261-6" and "detailString" not in phq9
+    assert own["dueDate"] == phq9["dueDate"] == "2025-06-01"
     totals = {o["code"]["coding"][0]["code"]: o["valueInteger"] for o in resources(bundle, "Observation")}
     assert totals == {"44261-6": 13, "70274-6": 7}
     assert {q["status"] for q in resources(bundle, "QuestionnaireResponse")} == {"completed"}
@@ -153,3 +155,62 @@ async def test_bundle_from_stored_events_validates(history, store):
     answers = [i for r in resources(bundle, "QuestionnaireResponse") for i in r.get("item", [])
                if i["linkId"] == "note"]
     assert answers == [{"linkId": "note", "answer": [{"valueString": "canary-words-7f3a"}]}]
+
+
+# --- Goal: the agreed statement, the client's words, each party, targets that belong together
+# (observed failure #7 of issue 13, the FHIR Goal part)
+
+def agreed_statement_history() -> tuple[History, list[RecordedEvent]]:
+    """The client proposes in their words; the clinician restates; both agree the restated version."""
+    h = History()
+    c, k, g = h.client, h.clinician, h.goal
+    first = h.goal_events()[0]
+    restated = GoalRevised(version=2, party="clinician", by=k, by_role=Role.CLINICIAN,
+                           statement="Sleep 7 hours on work nights by June", client_words="sleep better",
+                           facets={"target": "7 hours a night", "measure": "sleep diary"},
+                           due_date=first.payload.due_date)  # type: ignore[attr-defined]
+    goal_events = [first, h.new(restated, k, Role.CLINICIAN, 4),
+                   h.new(GoalAgreed(goal_id=g, version=2, party="client", by=c, by_role=Role.CLIENT),
+                         c, Role.CLIENT, 5),
+                   h.new(GoalAgreed(goal_id=g, version=2, party="clinician", by=k, by_role=Role.CLINICIAN),
+                         k, Role.CLINICIAN, 6),
+                   h.new(GoalActivated(version=2), k, Role.CLINICIAN, 6),
+                   h.new(MeasureAttached(instrument_id=PHQ9.id, schedule="weekly", by=k, by_role=Role.CLINICIAN),
+                         k, Role.CLINICIAN, 7)]
+    return h, recorded(h.client_stream, h.client_events()) + recorded(h.goal_stream, goal_events)
+
+
+@pytest.mark.parametrize("version", ["R5", "R4B"])
+def test_goal_description_is_the_agreed_statement_with_the_clients_words_beside_it(version):
+    # Given a goal the client put in their words and both agreed as restated by the clinician
+    h, events = agreed_statement_history()
+    # When the record is exported
+    bundle = build_bundle(h.client, events, instruments=INSTRUMENTS, fhir_version=version)
+    [goal] = resources(bundle, "Goal")
+    # Then the description is the agreed statement and the client's words are a note by the client
+    assert goal["description"] == {"text": "Sleep 7 hours on work nights by June"}
+    assert goal["note"] == [{"authorReference": {"reference": f"Patient/{h.client}"}, "text": "sleep better"}]
+    assert validate_resources(bundle) == [] and check_references(bundle) == []
+
+
+def test_goal_target_keeps_the_free_text_target_with_its_own_measure_not_the_phq9_total():
+    h, events = agreed_statement_history()
+    [goal] = resources(build_bundle(h.client, events, instruments=INSTRUMENTS), "Goal")
+    with_detail = [t for t in goal["target"] if "detailString" in t]
+    assert with_detail == [{"measure": {"text": "sleep diary"}, "detailString": "7 hours a night",
+                            "dueDate": "2025-06-01"}]
+    [phq9] = [t for t in goal["target"] if "coding" in t["measure"]]
+    assert phq9["measure"]["coding"][0]["code"] == "44261-6" and set(phq9) == {"measure", "dueDate"}
+
+
+def test_goal_acceptance_records_each_party_even_before_a_clinician_is_named():
+    h = History()
+    client_events = [e for e in h.client_events() if not isinstance(e.payload, ClientEnrolled)]
+    proposed = h.goal_events()[0]
+    events = recorded(h.client_stream, client_events) + recorded(h.goal_stream, [proposed])
+    [goal] = resources(build_bundle(h.client, events, instruments=INSTRUMENTS), "Goal")
+    parties = [(x["extension"][0]["valueReference"], x["extension"][1]["valueCode"])
+               for x in goal["extension"] if x["url"] == ACCEPTANCE_URL]
+    assert parties == [({"reference": f"Patient/{h.client}"}, "pending"),
+                       ({"display": "clinician (not yet named)"}, "pending")]
+    assert check_codes(build_bundle(h.client, events, instruments=INSTRUMENTS), instruments=INSTRUMENTS) == []
