@@ -83,10 +83,13 @@ def key_digest(mac_key: bytes, key: str) -> str:
 
 
 async def forget_expired(pool: asyncpg.Pool, *, older_than_hours: float) -> int:
-    """Delete the keys recorded more than ``older_than_hours`` ago; returns how many."""
+    """Delete the keys recorded more than ``older_than_hours`` ago; returns how many. A claim
+    still in progress goes only once its owner is gone: its age alone says nothing."""
     async with pool.acquire() as conn:
-        done = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
-                                  older_than_hours * 3600.0)
+        done = await conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1) "
+            f"AND (status IS NOT NULL OR owner IS NULL OR NOT {HELD_SQL.format(key='owner')})",
+            older_than_hours * 3600.0)
     return int(done.split()[-1])
 
 
@@ -242,10 +245,11 @@ async def _run_owned(request: Request, pool: asyncpg.Pool, claims: Claims, claim
     content = response.content if isinstance(response.content, bytes) else response.render(
         response.content, str(response.media_type))
     headers = dict(response.headers)
-    if 200 <= response.status_code < 500:
+    status = response.status_code or 200  # Litestar's default for a Response without one
+    if 200 <= status < 500:
         try:
             async with asyncio.timeout(RELEASE_TIMEOUT * 2), pool.acquire() as conn:
-                await conn.execute(_STORE, *claim, claims.owner, response.status_code, content,
+                await conn.execute(_STORE, *claim, claims.owner, status, content,
                                    _pack_content_type(str(response.media_type), headers))
         except Exception as exc:
             # The command ran: answer it. The key is freed instead, and a retry runs the command
@@ -254,7 +258,7 @@ async def _run_owned(request: Request, pool: asyncpg.Pool, claims: Claims, claim
             claims.release_later(claim)
     else:
         await claims.release(claim)
-    return Response(content, status_code=response.status_code, media_type=response.media_type, headers=headers)
+    return Response(content, status_code=status, media_type=response.media_type, headers=headers)
 
 
 #: Response headers a replay must repeat (``Location`` of what was created, the goal's ``ETag``).

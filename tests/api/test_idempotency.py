@@ -252,3 +252,26 @@ async def test_an_exhausted_re_decide_is_not_stored_as_the_answer(api, clinic, d
     retry = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Hail"}, headers=me)
     assert retry.status_code == 201, retry.text
     assert "idempotent-replayed" not in retry.headers
+
+
+async def test_retention_forgets_an_old_claim_only_once_its_owner_is_gone(api, clinic, database):
+    client_id = await api.enrolled_client(clinic)
+    alive = await asyncpg.connect(database.app_dsn)
+    alive_id = new_owner_id()
+    assert await alive.fetchval("SELECT pg_try_advisory_lock($1)", alive_id)
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:
+        for name, owner in (("alive", alive_id), ("dead", await dead_owner(database.app_dsn))):
+            await conn.execute(
+                "INSERT INTO idempotency_keys (tenant_id, principal_id, key, method, route, body_mac, owner, "
+                "created_at) VALUES ($1, $2, $3, 'POST', '/x', '\\x00', $4, now() - interval '25 hours')",
+                clinic.tenant, client_id, f"{name}-{uuid.uuid4()}", owner)
+        assert await forget_expired(api.services.pool, older_than_hours=24) >= 1
+        left = await conn.fetch("SELECT key FROM idempotency_keys WHERE principal_id = $1", client_id)
+        assert [r["key"].split("-")[0] for r in left] == ["alive"]  # still running: kept
+        await alive.close()
+        assert await forget_expired(api.services.pool, older_than_hours=24) >= 1
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE principal_id = $1", client_id) == 0
+    finally:
+        await conn.close()
+        await alive.close()
