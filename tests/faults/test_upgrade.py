@@ -1,0 +1,114 @@
+"""Trial: the upgrade. A database filled by the previous main (``alliance demo`` of commit
+``PREVIOUS_MAIN``, served by that code), then migrated, upcast and rebuilt by this code.
+
+Promise: every view of every client reads the same after the upgrade as before it (plan,
+progress and decision history; fields this code adds are not compared), and the store and
+projections verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.faults.checkout import snapshot
+from tests.faults.service import Service
+from tests.faults.world import eventually
+
+#: The main before the faults work (issue 12): the database an operator upgrades from.
+PREVIOUS_MAIN = "c8e86fb"
+VIEWS = ("plan", "progress", "history")
+#: Top-level fields that say when the view was read, not what it holds.
+READ_TIME = {"as_of"}
+
+
+async def test_a_database_of_the_previous_main_reads_the_same_after_upgrade(cluster, workdir, http) -> None:
+    old_code = await asyncio.to_thread(snapshot, PREVIOUS_MAIN)
+    database = f"upgrade_{uuid.uuid4().hex[:8]}"
+    dsn = cluster.create_database(database)
+    home = workdir / "upgrade-home"  # one home: the same KEK, signing keys and ledger across the upgrade
+    old = Service(dsn, home, code=old_code)
+    filled = await asyncio.to_thread(old.cli, "demo", timeout=300)
+    assert filled.returncode == 0, filled.stdout + filled.stderr
+    clients = await _clients(dsn)
+    assert clients, "the previous main's demo enrolled nobody"
+
+    before = await _views_served_by(old, http, clients)
+    new = Service(dsn, home)
+    migrated = await asyncio.to_thread(new.cli, "migrate")
+    rebuilt = await asyncio.to_thread(new.cli, "projections", "rebuild", timeout=300)
+    assert migrated.returncode == 0 and rebuilt.returncode == 0, migrated.stderr + rebuilt.stderr
+    after = await _views_served_by(new, http, clients)
+    verify = await asyncio.to_thread(new.cli, "verify")
+    projections = await asyncio.to_thread(new.cli, "projections", "verify")
+
+    differences = []
+    for key, old_view in before.items():
+        new_view = after.get(key)
+        if isinstance(old_view, dict) and isinstance(new_view, dict):
+            old_view = {k: v for k, v in old_view.items() if k not in READ_TIME}
+        differences += [f"{key}: {d}" for d in _differences(old_view, new_view, "")]
+    events = await _count(dsn)
+    print(f"\n[upgrade] previous main {PREVIOUS_MAIN}: {events} events, {len(clients)} clients, "
+          f"{len(before)} views read; migrate: {migrated.stdout.strip()!r}; rebuild: "
+          f"{' | '.join(rebuilt.stdout.split(chr(10))[:3])!r}; views differing={len(differences)} "
+          f"{differences[:5]}; verify_exit={verify.returncode} projections_verify_exit={projections.returncode}")
+    assert not differences, differences[:10]
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert projections.returncode == 0, projections.stdout + projections.stderr
+
+
+async def _clients(dsn: str) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT DISTINCT subject_id, tenant_id FROM events WHERE type = 'client.enrolled'")
+    finally:
+        await conn.close()
+    return sorted((r["subject_id"], r["tenant_id"]) for r in rows)
+
+
+async def _count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await conn.close()
+
+
+async def _views_served_by(service: Service, http: httpx.AsyncClient,
+                           clients: list[tuple[uuid.UUID, uuid.UUID]]) -> dict[str, Any]:
+    """Every client's own views, read over HTTP once the service says its projections caught up."""
+    await asyncio.to_thread(service.start)
+    try:
+        async def ready() -> bool:
+            return (await http.get(service.url + "/ready")).status_code == 200
+
+        assert await eventually(ready, within=30), f"not ready: {(await http.get(service.url + '/ready')).text}"
+        views: dict[str, Any] = {}
+        for client_id, tenant_id in clients:
+            headers = service.token(tenant_id, "client", client_id)
+            for view in VIEWS:
+                r = await http.get(f"{service.url}/clients/{client_id}/{view}", headers=headers)
+                assert r.status_code == 200, (view, r.status_code, r.text[:300])
+                views[f"{client_id}/{view}"] = r.json()
+        return views
+    finally:
+        await asyncio.to_thread(service.stop)
+
+
+def _differences(old: Any, new: Any, path: str) -> list[str]:
+    """Where ``new`` does not read as ``old`` did; keys only ``new`` has are what this code adds."""
+    if isinstance(old, dict):
+        if not isinstance(new, dict):
+            return [f"{path or '/'}: was an object"]
+        return [d for key, value in old.items()
+                for d in (_differences(value, new[key], f"{path}/{key}") if key in new else [f"{path}/{key}: gone"])]
+    if isinstance(old, list):
+        if not isinstance(new, list) or len(new) != len(old):
+            return [f"{path}: {len(old)} items, now {len(new) if isinstance(new, list) else type(new).__name__}"]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in _differences(a, b, f"{path}[{i}]")]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
