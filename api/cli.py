@@ -159,14 +159,17 @@ def _print_result(result: Any, as_json: bool, what: str) -> None:
 
 
 async def _verify_scores(rt: Any, settings: Settings, as_json: bool) -> bool:
-    """Re-score each stored measurement with the recorded version, where installed."""
-    from core.client import MeasurementRecorded
+    """Re-derive every stored measurement from its answers with the recorded instrument version
+    (where installed): total, subscales, band, risk items, completeness and prorating. Every
+    difference is named; none is repaired (the stored event is the record)."""
+    from core.client import MeasurementRecorded, RiskFlagRaised
     from core.events.store import START
     from plugins.manager import InstrumentRegistry, get_plugin_manager
 
     registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
-    checked = skipped = 0
-    differences: list[str] = []
+    skipped = 0
+    measurements: list[MeasurementRecorded] = []
+    flagged: dict[Any, tuple[str, ...]] = {}  # measurement id -> items of the flag it raised
     checkpoint = START
     with console.status("re-scoring measurements"):
         while True:
@@ -176,22 +179,54 @@ async def _verify_scores(rt: Any, settings: Settings, as_json: bool) -> bool:
             checkpoint = events[-1].checkpoint
             for event in events:
                 p = event.payload
-                if not isinstance(p, MeasurementRecorded):
-                    continue
-                if not registry.has(p.instrument_id, p.instrument_version):
-                    skipped += 1
-                    continue
-                answers: dict[str, Any] = {**p.answers, **p.free_text}
-                fresh = registry.rescore(p.instrument_id, p.instrument_version, answers)
-                checked += 1
-                if {k: float(v) for k, v in fresh.items()} != {k: float(v) for k, v in p.scores.items()}:
-                    differences.append(f"{p.measurement_id} ({p.instrument_id}@{p.instrument_version}): "
-                                       f"stored {p.scores}, now {fresh}")
+                if isinstance(p, RiskFlagRaised) and p.source == "measurement" and p.measurement_id:
+                    flagged[p.measurement_id] = p.items
+                elif isinstance(p, MeasurementRecorded):
+                    if registry.has(p.instrument_id, p.instrument_version):
+                        measurements.append(p)
+                    else:
+                        skipped += 1
+    differences = [line for p in measurements for line in _score_differences(registry, p, flagged)]
     for line in differences:
-        out.print(f"[red]score differs[/red] {line}")
-    out.print(f"scores: {checked} re-scored, {skipped} with an instrument version not installed, "
+        out.print(f"[red]score differs[/red] {escape(line)}")
+    out.print(f"scores: {len(measurements)} re-scored, {skipped} with an instrument version not installed, "
               f"{len(differences)} different")
     return not differences
+
+
+def _score_differences(registry: Any, p: Any, flagged: dict[Any, tuple[str, ...]]) -> list[str]:
+    """Each way the stored measurement ``p`` differs from its answers re-scored now."""
+    from core.errors import ValidationError
+
+    where = f"{p.measurement_id} ({p.instrument_id}@{p.instrument_version})"
+    try:
+        fresh = registry.score(p.instrument_id, {**p.answers, **p.free_text}, version=p.instrument_version)
+    except ValidationError as exc:
+        return [f"{where}: the stored answers are not valid for this version ({exc.code}, {exc.field})"]
+    found: list[str] = []
+    stored_scores = {k: float(v) for k, v in p.scores.items()}
+    fresh_scores = {k: float(v) for k, v in fresh.scores.items()}
+    for name in sorted({*stored_scores, *fresh_scores}, key=lambda k: (k != "total", k)):
+        before, now = stored_scores.get(name), fresh_scores.get(name)
+        if before != now:
+            what = "total" if name == "total" else f"subscale '{name}'"
+            found.append(f"{where}: {what} stored {before:g}, now {now:g}" if before is not None and now is not None
+                         else f"{where}: {what} stored {before}, now {now}")
+    if p.band != fresh.band:
+        found.append(f"{where}: band stored {p.band!r}, now {fresh.band!r}")
+    # Version 1 events kept their risk items on the flag only.
+    stored_risk = p.risk_items if p.risk_items is not None else flagged.get(p.measurement_id, ())
+    if tuple(stored_risk) != tuple(fresh.risk_items):
+        found.append(f"{where}: risk items stored {list(stored_risk)}, now {list(fresh.risk_items)}")
+    expected_flag = fresh.risk_items or fresh.risk_unanswered
+    if expected_flag and p.measurement_id not in flagged:
+        found.append(f"{where}: no risk flag was raised, now one would be ({list(expected_flag)})")
+    if p.risk_items is not None:  # completeness is recorded from schema version 2 on
+        if p.incomplete != fresh.incomplete:
+            found.append(f"{where}: incomplete stored {p.incomplete!r}, now {fresh.incomplete!r}")
+        if p.prorated != fresh.prorated:
+            found.append(f"{where}: prorated stored {p.prorated}, now {fresh.prorated}")
+    return found
 
 
 def _uuid(value: str, name: str) -> Any:

@@ -74,15 +74,13 @@ class Loader:
 
     async def measure(self, client_id: UUID, key: str, actor: Actor, days: float, instrument: str,
                       answers: dict[str, Any], goal_ids: tuple[UUID, ...] = ()) -> None:
-        scored = self.instruments.score(instrument, answers)
+        # Answers only: the handler's decider scores them with the installed instrument.
         measurement_id = demo_id(f"measurement:{key}")
+        reporter = c.ReportedBy(informant="self", channel="app") if actor.role is Role.CLIENT \
+            else c.ReportedBy(informant="clinician", channel="session")
         await self.client(client_id, c.RecordMeasurement, key, actor, days, measurement_id=measurement_id,
-                          instrument_id=scored.instrument_id, instrument_version=scored.instrument_version,
-                          fingerprint=scored.fingerprint, answers=scored.answers, free_text=scored.free_text,
-                          scores=scored.scores, band=scored.band,
-                          reported_by="self" if actor.role is Role.CLIENT else "clinician",
-                          observed_at=self.at(days) - timedelta(hours=2), goal_ids=goal_ids,
-                          risk_items=scored.risk_items)
+                          instrument_id=instrument, answers=answers, reported_by=reporter,
+                          observed_at=self.at(days) - timedelta(hours=2), goal_ids=goal_ids)
 
 
 def _phq9(total: int, item9: int = 0) -> dict[str, int]:
@@ -244,7 +242,7 @@ async def load_demo(settings: Settings, *, console: Console, only_if_absent: boo
             if exists:  # keep the original timeline so reloading records nothing new
                 first = await rt.store.read_stream(f"clinic-{TENANT}", to_version=1)
                 start = first[0].occurred_at
-            loader = Loader(CommandHandler(rt.store), registry, start)
+            loader = Loader(CommandHandler(rt.store, scorer=registry.score), registry, start)
             with console.status("loading the demo clinic"):
                 try:
                     await _load(loader)

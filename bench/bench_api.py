@@ -180,8 +180,8 @@ async def seed(db: BenchDatabase, home: Path, n_clients: int, measurements: int)
     primary = [clinicians[i % len(clinicians)] for i in range(n_clients)]
     started = time.perf_counter()
     async with open_runtime(settings, migrate=False, pool_size=10) as rt:
-        handler = CommandHandler(rt.store)
         registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager(None))
+        handler = CommandHandler(rt.store, scorer=registry.score)
         now = lambda: datetime.now(UTC)  # noqa: E731
         system = Actor(id=uuid.UUID(int=0), role=Role.SYSTEM)
         admin = Actor(id=admin_id, role=Role.ADMIN)
@@ -213,14 +213,11 @@ async def seed(db: BenchDatabase, home: Path, n_clients: int, measurements: int)
                 await handler.handle_goal(g.AgreeGoal(command_id=uuid.uuid4(), actor=who, at=now(), version=1,
                                                       **goal))
             for k in range(measurements):
-                scored = registry.score("mood_diary", {"mood": 3 + k % 6})
                 await handler.handle_client(cid, c.RecordMeasurement(
                     command_id=uuid.uuid4(), actor=me, at=now(), measurement_id=uuid.uuid4(),
-                    instrument_id=scored.instrument_id, instrument_version=scored.instrument_version,
-                    fingerprint=scored.fingerprint, answers=scored.answers, free_text=scored.free_text,
-                    scores=scored.scores, band=scored.band, reported_by="self",
-                    observed_at=now() - timedelta(days=measurements - k), goal_ids=(gid,),
-                    risk_items=scored.risk_items, **common))
+                    instrument_id="mood_diary", answers={"mood": 3 + k % 6},
+                    reported_by=c.ReportedBy(informant="self", channel="app"),
+                    observed_at=now() - timedelta(days=measurements - k), goal_ids=(gid,), **common))
 
         async def worker() -> None:
             while not queue.empty():

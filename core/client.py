@@ -10,8 +10,9 @@ stream too (care team, consents) and the handler asserts its version unchanged.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Literal, TypedDict, assert_never
+from typing import Any, Literal, Protocol, TypedDict, assert_never
 from uuid import UUID
 
 import msgspec
@@ -39,7 +40,7 @@ from core.consent import (
     consent_in_force,
     current_text_version,
 )
-from core.errors import DomainRuleViolation, Forbidden, NotFound, ValidationError
+from core.errors import ConfigurationError, DomainRuleViolation, Forbidden, NotFound, ValidationError
 from core.events.base import (
     EventPayload,
     OptionalPersonalStr,
@@ -48,14 +49,57 @@ from core.events.base import (
     PersonalTexts,
 )
 from core.identity import Actor, Role
+from plugins.instruments import ScoredMeasurement
 
 #: Namespace for risk-flag ids derived from a measurement id (stable across retries).
 RISK_FLAG_NAMESPACE = UUID("3b0d2f5e-8f61-4c7e-9a57-0c2b6f1e4d21")
 
 ProxyBasis = Literal["minor", "lacks_capacity"]
-ReportedBy = Literal["self", "clinician"]
 RiskSource = Literal["measurement", "clinician"]
+#: Why a risk flag was raised: a risk answer above its threshold, or a risk question skipped.
+RiskReason = Literal["risk_answer", "risk_item_unanswered"]
 EntryKind = Literal["measurement", "note"]
+
+
+#: The actor named on flags Alliance raises itself (from a measurement's answers).
+SYSTEM_ACTOR_ID = UUID(int=0)
+
+# --- who reported a measurement (the one definition; events, commands and views use it) ---------
+
+#: Whose answers these are: the client's own, a proxy's (a parent, a carer) about the client,
+#: or a clinician's rating.
+Informant = Literal["self", "proxy", "clinician"]
+#: How the answers reached Alliance: the client's app, a link sent to them, in a session with a
+#: clinician, or an import of records kept elsewhere.
+Channel = Literal["app", "link", "session", "import"]
+#: A proxy's relationship to the client (a closed list: no free text at rest unencrypted).
+ProxyRelationship = Literal["parent", "guardian", "carer", "partner", "relative", "other"]
+
+
+class ReportedBy(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """Who gave a measurement's answers and by which channel.
+
+    ``relationship`` is given for (and only for) a proxy. ``channel`` is ``None`` only on
+    measurements recorded before it was kept (upcast from schema version 1); on those,
+    ``informant`` is what was stored then ("self" or "clinician") and a proxy's entry reads
+    "self": :func:`informant_of` tells them apart with the event's actor role.
+    """
+
+    informant: Informant
+    relationship: ProxyRelationship | None = None
+    channel: Channel | None = None
+
+
+def informant_of(reported_by: ReportedBy, actor_role: Role | str) -> Informant:
+    """The informant of a stored measurement, right for old entries too.
+
+    Before ``reported_by`` had an informant, a proxy's entry was stored as "self"; the
+    envelope's actor role (the proxy) says who it really was.
+    """
+    if reported_by.channel is None and reported_by.informant == "self" \
+            and str(actor_role) == Role.PROXY.value:
+        return "proxy"
+    return reported_by.informant
 
 
 def client_stream(client_id: UUID) -> str:
@@ -119,20 +163,51 @@ class ProxyRevoked(EventPayload, tag="proxy.revoked", kw_only=True, frozen=True)
 
 
 class MeasurementRecorded(EventPayload, tag="measurement.recorded", kw_only=True, frozen=True):
+    """A measurement as answered and as Alliance scored it with the installed instrument.
+
+    Schema 2: ``reported_by`` is a :class:`ReportedBy` (was the string "self" | "clinician");
+    ``risk_items``, ``unanswered``, ``incomplete`` and ``prorated`` are new. Version 1 events
+    are upcast by :func:`upcast_measurement_v1`.
+    """
+
+    schema_version = 2
+
     measurement_id: UUID
     instrument_id: str
     instrument_version: str
     fingerprint: str
     answers: dict[str, int | float | bool]   # scored/structured answers
     free_text: PersonalMap = {}              # free-text answers (personal)
-    scores: dict[str, float]                 # "total" plus subscale ids
+    scores: dict[str, float]                 # "total" plus subscale ids, computed by Alliance
     band: str | None = None                  # severity band label, if any
-    reported_by: str                         # "self" | "clinician"
+    reported_by: ReportedBy
     observed_at: datetime
     goal_ids: tuple[UUID, ...] = ()
     #: When it was recorded under consent (the command's time); a later withdrawal
     #: never takes effect before it. Absent on events recorded before this field existed.
     recorded_under_consent_at: datetime | None = None
+    #: Risk items whose answer needed follow-up; ``None`` on version 1 events (their risk
+    #: flag, id :func:`risk_flag_id_for`, names the items).
+    risk_items: tuple[str, ...] | None = None
+    #: Items of the instrument left unanswered.
+    unanswered: tuple[str, ...] = ()
+    #: Why the set is incomplete (``"risk_item_unanswered"``), or None when it is complete
+    #: enough to score as the instrument says.
+    incomplete: str | None = None
+    #: True when the total was prorated for missing items by the instrument's declared rule.
+    prorated: bool = False
+
+
+def upcast_measurement_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """``measurement.recorded`` v1 → v2: ``reported_by`` "self"/"clinician" becomes a
+    :class:`ReportedBy` with no channel (none was kept); everything else reads the same."""
+    given = document.get("reported_by")
+    informant = given if given in ("self", "proxy", "clinician") else "self"
+    return {**document, "reported_by": {"informant": informant}}
+
+
+#: Upcasters of client-stream events, keyed by (type name, schema version they read).
+CLIENT_UPCASTERS = {("measurement.recorded", 1): upcast_measurement_v1}
 
 
 class MeasurementEnteredInError(EventPayload, tag="measurement.entered_in_error", kw_only=True, frozen=True):
@@ -158,10 +233,15 @@ class NoteEnteredInError(EventPayload, tag="note.entered_in_error", kw_only=True
 
 
 class RiskFlagRaised(EventPayload, tag="risk.flag_raised", kw_only=True, frozen=True):
+    """A risk flag. One raised from a measurement names it and is raised by role ``system``
+    (Alliance decided from the answers, not the person who gave them)."""
+
     flag_id: UUID
     source: RiskSource
     measurement_id: UUID | None = None
     items: tuple[str, ...] = ()  # item ids (e.g. "phq9.q9"), not the answers' words
+    #: For a measurement's flag: ``risk_answer`` or ``risk_item_unanswered``; None otherwise.
+    reason: RiskReason | None = None
     note: OptionalPersonalStr = None
     raised_by: UUID
     raised_by_role: Role
@@ -285,19 +365,28 @@ class WithdrawConsent(Command, tag="consent.withdraw", kw_only=True, frozen=True
 
 
 class RecordMeasurement(Command, tag="measurement.record", kw_only=True, frozen=True):
+    """Answers to an installed instrument. There is no field for scores, a band or risk
+    items: the decider scores the answers with the instrument (the scorer it is handed), so
+    no caller can record a total, band or risk that the answers do not give."""
+
     measurement_id: UUID
     instrument_id: str
-    instrument_version: str
-    fingerprint: str
-    answers: dict[str, int | float | bool]
-    free_text: dict[str, str] = {}
-    scores: dict[str, float]
-    band: str | None = None
+    #: The version to score with; None: the latest installed.
+    instrument_version: str | None = None
+    #: Item id → answer (numbers, true/false, or text for free-text items).
+    answers: dict[str, Any]
     reported_by: ReportedBy
     observed_at: datetime
     goal_ids: tuple[UUID, ...] = ()
-    #: Item ids whose answers need follow-up (e.g. PHQ-9 item 9 > 0), from the plugin.
-    risk_items: tuple[str, ...] = ()
+
+
+class MeasurementScorer(Protocol):
+    """Scores answers with an installed instrument (``InstrumentRegistry.score``): validates
+    them and returns scores, band, risk items and completeness. Pure as far as the decider
+    is concerned: no I/O, the same answers always give the same result."""
+
+    def __call__(self, instrument_id: str, answers: Mapping[str, Any], *,
+                 version: str | None = None) -> ScoredMeasurement: ...
 
 
 class MarkEntryInError(Command, tag="entry.mark_in_error", kw_only=True, frozen=True):
@@ -376,7 +465,7 @@ class ClientState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     discharged: bool = False
     proxies: dict[UUID, str] = {}  # proxy id -> basis
     consents: tuple[ConsentEvent, ...] = ()
-    measurements: dict[UUID, str] = {}  # id -> reported_by
+    measurements: dict[UUID, str] = {}  # id -> informant ("self" | "proxy" | "clinician")
     measurements_in_error: frozenset[UUID] = frozenset()
     notes: frozenset[UUID] = frozenset()
     notes_in_error: frozenset[UUID] = frozenset()
@@ -450,7 +539,7 @@ def evolve_client(state: ClientState, event: EventPayload) -> ClientState:
                     latest is None or event.recorded_under_consent_at > latest):
                 latest = event.recorded_under_consent_at
             return replace(state, measurements={**state.measurements,
-                                                event.measurement_id: event.reported_by},
+                                                event.measurement_id: event.reported_by.informant},
                            last_measurement_at=latest)
         case MeasurementEnteredInError():
             return replace(state, measurements_in_error=state.measurements_in_error
@@ -569,11 +658,14 @@ def _attestation(command: GrantConsent | WithdrawConsent) -> _Attestation:
 
 
 def decide_client(command: ClientCommand, state: ClientState,
-                  clinic: ClinicState | None = None) -> list[EventPayload]:
+                  clinic: ClinicState | None = None, *,
+                  scorer: MeasurementScorer | None = None) -> list[EventPayload]:
     """Decide what a client-stream command records, or raise a domain error.
 
     ``clinic`` (optional) lets the decider check that people named in the command
-    are active staff of the clinic; without it that check is skipped.
+    are active staff of the clinic; without it that check is skipped. ``scorer`` scores a
+    ``RecordMeasurement``'s answers with the installed instruments; a measurement cannot be
+    decided without it.
     """
     actor = command.actor
     by = by_of(actor)
@@ -682,7 +774,7 @@ def decide_client(command: ClientCommand, state: ClientState,
                                      effective_at=effective,
                                      **by, **_attestation(command))]
         case RecordMeasurement():
-            return _record_measurement(command, state)
+            return _record_measurement(command, state, scorer)
         case MarkEntryInError():
             return _mark_in_error(command, state)
         case RecordNote():
@@ -770,35 +862,90 @@ def decide_client(command: ClientCommand, state: ClientState,
             assert_never(command)
 
 
-def _record_measurement(command: RecordMeasurement, state: ClientState) -> list[EventPayload]:
-    actor = command.actor
-    if command.reported_by == "self":
-        # Self-monitoring continues after discharge.
-        require_client_voice(actor, state)
-    elif command.reported_by == "clinician":
-        require_care_team_clinician(actor, state)
-        _require_not_discharged(state)
-    else:
-        raise ValidationError("reported_by is 'self' or 'clinician'.", code="invalid",
-                              field="reported_by")
+def _check_reporter(command: RecordMeasurement, state: ClientState) -> None:
+    """The informant must be who is acting: the client, a registered proxy, or a clinician
+    on the care team (so a proxy's entry can never read as the client's own)."""
+    actor, reporter = command.actor, command.reported_by
+    if reporter.channel is None:
+        raise ValidationError("Say how the answers were given (app, link, session or import).",
+                              code="channel_required", field="reported_by.channel")
+    match reporter.informant:
+        case "self":
+            if actor.role is not Role.CLIENT:
+                raise Forbidden("Answers in the client's own name are given by the client; a "
+                                "proxy reports as 'proxy'.", code="informant_mismatch",
+                                field="reported_by.informant")
+            require_client_voice(actor, state)  # self-monitoring continues after discharge
+        case "proxy":
+            if actor.role is not Role.PROXY:
+                raise Forbidden("Proxy-reported answers are given by a registered proxy.",
+                                code="informant_mismatch", field="reported_by.informant")
+            require_client_voice(actor, state)
+            if reporter.relationship is None:
+                raise ValidationError("Say how the proxy is related to the client.",
+                                      code="relationship_required",
+                                      field="reported_by.relationship")
+        case "clinician":
+            require_care_team_clinician(actor, state)
+            _require_not_discharged(state)
+        case _:
+            raise ValidationError("reported_by.informant is 'self', 'proxy' or 'clinician'.",
+                                  code="invalid", field="reported_by.informant")
+    if reporter.informant != "proxy" and reporter.relationship is not None:
+        raise ValidationError("A relationship is given only for a proxy.",
+                              code="invalid", field="reported_by.relationship")
+
+
+def _record_measurement(command: RecordMeasurement, state: ClientState,
+                        scorer: MeasurementScorer | None) -> list[EventPayload]:
+    if scorer is None:
+        # Never record a measurement unscored: scores, band and risk come only from the
+        # installed instrument, so a handler without instruments cannot record one.
+        raise ConfigurationError("Measurements are scored by the installed instruments; this "
+                                 "handler was given none.", code="instruments_unavailable")
+    _check_reporter(command, state)
     _require_consent(state, ConsentScope.MEASUREMENT, command.at)
     if command.measurement_id in state.measurements:
         raise DomainRuleViolation("A measurement with this id exists.", code="duplicate_id")
     if command.observed_at > command.at:
         raise ValidationError("A measurement cannot be observed in the future.",
                               code="observed_in_future", field="observed_at")
+    try:
+        scored = scorer(command.instrument_id, command.answers, version=command.instrument_version)
+    except NotFound as exc:
+        raise ValidationError(exc.message, code=exc.code, field="instrument_id") from None
+    if scored.per_goal and not command.goal_ids:
+        # A rating of one goal (GAS, confidence) means nothing without the goal it rates.
+        raise ValidationError("This rating is about one goal: name it in goal_ids.",
+                              code="goal_required", field="goal_ids")
     events: list[EventPayload] = [MeasurementRecorded(
-        measurement_id=command.measurement_id, instrument_id=command.instrument_id,
-        instrument_version=command.instrument_version, fingerprint=command.fingerprint,
-        answers=command.answers, free_text=command.free_text, scores=command.scores,
-        band=command.band, reported_by=command.reported_by, observed_at=command.observed_at,
-        goal_ids=command.goal_ids, recorded_under_consent_at=command.at)]
-    if command.risk_items:
-        events.append(RiskFlagRaised(
-            flag_id=risk_flag_id_for(command.measurement_id), source="measurement",
-            measurement_id=command.measurement_id, items=command.risk_items,
-            raised_by=actor.id, raised_by_role=actor.role, raised_at=command.at))
+        measurement_id=command.measurement_id, instrument_id=scored.instrument_id,
+        instrument_version=scored.instrument_version, fingerprint=scored.fingerprint,
+        answers=scored.answers, free_text=scored.free_text, scores=scored.scores,
+        band=scored.band, reported_by=command.reported_by, observed_at=command.observed_at,
+        goal_ids=command.goal_ids, recorded_under_consent_at=command.at,
+        risk_items=scored.risk_items, unanswered=scored.unanswered, incomplete=scored.incomplete,
+        prorated=scored.prorated)]
+    flag = measurement_risk_flag(command.measurement_id, scored, at=command.at)
+    if flag is not None:
+        events.append(flag)
     return events
+
+
+def measurement_risk_flag(measurement_id: UUID, scored: ScoredMeasurement, *,
+                          at: datetime) -> RiskFlagRaised | None:
+    """The flag a scored measurement raises, if any: raised by ``system`` (Alliance read the
+    answers), naming the measurement. A risk answer above threshold wins over a skipped one."""
+    if scored.risk_items:
+        reason: RiskReason = "risk_answer"
+        items = scored.risk_items
+    elif scored.risk_unanswered:
+        reason, items = "risk_item_unanswered", scored.risk_unanswered
+    else:
+        return None
+    return RiskFlagRaised(flag_id=risk_flag_id_for(measurement_id), source="measurement",
+                          measurement_id=measurement_id, items=items, reason=reason,
+                          raised_by=SYSTEM_ACTOR_ID, raised_by_role=Role.SYSTEM, raised_at=at)
 
 
 def _mark_in_error(command: MarkEntryInError, state: ClientState) -> list[EventPayload]:
@@ -807,11 +954,12 @@ def _mark_in_error(command: MarkEntryInError, state: ClientState) -> list[EventP
     _require_text(command.reason, "reason")
     match command.kind:
         case "measurement":
-            reported_by = state.measurements.get(command.entry_id)
-            if reported_by is None:
+            informant = state.measurements.get(command.entry_id)
+            if informant is None:
                 raise NotFound("There is no such measurement.", code="measurement_not_found")
-            # The client may correct their own self-monitoring; the care team any entry.
-            if not (reported_by == "self" and is_client_voice(actor, state)):
+            # The client (or their proxy) may correct the client side's own entries; the care
+            # team any entry.
+            if not (informant in ("self", "proxy") and is_client_voice(actor, state)):
                 require_care_team_clinician(actor, state)
             if command.entry_id in state.measurements_in_error:
                 raise DomainRuleViolation("This measurement is already marked as entered in "

@@ -11,13 +11,24 @@ start-up like any other. What is read (see ``docs/plugins.md`` for a full exampl
   own value. ``integer``/``decimal`` items need the ``minValue`` and ``maxValue``
   extensions; ``boolean`` → yes/no; ``string``/``text`` → free text; ``display`` skipped.
   Prompt translations come from the ``translation`` extension on ``_text``.
-* Total = sum of the choice items. ``required`` is read as FHIR says (default false).
+* Item ``code`` entries become item-level codings (so a LOINC-coded item is recognised).
+* Total = sum of the choice items, except items marked ``not-scored`` and known unscored
+  questions (PHQ-9's difficulty question, LOINC 69722-7). ``required`` is read as FHIR says
+  (default false).
 * Alliance extensions (base ``https://alliance.example/fhir/StructureDefinition/``):
   ``severity-bands`` (repeatable; sub-extensions ``label``, ``min``, ``max``),
   ``score-direction`` (``valueCode``: ``lower_is_better`` — the default — or
   ``higher_is_better``), ``cut-off`` (repeatable; ``name``, ``value``), ``reliable-change``
-  (``threshold``, ``reliability``, ``sd``, ``method``), and on an item ``risk-above``
-  (``valueDecimal``: the item fires a risk flag when its value is above it).
+  (``threshold``, ``reliability``, ``sd``, ``method``), ``prorating`` (``valueInteger``: how
+  many items of the total may be left unanswered and the total prorated), ``no-risk-items``
+  (``valueBoolean`` true: the clinic states that no item asks about risk); on an item
+  ``risk-above`` (``valueDecimal``: the item fires a risk flag when its value is above it)
+  and ``not-scored`` (``valueBoolean`` true: recorded, not counted in the total).
+
+Risk can never be missed: a Questionnaire asking a known risk question (PHQ-9 item 9, by its
+LOINC item code 44260-8 or the PHQ-9 panel code 44249-1) gets that question's risk rule
+whatever its extensions say; any other Questionnaire must declare its risk items
+(``risk-above``) or declare ``no-risk-items``, or it is refused.
 """
 
 from __future__ import annotations
@@ -26,9 +37,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 from core.errors import ConfigurationError
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
+    LOINC,
     Band,
     ChoiceOption,
     ChoiceResponse,
@@ -40,12 +54,14 @@ from plugins.instruments import (
     IntegerResponse,
     Item,
     NumberResponse,
+    Prorating,
     ReliableChange,
     Response,
     RiskItem,
     ScoreRange,
     Scoring,
     YesNoResponse,
+    known_risk_questions_asked,
 )
 
 ALLIANCE_SD = "https://alliance.example/fhir/StructureDefinition/"
@@ -54,6 +70,13 @@ SCORE_DIRECTION = ALLIANCE_SD + "score-direction"
 CUT_OFF = ALLIANCE_SD + "cut-off"
 RELIABLE_CHANGE = ALLIANCE_SD + "reliable-change"
 RISK_ABOVE = ALLIANCE_SD + "risk-above"
+NO_RISK_ITEMS = ALLIANCE_SD + "no-risk-items"
+PRORATING = ALLIANCE_SD + "prorating"
+NOT_SCORED = ALLIANCE_SD + "not-scored"
+
+#: Questions that are asked but never part of the total, by (system, code): PHQ-9's
+#: "How difficult have these problems made it ..." (LOINC 69722-7; Kroenke 2001: not scored).
+KNOWN_UNSCORED = frozenset({(LOINC, "69722-7")})
 
 FHIR_SD = "http://hl7.org/fhir/StructureDefinition/"
 ORDINAL_URLS = (FHIR_SD + "itemWeight", FHIR_SD + "ordinalValue", FHIR_SD + "iso21090-CO-value")
@@ -150,26 +173,67 @@ def _response(item: dict[str, Any], link_id: str) -> Response:
     raise QuestionnaireError(f"item '{link_id}': type '{kind}' is not supported")
 
 
-def _items(items: list[dict[str, Any]], risks: list[RiskItem]) -> list[Item]:
+class _Read:
+    """What walking the items collects beside the items themselves."""
+
+    def __init__(self) -> None:
+        self.risks: list[RiskItem] = []
+        self.codings: list[Coding] = []
+        self.unscored: set[str] = set()
+
+
+def _items(items: list[dict[str, Any]], read: _Read) -> list[Item]:
     result: list[Item] = []
     for item in items:
         link_id = str(item.get("linkId", ""))
         kind = item.get("type")
         if kind == "group":
-            result.extend(_items(item.get("item", []), risks))
+            result.extend(_items(item.get("item", []), read))
             continue
         if kind == "display":
             continue
         result.append(Item(id=link_id, prompt=str(item.get("text") or link_id),
                            response=_response(item, link_id), translations=_translations(item),
                            required=bool(item.get("required", False))))
+        for code in item.get("code", []) or []:
+            if isinstance(code, dict) and code.get("system") and code.get("code"):
+                read.codings.append(Coding(system=str(code["system"]), code=str(code["code"]),
+                                           display=str(code.get("display", "")), target=link_id))
+                if (code["system"], code["code"]) in KNOWN_UNSCORED:
+                    read.unscored.add(link_id)
+        if any(_value(e) is True for e in _extensions(item, NOT_SCORED)):
+            read.unscored.add(link_id)
         for extension in _extensions(item, RISK_ABOVE):
-            risks.append(RiskItem(item_id=link_id, operator=">",
-                                  value=_number(_value(extension), "risk-above"),
-                                  label=str(item.get("text") or link_id)))
+            read.risks.append(RiskItem(item_id=link_id, operator=">",
+                                       value=_number(_value(extension), "risk-above"),
+                                       label=str(item.get("text") or link_id)))
         if item.get("item"):
-            result.extend(_items(item["item"], risks))
+            result.extend(_items(item["item"], read))
     return result
+
+
+def _classified_risks(definition: InstrumentDefinition, declared_none: bool
+                      ) -> tuple[RiskItem, ...]:
+    """The risk items, with every known risk question's rule applied (or a refusal)."""
+    risks = {risk.item_id: risk for risk in definition.risk_items}
+    known = known_risk_questions_asked(definition)
+    for question, item_id in known:
+        if item_id is None:
+            raise QuestionnaireError(
+                f"it is recognised by its panel code as asking {question.what}, but no item "
+                f"carries the code {question.item_code}: code that item so its risk rule applies")
+        # The known rule wins over a declared one: a clinic's looser threshold must not hide
+        # an answer the published instrument says needs follow-up.
+        risks[item_id] = msgspec.structs.replace(question.rule, item_id=item_id)
+    if declared_none and risks:
+        raise QuestionnaireError("it declares no-risk-items but has risk items ("
+                                 + ", ".join(sorted(risks)) + ")")
+    if not risks and not declared_none:
+        raise QuestionnaireError(
+            "Alliance cannot tell whether it asks about risk: mark each risk item with the "
+            f"'{RISK_ABOVE}' extension, or declare that it has none with '{NO_RISK_ITEMS}' "
+            "(valueBoolean true)")
+    return tuple(risks[i] for i in (item.id for item in definition.items) if i in risks)
 
 
 def questionnaire_to_definition(resource: dict[str, Any]) -> InstrumentDefinition:
@@ -186,9 +250,10 @@ def questionnaire_to_definition(resource: dict[str, Any]) -> InstrumentDefinitio
     version = resource.get("version")
     if not version:
         raise QuestionnaireError("needs a version (definitions are pinned by version)")
-    risks: list[RiskItem] = []
-    items = _items(resource.get("item", []), risks)
-    total = tuple(item.id for item in items if isinstance(item.response, ChoiceResponse))
+    read = _Read()
+    items = _items(resource.get("item", []), read)
+    total = tuple(item.id for item in items if isinstance(item.response, ChoiceResponse)
+                  and item.id not in read.unscored)
     low = high = 0.0
     integer = True
     for item in items:
@@ -229,7 +294,14 @@ def questionnaire_to_definition(resource: dict[str, Any]) -> InstrumentDefinitio
     codings = tuple(Coding(system=str(c.get("system", "")), code=str(c.get("code", "")),
                            display=str(c.get("display", "")), target="panel")
                     for c in resource.get("code", []))
-    return InstrumentDefinition(
+    prorating = None
+    if found := _extensions(resource, PRORATING):
+        max_missing = _value(found[0])
+        if isinstance(max_missing, bool) or not isinstance(max_missing, int):
+            raise QuestionnaireError("prorating needs valueInteger (how many items may be missing)")
+        prorating = Prorating(max_missing=max_missing)
+    declared_none = any(_value(e) is True for e in _extensions(resource, NO_RISK_ITEMS))
+    definition = InstrumentDefinition(
         id=instrument_id,
         version=str(version),
         title=str(resource.get("title") or resource.get("name") or instrument_id),
@@ -241,10 +313,13 @@ def questionnaire_to_definition(resource: dict[str, Any]) -> InstrumentDefinitio
         bands=bands,
         cutoffs=cutoffs,
         reliable_change=reliable,
-        risk_items=tuple(risks),
-        codings=codings,
+        risk_items=tuple(read.risks),
+        codings=(*codings, *read.codings),
         licence=str(resource.get("copyright") or ""),
+        prorating=prorating,
     )
+    return msgspec.structs.replace(definition,
+                                   risk_items=_classified_risks(definition, declared_none))
 
 
 class QuestionnairePlugin:

@@ -34,7 +34,9 @@ import msgspec
 from core.errors import ValidationError
 
 __all__ = [
+    "KNOWN_RISK_QUESTIONS",
     "LOINC",
+    "RISK_ITEM_UNANSWERED",
     "Band",
     "ChangeResult",
     "ChoiceOption",
@@ -46,7 +48,9 @@ __all__ = [
     "InstrumentDefinition",
     "IntegerResponse",
     "Item",
+    "KnownRiskQuestion",
     "NumberResponse",
+    "Prorating",
     "ReliableChange",
     "Response",
     "RiskItem",
@@ -66,6 +70,8 @@ __all__ = [
     "definition_problems",
     "gas_t_score",
     "instrument_key",
+    "item_codes",
+    "known_risk_questions_asked",
     "reliable_change",
     "reliable_change_by_index",
     "reliable_change_by_threshold",
@@ -201,6 +207,19 @@ class RiskItem(msgspec.Struct, frozen=True, kw_only=True):
     label: str = ""
 
 
+class Prorating(msgspec.Struct, frozen=True, kw_only=True):
+    """How a total is completed when some of its items are unanswered.
+
+    With at most ``max_missing`` items of the total unanswered, the total is the mean of the
+    answered items times the number of items (``sum × n / answered``), rounded half up to a
+    whole number when the score range is whole numbers, and the measurement says it was
+    prorated. More missing than that and the answers are refused. Subscales are not prorated.
+    """
+
+    max_missing: int
+    source: str = ""
+
+
 class Coding(msgspec.Struct, frozen=True, kw_only=True):
     """A code for the instrument (``target="panel"``), a score (``"total"``, a subscale id)
     or an item id."""
@@ -228,6 +247,11 @@ class InstrumentDefinition(msgspec.Struct, frozen=True, kw_only=True):
     risk_items: tuple[RiskItem, ...] = ()
     codings: tuple[Coding, ...] = ()
     licence: str = ""
+    #: A rating of one goal (GAS, a confidence rating): a measurement must name its goal
+    #: (``goal_ids``), and progress counts it for the goals it names only.
+    per_goal: bool = False
+    #: Prorating for unanswered items of the total; None: a required item must be answered.
+    prorating: Prorating | None = None
     fingerprint: str = ""
 
     def __post_init__(self) -> None:
@@ -265,8 +289,19 @@ def compute_fingerprint(definition: InstrumentDefinition) -> str:
     """
     content = msgspec.to_builtins(definition)
     content.pop("fingerprint", None)
+    # Fields added later are left out while unset, so definitions recorded before they existed
+    # keep their fingerprint (a changed fingerprint under a known version stops start-up).
+    for name, unset in _LATER_FIELDS.items():
+        if content.get(name, unset) == unset:
+            content.pop(name, None)
+    # ``per_goal`` says what a new rating must name, not what a stored score means: leaving it
+    # out keeps every fingerprint recorded before it existed (gas@1 is still gas@1).
+    content.pop("per_goal", None)
     canonical = json.dumps(_canonical_numbers(content), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_LATER_FIELDS: dict[str, Any] = {"prorating": None}
 
 
 def _canonical_numbers(value: Any) -> Any:
@@ -279,6 +314,86 @@ def _canonical_numbers(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_canonical_numbers(v) for v in value]
     return value
+
+
+# --- Known risk questions (recognised whatever file a definition came from) ------------------
+
+class KnownRiskQuestion(msgspec.Struct, frozen=True, kw_only=True):
+    """A published question whose answer needs follow-up whatever the total."""
+
+    system: str
+    item_code: str
+    #: Panel codes of the instruments that ask it (an instrument with one of these asks it).
+    panel_codes: tuple[str, ...]
+    rule: RiskItem  # item_id left empty: filled with the definition's own item id
+    what: str
+
+
+#: PHQ-9 item 9, "Thoughts that you would be better off dead, or of hurting yourself in some
+#: way" (LOINC 44260-8, in panel 44249-1): any answer above 0 needs follow-up (Kroenke,
+#: Spitzer & Williams 2001; shared/DOMAIN.md §2).
+KNOWN_RISK_QUESTIONS: tuple[KnownRiskQuestion, ...] = (
+    KnownRiskQuestion(system=LOINC, item_code="44260-8", panel_codes=("44249-1",),
+                      rule=RiskItem(item_id="", operator=">", value=0,
+                                    label="Thoughts of being better off dead or of self-harm"),
+                      what="PHQ-9 item 9 (thoughts of self-harm, LOINC 44260-8)"),
+)
+
+#: Why a measurement is incomplete when a risk question was left unanswered.
+RISK_ITEM_UNANSWERED = "risk_item_unanswered"
+
+
+def item_codes(definition: InstrumentDefinition) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Item id → its (system, code) pairs, from the definition's item-level codings."""
+    item_ids = {item.id for item in definition.items}
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    for coding in definition.codings:
+        if coding.target in item_ids:
+            result[coding.target] = (*result.get(coding.target, ()), (coding.system, coding.code))
+    return result
+
+
+def _panel_codes(definition: InstrumentDefinition) -> set[tuple[str, str]]:
+    return {(c.system, c.code) for c in definition.codings if c.target == "panel"}
+
+
+def known_risk_questions_asked(definition: InstrumentDefinition
+                               ) -> list[tuple[KnownRiskQuestion, str | None]]:
+    """Every known risk question this definition asks, with the item that asks it.
+
+    Recognised by the item's code, by a FHIR-style link id equal to the code ("44260-8" or
+    "/44260-8"), or by the instrument's panel code; the item is ``None`` when the panel says
+    the question is asked but no item can be identified as it.
+    """
+    codes = item_codes(definition)
+    panels = _panel_codes(definition)
+    found: list[tuple[KnownRiskQuestion, str | None]] = []
+    for known in KNOWN_RISK_QUESTIONS:
+        target = (known.system, known.item_code)
+        item_id = next((i for i, pairs in codes.items() if target in pairs), None)
+        if item_id is None:
+            item_id = next((item.id for item in definition.items
+                            if item.id.lstrip("/") == known.item_code), None)
+        if item_id is not None or any((known.system, p) in panels for p in known.panel_codes):
+            found.append((known, item_id))
+    return found
+
+
+def _risk_rule_problems(definition: InstrumentDefinition) -> list[str]:
+    """A definition that asks a known risk question must carry its risk rule."""
+    problems: list[str] = []
+    declared = {risk.item_id: risk for risk in definition.risk_items}
+    for known, item_id in known_risk_questions_asked(definition):
+        if item_id is None:
+            if not declared:
+                problems.append(f"asks {known.what} (by its panel code) but no item is coded "
+                                f"{known.item_code} and no risk item is declared")
+            continue
+        risk = declared.get(item_id)
+        if risk is None or (risk.operator, risk.value) != (known.rule.operator, known.rule.value):
+            problems.append(f"item '{item_id}' is {known.what}: it needs the risk rule "
+                            f"'{known.rule.operator} {known.rule.value:g}'")
+    return problems
 
 
 # --- Checking a definition (start-up runs this on every registration) -------------------------
@@ -430,6 +545,16 @@ def definition_problems(definition: InstrumentDefinition) -> list[str]:
     for coding in d.codings:
         if not coding.system or not coding.code:
             problems.append("a coding needs a system and a code")
+    panels = [(c.system, c.code) for c in d.codings if c.target == "panel"]
+    if len(set(panels)) != len(panels):
+        problems.append("declares the same panel code twice")
+    problems.extend(_risk_rule_problems(d))
+    if d.prorating is not None:
+        if d.scoring.method != "sum":
+            problems.append("prorating applies to summed totals only")
+        elif not 0 < d.prorating.max_missing < len(d.scoring.total):
+            problems.append("prorating max_missing must be at least 1 and fewer than the "
+                            "items of the total")
     return problems
 
 
@@ -445,7 +570,18 @@ class ScoredMeasurement(msgspec.Struct, frozen=True, kw_only=True):
     free_text: dict[str, str]
     scores: dict[str, float]
     band: str | None
+    #: Risk items whose answer fired their rule.
     risk_items: tuple[str, ...]
+    #: Risk items left unanswered (the set is then incomplete and flagged for follow-up).
+    risk_unanswered: tuple[str, ...] = ()
+    #: Every item of the instrument left unanswered.
+    unanswered: tuple[str, ...] = ()
+    #: ``"risk_item_unanswered"`` when a risk item was skipped, else None.
+    incomplete: str | None = None
+    #: True when the total was prorated by the instrument's rule.
+    prorated: bool = False
+    #: The instrument rates one goal (``per_goal``): a recording must name its goal.
+    per_goal: bool = False
 
 
 #: A custom scorer: (definition, validated answers) → scores including ``"total"``.
@@ -503,8 +639,16 @@ def validate_answers(definition: InstrumentDefinition, answers: Mapping[str, Any
 
     Raises ``ValidationError`` (``field="answers.<item id>"``) with code ``unknown_item``
     for an answer to no item, ``invalid_answer`` for a missing required item, a wrong type or
-    an out-of-range value. ``None`` or ``""`` counts as not answered.
+    an out-of-range value. ``None`` or ``""`` counts as not answered. A risk item may be left
+    unanswered (the set is scored as incomplete), and so may as many items of the total as
+    the instrument's prorating rule allows.
     """
+    structured, free_text, _ = _validated(definition, answers)
+    return structured, free_text
+
+
+def _validated(definition: InstrumentDefinition, answers: Mapping[str, Any]
+               ) -> tuple[dict[str, AnswerValue], dict[str, str], list[str]]:
     if not isinstance(answers, Mapping):
         raise ValidationError("Answers must be an object keyed by item id.",
                               code="invalid_answer", field="answers")
@@ -515,18 +659,31 @@ def validate_answers(definition: InstrumentDefinition, answers: Mapping[str, Any
                            code="unknown_item")
     structured: dict[str, AnswerValue] = {}
     free_text: dict[str, str] = {}
+    risk_ids = {risk.item_id for risk in definition.risk_items}
+    proratable = set(definition.scoring.total) if definition.prorating is not None else set()
+    allowed = definition.prorating.max_missing if definition.prorating is not None else 0
+    unanswered: list[str] = []
+    missing_of_total = 0
     for item in definition.items:
         value = answers.get(item.id)
         if value is None or value == "":
-            if item.required:
+            unanswered.append(item.id)
+            if item.id in proratable:
+                missing_of_total += 1
+            # A skipped risk question is kept (and flagged): refusing would lose the other
+            # answers and the signal that it was skipped.
+            if item.required and item.id not in risk_ids and item.id not in proratable:
                 raise _invalid(item.id, f"Item '{item.id}' needs an answer.")
+            if missing_of_total > allowed:
+                raise _invalid(item.id, f"Item '{item.id}' needs an answer: at most {allowed} "
+                                        "items of the total may be left out.")
             continue
         checked = _check_answer(item, value)
         if isinstance(item.response, FreeTextResponse):
             free_text[item.id] = checked  # type: ignore[assignment]
         else:
             structured[item.id] = checked  # type: ignore[assignment]
-    return structured, free_text
+    return structured, free_text, unanswered
 
 
 def _risk_fired(risk: RiskItem, value: float) -> bool:
@@ -565,7 +722,8 @@ def score(definition: InstrumentDefinition, answers: Mapping[str, Any], *,
     plugin's ``score_measure`` wrapped in the failure guard. Validation happens first, so a
     custom scorer only ever sees valid answers.
     """
-    structured, free_text = validate_answers(definition, answers)
+    structured, free_text, unanswered = _validated(definition, answers)
+    prorated = False
     if definition.scoring.method == "custom":
         if scorer is None:
             raise ValueError(f"{definition.key} uses custom scoring: pass its scorer")
@@ -573,10 +731,19 @@ def score(definition: InstrumentDefinition, answers: Mapping[str, Any], *,
         scores = {str(k): float(v) for k, v in raw.items()}
     else:
         scores = _sum_scores(definition, structured)
+        prorated_total = _prorated_total(definition, structured)
+        if prorated_total is not None:
+            scores["total"], prorated = prorated_total, True
     fired = tuple(
         risk.item_id for risk in definition.risk_items
         if risk.item_id in structured and _risk_fired(risk, float(structured[risk.item_id]))
     )
+    risk_unanswered = tuple(risk.item_id for risk in definition.risk_items
+                            if risk.item_id in unanswered)
+    # A total missing a risk item's answer and not completed by prorating is only a partial
+    # sum: it gets no band, so it can never read as a severity it may understate.
+    partial = bool(risk_unanswered) and not prorated and any(
+        item_id in definition.scoring.total for item_id in risk_unanswered)
     return ScoredMeasurement(
         instrument_id=definition.id,
         instrument_version=definition.version,
@@ -584,9 +751,28 @@ def score(definition: InstrumentDefinition, answers: Mapping[str, Any], *,
         answers=structured,
         free_text=free_text,
         scores=scores,
-        band=severity_band(definition.bands, scores["total"]),
+        band=None if partial else severity_band(definition.bands, scores["total"]),
         risk_items=fired,
+        risk_unanswered=risk_unanswered,
+        unanswered=tuple(unanswered),
+        incomplete=RISK_ITEM_UNANSWERED if risk_unanswered else None,
+        prorated=prorated,
+        per_goal=definition.per_goal,
     )
+
+
+def _prorated_total(definition: InstrumentDefinition, structured: Mapping[str, AnswerValue]
+                    ) -> float | None:
+    """The prorated total when the rule applies and items of the total are missing."""
+    rule = definition.prorating
+    items = definition.scoring.total
+    answered = [structured[i] for i in items if structured.get(i) is not None]
+    if rule is None or not answered or len(answered) == len(items):
+        return None
+    value = total(answered) * len(items) / len(answered)
+    if definition.score_range.integer:
+        value = float(math.floor(value + 0.5))
+    return min(max(value, definition.score_range.min), definition.score_range.max)
 
 
 # --- Scoring helpers --------------------------------------------------------------------------

@@ -75,25 +75,47 @@ async def withdraw_consent(request: Request, client_id: UUID, consent_scope: str
     return await run_command(request, svc, principal, work)
 
 
-class ReportedBy(enum.StrEnum):
+class Informant(enum.StrEnum):
     SELF = "self"
+    PROXY = "proxy"
     CLINICIAN = "clinician"
 
 
 class MeasurementBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Answers only: Alliance scores them with the installed instrument (a body carrying its own
+    scores, band or risk items is refused as an unknown field)."""
+
     instrument_id: Label  # type: ignore[valid-type]
     answers: Answers  # type: ignore[valid-type]
     observed_at: datetime
-    reported_by: ReportedBy = ReportedBy.SELF
+    #: Whose answers these are: "self" (the client; the default), "proxy" (the default for a proxy)
+    #: or "clinician" (staff must say so). It must match the caller.
+    reported_by: Informant | None = None
+    #: A proxy's relationship to the client (required when a proxy reports).
+    relationship: c.ProxyRelationship | None = None
+    #: How the answers were given; default: "app" for the client or a proxy, "session" for staff.
+    channel: c.Channel | None = None
     #: The instrument version to score with (default: the latest installed).
     instrument_version: Label | None = None  # type: ignore[valid-type]
     goal_ids: limited(tuple[UUID, ...], MAX_ITEMS) = ()  # type: ignore[valid-type]
     measurement_id: UUID | None = None
 
 
+def _reporter(data: MeasurementBody, principal: Principal) -> c.ReportedBy:
+    role = principal.role
+    # Staff say "clinician" explicitly: recording a rating in a client's record is a deliberate act.
+    informant = str(data.reported_by) if data.reported_by is not None else (
+        "proxy" if role is Role.PROXY else "self")
+    channel = data.channel or ("app" if role in (Role.CLIENT, Role.PROXY) else "session")
+    return c.ReportedBy(informant=informant, relationship=data.relationship,  # type: ignore[arg-type]
+                        channel=channel)
+
+
 @post("/clients/{client_id:uuid}/measurements", operation_id="recordMeasurement", tags=["measurements"],
-      status_code=201, summary="Record a measurement: validated and scored by its instrument before anything "
-      "is written; a risk item raises a risk flag in the same append")
+      status_code=201, summary="Record a measurement: scored by its installed instrument in the domain before "
+      "anything is written; a risk answer (or a skipped risk question) raises a risk flag in the same append. "
+      "A client or proxy who raises one is answered with the clinic's crisis information; staff get the "
+      "clinic's action lines")
 async def record_measurement(request: Request, client_id: UUID, data: MeasurementBody, principal: Principal,
                              svc: AppServices) -> Response:
     if data.observed_at.tzinfo is None:
@@ -105,28 +127,40 @@ async def record_measurement(request: Request, client_id: UUID, data: Measuremen
             goal = await svc.handler.load_goal(goal_id)
             if goal.state.client_id != client_id:
                 raise ValidationError("no such goal for this client", code="unknown_goal", field="goal_ids")
-        try:
-            scored = svc.instruments.score(data.instrument_id, data.answers, version=data.instrument_version)
-        except NotFound as exc:
-            raise ValidationError(exc.message, code=exc.code, field="instrument_id") from None
         measurement_id = data.measurement_id or UUID(bytes=command_id.bytes)
         cmd = build(c.RecordMeasurement, None, principal, command_id, measurement_id=measurement_id,
-                    instrument_id=scored.instrument_id, instrument_version=scored.instrument_version,
-                    fingerprint=scored.fingerprint, answers=scored.answers, free_text=scored.free_text,
-                    scores=scored.scores, band=scored.band, reported_by=str(data.reported_by),
-                    observed_at=data.observed_at, goal_ids=data.goal_ids, risk_items=scored.risk_items)
+                    instrument_id=data.instrument_id, instrument_version=data.instrument_version,
+                    answers=dict(data.answers), reported_by=_reporter(data, principal),
+                    observed_at=data.observed_at, goal_ids=data.goal_ids)
         outcome = await svc.handler.handle_client(client_id, cmd, just_loaded=True)
-        extra = None
-        if scored.risk_items:
-            actions = [a for batch in svc.plugins.hook.risk_flag_actions(flag={
-                "tenant_id": str(principal.tenant_id), "instrument_id": scored.instrument_id,
-                "instrument_version": scored.instrument_version, "item_ids": list(scored.risk_items),
-                "goal_ids": [str(gid) for gid in data.goal_ids]}) for a in batch]
-            extra = {"risk": {"items": list(scored.risk_items), "actions": actions,
-                              "flag_id": str(c.risk_flag_id_for(measurement_id))}}
-        return result_response(cmd, outcome, created={"measurement_id": measurement_id}, extra=extra)
+        recorded = next((e.payload for e in outcome.events if isinstance(e.payload, c.MeasurementRecorded)), None)
+        flag = next((e.payload for e in outcome.events if isinstance(e.payload, c.RiskFlagRaised)), None)
+        extra: dict[str, Any] = {}
+        if recorded is not None and (recorded.incomplete or recorded.prorated):
+            extra["measurement"] = {"incomplete": recorded.incomplete, "unanswered": list(recorded.unanswered),
+                                    "prorated": recorded.prorated}
+        if flag is not None:
+            extra["risk"] = await _risk_answer(svc, principal, flag, recorded, data.goal_ids)
+        return result_response(cmd, outcome, created={"measurement_id": measurement_id}, extra=extra or None)
 
     return await run_command(request, svc, principal, work)
+
+
+async def _risk_answer(svc: AppServices, principal: Principal, flag: c.RiskFlagRaised,
+                       recorded: c.MeasurementRecorded | None, goal_ids: tuple[UUID, ...]) -> dict[str, Any]:
+    """What the person who raised a flag is told. The client (or their proxy) gets the clinic's
+    crisis information and never the clinician-facing action lines; staff get the action lines."""
+    answer: dict[str, Any] = {"flag_id": str(flag.flag_id), "reason": flag.reason}
+    if principal.role in (Role.CLIENT, Role.PROXY):
+        answer["crisis_information"] = await _crisis_information(svc, principal.tenant_id)
+        return answer
+    actions = [a for batch in svc.plugins.hook.risk_flag_actions(flag={
+        "tenant_id": str(principal.tenant_id),
+        "instrument_id": recorded.instrument_id if recorded else None,
+        "instrument_version": recorded.instrument_version if recorded else None,
+        "item_ids": list(flag.items), "reason": flag.reason,
+        "goal_ids": [str(gid) for gid in goal_ids]}) for a in batch]
+    return {**answer, "items": list(flag.items), "actions": actions}
 
 
 # -- views --------------------------------------------------------------------------------------
@@ -168,7 +202,8 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
         await readable_client(svc, request, principal, client_id, "plan")
         return _json(await asof.plan_as_of(svc.store, client_id, _as_of(as_of), tenant_id=principal.tenant_id))
     fetched = await _readable_view(svc, request, principal, PLAN, client_id, "plan")
-    view = await queries.read_plan(svc.pool, client_id, tenant_id=principal.tenant_id, now=now(), fetched=fetched)
+    view = await queries.read_plan(svc.pool, client_id, keys=svc.store.keys, tenant_id=principal.tenant_id, now=now(),
+                                   fetched=fetched)
     if view is None:  # not projected yet: answer from the events, never stale
         view = await asof.plan_as_of(svc.store, client_id, now(), tenant_id=principal.tenant_id)
     if view is None:
@@ -195,7 +230,8 @@ async def _readable_view(svc: AppServices, request: Request, principal: Principa
         return held
     since = svc.views.generation
     fetched = await queries.fetch_view(svc.pool, view, client_id, principal.tenant_id,
-                                       (c.client_stream(client_id), clinic_stream(principal.tenant_id)))
+                                       (c.client_stream(client_id), clinic_stream(principal.tenant_id)),
+                                       keys=svc.store.keys)
     await readable_client(svc, request, principal, client_id, kind, known_version=fetched.versions[0])
     if own and fetched.rows:
         svc.views.put(view.name, client_id, principal.tenant_id, fetched, fetched_at=since)
@@ -223,7 +259,7 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
         await readable_client(svc, request, principal, client_id, "progress")
         return _json(await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope))
     fetched = await _readable_view(svc, request, principal, PROGRESS, client_id, "progress")
-    view = await queries.read_progress(svc.pool, client_id, fetched=fetched, **scope)
+    view = await queries.read_progress(svc.pool, client_id, keys=svc.store.keys, fetched=fetched, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.progress_as_of(svc.store, client_id, now(), **scope)
     if view is None:  # enrolled, nothing measured yet: an empty view, not a 404
@@ -241,7 +277,7 @@ async def get_history(request: Request, client_id: UUID, principal: Principal, s
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id}
     if as_of is not None:
         return _json(await asof.history_as_of(svc.store, client_id, _as_of(as_of), **scope))
-    view = await queries.read_history(svc.pool, client_id, **scope)
+    view = await queries.read_history(svc.pool, client_id, keys=svc.store.keys, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.history_as_of(svc.store, client_id, now(), **scope)
     return _json(view)

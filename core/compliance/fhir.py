@@ -42,6 +42,7 @@ from core.client import (
     MeasurementRecorded,
     client_stream,
     evolve_client,
+    informant_of,
     initial_client_state,
 )
 from core.consent import ConsentGranted, ConsentWithdrawn
@@ -506,6 +507,10 @@ def _questionnaire(rid: str, url: str, payload: MeasurementRecorded, definition:
     for item in definition.items:
         kind = type(item.response).__name__
         entry: dict[str, Any] = {"linkId": item.id, "text": item.prompt, "required": item.required}
+        # Item-level codes (LOINC 44250-9 … for PHQ-9) sit on the Questionnaire's items, which a
+        # QuestionnaireResponse item names by linkId (R4/R5 QuestionnaireResponse.item has no code).
+        if item_codes := _codings_for(definition, item.id):
+            entry["code"] = [_coding(c.system, c.code, c.display or None) for c in item_codes]
         if kind == "ChoiceResponse":
             entry["type"] = "coding" if r5 else "choice"
             entry["answerOption"] = [{"valueCoding": _answer_coding(o, answers_system)}
@@ -559,7 +564,7 @@ def _response(rid: str, url: str, payload: MeasurementRecorded, definition: Any,
         "status": "entered-in-error" if error else "completed", "subject": patient,
         "authored": _instant(payload.observed_at), "author": author,
     }
-    if payload.reported_by == "self":
+    if informant_of(payload.reported_by, event.actor_role) == "self":
         response["source"] = patient
     if items:
         response["item"] = items

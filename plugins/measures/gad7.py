@@ -2,9 +2,14 @@
 
 Free to reproduce. The lowest anchor is "Not at all" (a known transcription error writes
 "Not at all sure"). Facts: ``shared/DOMAIN.md`` §2.
+
+Version 2 adds the LOINC code of every item (panel 69737-5). Version 1 stays installed so
+measurements recorded with it keep verifying against the definition they used.
 """
 
 from __future__ import annotations
+
+import msgspec
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
@@ -42,7 +47,11 @@ PROMPTS = (
 
 ITEM_IDS = tuple(f"item{n}" for n in range(1, 8))
 
-GAD7 = InstrumentDefinition(
+#: LOINC codes of items 1–7, in order (panel 69737-5). Item 2 is 68509-9: the LOINC mod-10
+#: check digit of 68509 is 9 (68509-7 is not a valid LOINC code).
+ITEM_LOINC = ("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7")
+
+GAD7_V1 = InstrumentDefinition(
     id="gad7",
     version="1",
     title="GAD-7 (Generalized Anxiety Disorder scale)",
@@ -79,9 +88,18 @@ GAD7 = InstrumentDefinition(
 )
 
 
+GAD7 = msgspec.structs.replace(
+    GAD7_V1,
+    version="2",
+    codings=(*GAD7_V1.codings,
+             *(Coding(system=LOINC, code=code, target=item_id)
+               for item_id, code in zip(ITEM_IDS, ITEM_LOINC, strict=True))),
+)
+
+
 @hookimpl
 def register_measures() -> list[InstrumentDefinition]:
-    return [GAD7]
+    return [GAD7_V1, GAD7]
 
 
 @hookimpl

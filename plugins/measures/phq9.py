@@ -1,12 +1,18 @@
 """PHQ-9, the Patient Health Questionnaire depression scale (Kroenke, Spitzer & Williams 2001).
 
-Free to reproduce, no permission required. The optional tenth question (how difficult the
-problems have made things) is not scored and not included. Facts: ``shared/DOMAIN.md`` §2.
+Free to reproduce, no permission required. Facts: ``shared/DOMAIN.md`` §2.
+
+Version 2 adds the optional tenth question (how difficult the problems have made things),
+recorded and never scored, and the LOINC code of every item (panel 44249-1: items 44250-9 …
+44260-8, difficulty 69722-7). Version 1 (nine items, panel and total codes only) stays
+installed so measurements recorded with it keep verifying against the definition they used.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import msgspec
 
 from plugins.hookspecs import hookimpl
 from plugins.instruments import (
@@ -50,7 +56,23 @@ PROMPTS = (
 
 ITEM_IDS = tuple(f"item{n}" for n in range(1, 10))
 
-PHQ9 = InstrumentDefinition(
+#: LOINC codes of items 1–9, in order (panel 44249-1). Item 9, 44260-8, is the risk question.
+ITEM_LOINC = ("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5",
+              "44253-3", "44260-8")
+DIFFICULTY_ID = "item10"
+DIFFICULTY_LOINC = "69722-7"
+DIFFICULTY_PROMPT = ("If you checked off any problems, how difficult have these problems made it "
+                     "for you to do your work, take care of things at home, or get along with "
+                     "other people?")
+#: The difficulty question's anchors as published, with their LOINC answer codes.
+DIFFICULTY_ANSWERS = ChoiceResponse(options=(
+    ChoiceOption(value=0, label="Not difficult at all", code="LA6572-7"),
+    ChoiceOption(value=1, label="Somewhat difficult", code="LA6573-5"),
+    ChoiceOption(value=2, label="Very difficult", code="LA6575-0"),
+    ChoiceOption(value=3, label="Extremely difficult", code="LA6574-3"),
+))
+
+PHQ9_V1 = InstrumentDefinition(
     id="phq9",
     version="1",
     title="PHQ-9 (Patient Health Questionnaire)",
@@ -88,9 +110,25 @@ PHQ9 = InstrumentDefinition(
 )
 
 
+PHQ9 = msgspec.structs.replace(
+    PHQ9_V1,
+    version="2",
+    description=(f"Nine questions about how often low mood has bothered you. {STEM} "
+                 "Higher scores mean more difficulties. A last question asks how difficult "
+                 "these problems have made daily life; it is not part of the score."),
+    items=(*PHQ9_V1.items,
+           Item(id=DIFFICULTY_ID, prompt=DIFFICULTY_PROMPT, response=DIFFICULTY_ANSWERS,
+                required=False)),
+    codings=(*PHQ9_V1.codings,
+             *(Coding(system=LOINC, code=code, target=item_id)
+               for item_id, code in zip(ITEM_IDS, ITEM_LOINC, strict=True)),
+             Coding(system=LOINC, code=DIFFICULTY_LOINC, target=DIFFICULTY_ID)),
+)
+
+
 @hookimpl
 def register_measures() -> list[InstrumentDefinition]:
-    return [PHQ9]
+    return [PHQ9_V1, PHQ9]
 
 
 @hookimpl

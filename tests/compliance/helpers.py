@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.client import ClientEnrolled, MeasurementRecorded, client_stream
+from core.client import ClientEnrolled, MeasurementRecorded, ReportedBy, client_stream
 from core.consent import ConsentGranted, ConsentScope
 from core.events.base import EventPayload
 from core.events.codec import GENESIS_HASH, chain_hash, content_digest
@@ -21,6 +21,8 @@ from plugins.measures.phq9 import PHQ9
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 CANARY = "canary-words-7f3a"
+
+SELF = ReportedBy(informant="self", channel="app")
 
 
 @dataclass
@@ -60,12 +62,12 @@ class History:
             self.new(MeasurementRecorded(measurement_id=self.phq9, instrument_id=PHQ9.id,
                                          instrument_version=PHQ9.version, fingerprint=PHQ9.fingerprint,
                                          answers=phq_answers, scores={"total": float(sum(phq_answers.values()))},
-                                         band="moderately severe", reported_by="self", observed_at=T0,
+                                         band="moderately severe", reported_by=SELF, observed_at=T0,
                                          goal_ids=(self.goal,)), c, Role.CLIENT, 10),
             self.new(MeasurementRecorded(measurement_id=self.gad7, instrument_id=GAD7.id,
                                          instrument_version=GAD7.version, fingerprint=GAD7.fingerprint,
                                          answers=gad_answers, scores={"total": 7.0}, band="mild",
-                                         reported_by="self", observed_at=T0, free_text={"note": CANARY}),
+                                         reported_by=SELF, observed_at=T0, free_text={"note": CANARY}),
                      c, Role.CLIENT, 11),
         ]
 

@@ -8,6 +8,7 @@ import pytest
 
 from core.authority import require_tenant
 from core.client import (
+    SYSTEM_ACTOR_ID,
     AcknowledgeRiskFlag,
     AddCareTeamMember,
     AuthoriseProxy,
@@ -41,6 +42,7 @@ from core.client import (
     RelapsePreventionPlanUpdated,
     ReleaseLegalHold,
     RemoveCareTeamMember,
+    ReportedBy,
     RequestErasure,
     RevokeProxy,
     RiskFlagAcknowledged,
@@ -59,6 +61,7 @@ from core.consent import (
     consent_in_force,
 )
 from core.identity import Role
+from plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.domain.helpers import (
     ADMIN,
     ALL_SCOPES,
@@ -86,14 +89,20 @@ from tests.domain.helpers import (
 MEASUREMENT = ConsentScope.MEASUREMENT
 
 
+REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
+PHQ9_ANSWERS = {f"item{n}": 0 for n in range(1, 10)} | {"item1": 1}
+CHANNEL = {"self": "app", "proxy": "app", "clinician": "session"}
+
+
 def decide(events, command, clinic=None):
-    return decide_client(command, fold_client(events), clinic)
+    return decide_client(command, fold_client(events), clinic, scorer=REGISTRY.score)
 
 
 def measurement(actor=CLIENT, when=T0, reported_by="self", **fields):
-    base = dict(measurement_id=new_id(), instrument_id="phq9", instrument_version="1",
-                fingerprint="abc", answers={"q1": 1}, scores={"total": 1.0},
-                reported_by=reported_by, observed_at=when - timedelta(hours=1))
+    reporter = ReportedBy(informant=reported_by, channel=CHANNEL.get(reported_by, "app"),
+                          relationship="parent" if reported_by == "proxy" else None)
+    base = dict(measurement_id=new_id(), instrument_id="phq9", instrument_version="2",
+                answers=PHQ9_ANSWERS, reported_by=reporter, observed_at=when - timedelta(hours=1))
     base.update(fields)
     return cmd(RecordMeasurement, actor, when=when, **base)
 
@@ -297,13 +306,15 @@ def test_withdrawal_stops_measurement_and_keeps_history():
 # --- measurements -------------------------------------------------------------------------
 
 def test_measurement_recorded_with_exact_fields():
-    c = measurement(free_text={"q10": "tired"}, band="mild", goal_ids=(new_id(),))
+    c = measurement(answers={**PHQ9_ANSWERS, "item2": 3, "item3": 2, "item10": 1}, goal_ids=(new_id(),))
     [event] = decide(enrolled(MEASUREMENT), c)
+    phq9 = REGISTRY.get("phq9", "2")
     assert event == MeasurementRecorded(
-        measurement_id=c.measurement_id, instrument_id="phq9", instrument_version="1", fingerprint="abc",
-        answers={"q1": 1}, free_text={"q10": "tired"}, scores={"total": 1.0}, band="mild",
-        reported_by="self", observed_at=c.observed_at, goal_ids=c.goal_ids,
-        recorded_under_consent_at=c.at)
+        measurement_id=c.measurement_id, instrument_id="phq9", instrument_version="2",
+        fingerprint=phq9.fingerprint, answers={**PHQ9_ANSWERS, "item2": 3, "item3": 2, "item10": 1},
+        scores={"total": 6.0}, band="mild", reported_by=ReportedBy(informant="self", channel="app"),
+        observed_at=c.observed_at, goal_ids=c.goal_ids, recorded_under_consent_at=c.at,
+        risk_items=(), unanswered=())
 
 
 def test_measurement_needs_consent():
@@ -311,12 +322,13 @@ def test_measurement_needs_consent():
 
 
 def test_measurement_with_risk_items_raises_flag_in_same_decision():
-    c = measurement(risk_items=("phq9.q9",))
+    c = measurement(answers={**PHQ9_ANSWERS, "item9": 1})
     events = decide(enrolled(MEASUREMENT), c)
     assert isinstance(events[0], MeasurementRecorded)
     assert events[1] == RiskFlagRaised(flag_id=risk_flag_id_for(c.measurement_id), source="measurement",
-                                       measurement_id=c.measurement_id, items=("phq9.q9",),
-                                       raised_by=CLIENT_ID, raised_by_role=Role.CLIENT, raised_at=T0)
+                                       measurement_id=c.measurement_id, items=("item9",),
+                                       reason="risk_answer", raised_by=SYSTEM_ACTOR_ID,
+                                       raised_by_role=Role.SYSTEM, raised_at=T0)
     assert risk_flag_id_for(c.measurement_id) == risk_flag_id_for(c.measurement_id)
     state = fold_client([*enrolled(MEASUREMENT), *events])
     assert state.open_risk_flags == {risk_flag_id_for(c.measurement_id)}
@@ -332,7 +344,8 @@ def test_self_monitoring_continues_after_discharge_but_not_clinician_measurement
 def test_measurement_rules():
     given = enrolled(MEASUREMENT)
     raises("not_on_care_team", decide, given, measurement(actor=OUTSIDER, reported_by="clinician"))
-    raises("client_only", decide, given, measurement(actor=CLINICIAN, reported_by="self"))
+    raises("informant_mismatch", decide, given, measurement(actor=CLINICIAN, reported_by="self"))
+    raises("informant_mismatch", decide, given, measurement(actor=PROXY, reported_by="self"))
     raises("not_this_client", decide, given, measurement(actor=OTHER_CLIENT))
     raises("observed_in_future", decide, given, measurement(observed_at=at(10)))
     raises("invalid", decide, given, measurement(reported_by="someone"))

@@ -33,6 +33,7 @@ from core.client import (
     RecordMeasurement,
     RecordNote,
     RemoveCareTeamMember,
+    ReportedBy,
     WithdrawConsent,
     client_stream,
 )
@@ -60,7 +61,11 @@ from core.goal import (
 )
 from core.handling import CommandHandler, Outcome
 from core.identity import Actor, Role
+from plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.database import TEST_KEK
+
+#: Measurements are scored by the installed instruments (handed to every handler).
+SCORER = InstrumentRegistry.from_plugin_manager(get_plugin_manager()).score
 
 C = TypeVar("C")
 
@@ -138,7 +143,7 @@ def on_client(client_id: UUID, command: Any) -> Run:
 async def race(store: Any, *runs: Run) -> list[Outcome | BaseException]:
     """Run the commands at once; every one loads and decides before any appends."""
     barrier = asyncio.Barrier(len(runs))
-    handlers = [CommandHandler(GatedStore(store, barrier=barrier)) for _ in runs]
+    handlers = [CommandHandler(GatedStore(store, barrier=barrier), scorer=SCORER) for _ in runs]
     return await asyncio.gather(*(run(h) for run, h in zip(runs, handlers, strict=True)),
                                 return_exceptions=True)
 
@@ -172,8 +177,8 @@ class World:
 
     def measurement(self, *, at: datetime) -> RecordMeasurement:
         return self.cmd(RecordMeasurement, self.client, at=at, measurement_id=uuid.uuid4(),
-                        instrument_id="phq9", instrument_version="1", fingerprint="f" * 16,
-                        answers={"q1": 1}, scores={"total": 1.0}, reported_by="self", observed_at=at)
+                        instrument_id="phq9", answers={f"item{n}": 1 for n in range(1, 9)} | {"item9": 0},
+                        reported_by=ReportedBy(informant="self", channel="app"), observed_at=at)
 
     async def goal(self, goal_id: UUID) -> tuple[GoalState, int]:
         loaded = await self.handler.load_goal(goal_id)
@@ -187,7 +192,7 @@ def new_actor(role: Role) -> Actor:
 async def setup_world(store: Any, *, scopes: tuple[ConsentScope, ...] = SCOPES) -> World:
     """Bootstrap a clinic, activate two clinicians, enrol a client, grant consents and add
     the second clinician to the care team."""
-    handler = CommandHandler(store)
+    handler = CommandHandler(store, scorer=SCORER)
     w = World(store, handler, uuid.uuid4(), new_actor(Role.ADMIN), new_actor(Role.CLINICIAN),
               new_actor(Role.CLINICIAN), new_actor(Role.CLIENT))
     system = new_actor(Role.SYSTEM)
@@ -403,7 +408,7 @@ async def test_conflicts_beyond_the_bound_are_reported(store: Any) -> None:
         return await store.append_many(*args, **kwargs)
 
     gated.append_many = interfere  # type: ignore[method-assign]
-    handler = CommandHandler(gated, max_attempts=3)
+    handler = CommandHandler(gated, max_attempts=3, scorer=SCORER)
     reflect = w.goal_cmd(ReflectGoal, w.clinician, goal_id, reflection="mine")
     with pytest.raises(ConcurrencyConflict) as info:
         await handler.handle_goal(reflect)
@@ -414,7 +419,7 @@ async def test_conflicts_beyond_the_bound_are_reported(store: Any) -> None:
 
     # without a count, a time budget bounds the re-decides (backing off between them)
     gated.appends = 0
-    budgeted = CommandHandler(gated, budget_seconds=0.3)
+    budgeted = CommandHandler(gated, budget_seconds=0.3, scorer=SCORER)
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(ConcurrencyConflict) as info:
@@ -484,7 +489,7 @@ async def test_a_withdrawal_that_lost_the_race_is_not_backdated_before_a_recorde
 
     gated = GatedStore(store, before_first_append=measurement_lands)
     with contextlib.suppress(AllianceError):  # refusing the late withdrawal would keep the rule
-        await CommandHandler(gated).handle_client(w.client_id, withdraw)
+        await CommandHandler(gated, scorer=SCORER).handle_client(w.client_id, withdraw)
     events = await store.read_stream(f"client-{w.client_id}")
     history = [e.payload for e in events]
     for e in events:
@@ -542,7 +547,7 @@ async def test_goal_command_asserts_the_client_stream(store: Any) -> None:
 
     gated = GatedStore(store, before_first_append=remove)
     with pytest.raises(AllianceError) as info:
-        await CommandHandler(gated).handle_goal(w.goal_cmd(AgreeGoal, w.clinician2, goal_id, version=1))
+        await CommandHandler(gated, scorer=SCORER).handle_goal(w.goal_cmd(AgreeGoal, w.clinician2, goal_id, version=1))
     assert info.value.code == "not_on_care_team"
     assert gated.appends == 1  # refused on re-decide, not appended twice
     assert await store.stream_version(goal_stream(goal_id)) == 1
@@ -662,7 +667,7 @@ async def test_conflict_with_if_match_is_not_redecided(store: Any) -> None:
     gated = GatedStore(store, before_first_append=someone_else)
     reflect = w.goal_cmd(ReflectGoal, w.clinician, goal_id, reflection="mine")
     with pytest.raises(ConcurrencyConflict) as info:
-        await CommandHandler(gated).handle_goal(reflect, if_match=1)
+        await CommandHandler(gated, scorer=SCORER).handle_goal(reflect, if_match=1)
     assert info.value.code == "concurrency_conflict"
     assert gated.appends == 1  # no second attempt
     assert await store.stream_version(goal_stream(goal_id)) == 2  # only theirs
@@ -671,7 +676,7 @@ async def test_conflict_with_if_match_is_not_redecided(store: Any) -> None:
     # the same interleaving without if_match is re-decided and lands on top
     gated = GatedStore(store, before_first_append=someone_else)
     reflect = w.goal_cmd(ReflectGoal, w.clinician, goal_id, reflection="mine")
-    out = await CommandHandler(gated).handle_goal(reflect)
+    out = await CommandHandler(gated, scorer=SCORER).handle_goal(reflect)
     assert gated.appends == 2 and out.version == 4 and not out.duplicate
     assert_recorded_by(out, reflect)
 
@@ -683,10 +688,10 @@ async def test_just_loaded_state_that_went_stale_is_redecided_not_lost(store: An
     the append conflicts and the command is re-read and re-decided: no write is lost."""
     w = await setup_world(store)
     goal_id = await proposed_goal(w)
-    mine = CommandHandler(store)  # this process's cache, about to go stale
+    mine = CommandHandler(store, scorer=SCORER)  # this process's cache, about to go stale
     await mine.load_client(w.client_id)
     await mine.load_goal(goal_id)
-    other = CommandHandler(store)  # another process writes both streams
+    other = CommandHandler(store, scorer=SCORER)  # another process writes both streams
     await other.handle_client(w.client_id, w.measurement(at=w.tick()))
     await other.handle_goal(w.goal_cmd(AgreeGoal, w.client, goal_id, version=1))
     before = await store.stream_version(client_stream(w.client_id))
@@ -703,7 +708,7 @@ async def test_concurrent_commands_on_one_stream_in_one_process_queue_instead_of
     previous one left (cached, not read back): no conflict, no re-decide, nothing lost."""
     w = await setup_world(store)
     counting = GatedStore(store)
-    handler = CommandHandler(counting)
+    handler = CommandHandler(counting, scorer=SCORER)
     await handler.load_client(w.client_id)
     reads: list[int] = []
     original = store.read_stream
@@ -719,7 +724,7 @@ async def test_concurrent_commands_on_one_stream_in_one_process_queue_instead_of
     assert sorted(o.version for o in outcomes) == list(range(first, first + 20))
     assert counting.appends == 20  # each appended once: no conflicts
     assert reads == []  # each started from the state the previous one left
-    state = (await CommandHandler(store).load_client(w.client_id)).state
+    state = (await CommandHandler(store, scorer=SCORER).load_client(w.client_id)).state
     assert len(state.measurements) == 20
     assert handler.cache.get(client_stream(w.client_id)).state == state  # type: ignore[union-attr]
 
@@ -738,7 +743,7 @@ async def test_eight_writers_in_each_of_two_processes_on_one_stream_lose_nothing
     pools = [await create_app_pool(database.app_dsn, min_size=2, max_size=10) for _ in range(2)]
     stores = [PostgresEventStore(pool, EventCodec(ALL_EVENT_TYPES), PostgresKeyRing(pool, TEST_KEK),
                                  dsn=database.app_dsn) for pool in pools]
-    workers = [CommandHandler(s) for s in stores]
+    workers = [CommandHandler(s, scorer=SCORER) for s in stores]
     sent: list[RecordNote] = []
     refused: list[AllianceError] = []
 

@@ -25,6 +25,7 @@ from core.client import (
     ProxyAuthorised,
     RecordMeasurement,
     RemoveCareTeamMember,
+    ReportedBy,
     WithdrawConsent,
     decide_client,
     evolve_client,
@@ -58,6 +59,7 @@ from core.goal import (
     evolve_goal,
 )
 from core.identity import Role
+from plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.domain.helpers import (
     ALL_SCOPES,
     AUDITOR,
@@ -78,6 +80,7 @@ from tests.domain.helpers import (
 )
 
 CODEC = EventCodec(ALL_EVENT_TYPES)
+SCORER = InstrumentRegistry.from_plugin_manager(get_plugin_manager()).score
 # Weighted towards the two parties so sequences reach agreement and changes often.
 ACTORS = [CLIENT, CLIENT, CLIENT, CLINICIAN, CLINICIAN, CLINICIAN, PROXY, CLINICIAN_2, SUPERVISOR, OUTSIDER,
           AUDITOR, OTHER_CLIENT]
@@ -152,10 +155,12 @@ def build(kind: str, actor: Any, n: int, when: Any, goal: GoalState) -> Command:
         case "withdraw_consent":
             return cmd(WithdrawConsent, actor, when=when, scope=scope, mode=mode, attestation_method="phone")
         case "measure":
+            reporter = ReportedBy(informant="self", channel="app") if actor.role is Role.CLIENT else \
+                ReportedBy(informant="proxy", relationship="parent", channel="app") if actor.role is Role.PROXY \
+                else ReportedBy(informant="clinician", channel="session")
+            answers = {f"item{i}": min(n, 3) for i in range(1, 10)}
             return cmd(RecordMeasurement, actor, when=when, measurement_id=UUID(int=10_000 + int(when.timestamp())),
-                       instrument_id="mood", instrument_version="1", fingerprint="f", answers={"mood": n},
-                       scores={"total": float(n)}, reported_by="self" if actor.speaks_for_client else "clinician",
-                       observed_at=when, risk_items=("q9",) if n == 3 else ())
+                       instrument_id="phq9", answers=answers, reported_by=reporter, observed_at=when)
         case "add_member":
             return cmd(AddCareTeamMember, actor, when=when, member_id=CLINICIAN_2.id)
         case "remove_member":
@@ -200,7 +205,7 @@ def test_random_command_sequences_keep_invariants(plan: list[tuple[str, Any, int
         command = build(kind, actor, n, when, goal)
         try:
             if isinstance(command, CLIENT_COMMANDS):
-                emitted = decide_client(command, client)  # type: ignore[arg-type]
+                emitted = decide_client(command, client, scorer=SCORER)  # type: ignore[arg-type]
             else:
                 emitted = decide_goal(command, goal, client)  # type: ignore[arg-type]
         except AllianceError:

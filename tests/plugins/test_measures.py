@@ -61,24 +61,67 @@ def test_phq9_item9_above_zero_is_a_risk_whatever_the_total(registry: Instrument
 
 def test_phq9_and_gad7_published_facts(registry: InstrumentRegistry) -> None:
     phq9, gad7 = registry.get("phq9"), registry.get("gad7")
+    assert (phq9.version, gad7.version) == ("2", "2")
     anchors = ["Not at all", "Several days", "More than half the days", "Nearly every day"]
     for definition, n in ((phq9, 9), (gad7, 7)):
-        assert len(definition.items) == n
-        for item in definition.items:
+        scored = [definition.item(i) for i in definition.scoring.total]
+        assert len(scored) == n
+        for item in scored:
             assert [o.label for o in item.response.options] == anchors  # type: ignore[union-attr]
             assert [o.value for o in item.response.options] == [0, 1, 2, 3]  # type: ignore[union-attr]
         assert definition.direction == "lower_is_better"
     assert "Not at all sure" not in msgspec.json.encode(gad7).decode()
     assert (phq9.score_range.min, phq9.score_range.max) == (0, 27)
     assert (gad7.score_range.min, gad7.score_range.max) == (0, 21)
-    assert {(c.target, c.code) for c in phq9.codings} == {("panel", "44249-1"), ("total", "44261-6")}
-    assert {(c.target, c.code) for c in gad7.codings} == {("panel", "69737-5"), ("total", "70274-6")}
+    # LOINC: PHQ-9 panel 44249-1, total 44261-6, items 44250-9 … 44260-8, difficulty 69722-7;
+    # GAD-7 panel 69737-5, total 70274-6, items 69725-0 … 69736-7 (68509-9: its check digit is 9).
+    assert {(c.target, c.code) for c in phq9.codings} == {
+        ("panel", "44249-1"), ("total", "44261-6"), ("item1", "44250-9"), ("item2", "44255-8"),
+        ("item3", "44259-0"), ("item4", "44254-1"), ("item5", "44251-7"), ("item6", "44258-2"),
+        ("item7", "44252-5"), ("item8", "44253-3"), ("item9", "44260-8"), ("item10", "69722-7")}
+    assert {(c.target, c.code) for c in gad7.codings} == {
+        ("panel", "69737-5"), ("total", "70274-6"), ("item1", "69725-0"), ("item2", "68509-9"),
+        ("item3", "69733-4"), ("item4", "69734-2"), ("item5", "69735-9"), ("item6", "69689-8"),
+        ("item7", "69736-7")}
     assert [(c.name, c.value) for c in phq9.cutoffs] == [("caseness", 10)]
     assert [(c.name, c.value) for c in gad7.cutoffs] == [("caseness", 8), ("screening", 10)]
     assert phq9.reliable_change is not None and gad7.reliable_change is not None
     assert (phq9.reliable_change.threshold, phq9.reliable_change.reliability) == (6, 0.89)
     assert (gad7.reliable_change.threshold, gad7.reliable_change.reliability) == (4, 0.92)
     assert phq9.licence and gad7.licence
+
+
+def test_loinc_codes_carry_valid_check_digits(registry: InstrumentRegistry) -> None:
+    def check_digit(number: str) -> int:  # LOINC's mod 10 check digit
+        total = 0
+        for i, digit in enumerate(reversed([int(c) for c in number])):
+            doubled = digit * 2 if i % 2 == 0 else digit
+            total += doubled - 9 if doubled > 9 else doubled
+        return (10 - total % 10) % 10
+
+    for definition in (registry.get("phq9"), registry.get("gad7")):
+        for coding in definition.codings:
+            number, digit = coding.code.split("-")
+            assert check_digit(number) == int(digit), coding.code
+
+
+def test_phq9_difficulty_question_is_recorded_and_never_scored(registry: InstrumentRegistry) -> None:
+    answers = {f"item{n}": 1 for n in range(1, 10)}
+    plain = registry.score("phq9", answers)
+    with_difficulty = registry.score("phq9", {**answers, "item10": 3})
+    assert with_difficulty.answers["item10"] == 3
+    assert with_difficulty.scores == plain.scores == {"total": 9.0}
+    assert "item10" not in registry.get("phq9").scoring.total
+    assert not registry.get("phq9").item("item10").required
+
+
+def test_version_one_stays_installed_with_its_fingerprint(registry: InstrumentRegistry) -> None:
+    # The fingerprint phq9@1 / gad7@1 had before version 2 existed: their measurements re-verify.
+    assert registry.get("phq9", "1").fingerprint == \
+        "46d358267be0675090c0b7fb663ac17c76bc41ac065ffd3b62a1e555b0676f04"
+    assert registry.get("gad7", "1").fingerprint == \
+        "1caf4dbcc1d0113f1610ddbf31e89b2743e9842a76fffb7f4849848bbcf43a0d"
+    assert len(registry.get("phq9", "1").items) == 9
 
 
 def test_no_gbo_or_ors_bundled(registry: InstrumentRegistry) -> None:

@@ -16,6 +16,7 @@ from core.client import (
     MeasurementEnteredInError,
     MeasurementRecorded,
     RelapsePreventionPlanUpdated,
+    ReportedBy,
     RiskFlagAcknowledged,
     RiskFlagRaised,
     client_stream,
@@ -102,7 +103,7 @@ class Client:
         self._add(self.stream, MeasurementRecorded(
             measurement_id=mid, instrument_id=instrument, instrument_version="1", fingerprint="x",
             answers={"q1": 1}, free_text={"note": self.text("felt low")}, scores={"total": float(total)},
-            band=None, reported_by="self", observed_at=observed or self.t,
+            band=None, reported_by=ReportedBy(informant="self", channel="app"), observed_at=observed or self.t,
             goal_ids=(goal,) if goal else ()), role=Role.CLIENT)
         if risk:
             self._add(self.stream, RiskFlagRaised(flag_id=uuid.uuid4(), source="measurement", measurement_id=mid,
