@@ -42,6 +42,7 @@ from core.client import (
     ChangePrimaryClinician,
     ClientState,
     EnrollClient,
+    MeasurementScorer,
     client_stream,
     decide_client,
     evolve_client,
@@ -146,10 +147,12 @@ BACKOFF_FIRST, BACKOFF_CAP = 0.002, 0.05
 
 class CommandHandler:
     def __init__(self, store: EventStore, *, budget_seconds: float = 5.0, max_attempts: int | None = None,
-                 cache: StateCache | None = None) -> None:
+                 cache: StateCache | None = None, scorer: MeasurementScorer | None = None) -> None:
         """``budget_seconds``: how long a command keeps re-deciding after conflicts; ``max_attempts``
         bounds the attempts as well (None: only the budget)."""
         self.store = store
+        #: Scores measurements with the installed instruments (handed to the client decider).
+        self.scorer = scorer
         self.budget_seconds = budget_seconds
         self.max_attempts = max_attempts
         self.cache = cache if cache is not None else StateCache()
@@ -186,7 +189,8 @@ class CommandHandler:
             clinic = await self.load_clinic(command.tenant_id) if check_staff else None
             state: ClientState = client.state
             clinic_state: ClinicState | None = clinic.state if clinic and clinic.version else None
-            return client, [], decide_client(command, state, clinic_state)  # type: ignore[arg-type]
+            return client, [], decide_client(command, state, clinic_state,  # type: ignore[arg-type]
+                                               scorer=self.scorer)
 
         return await self._run(command, client_id, attempt, stream_id=client_stream(client_id),
                                evolve=evolve_client)
