@@ -154,7 +154,7 @@ def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
     msgspec never recurses into a hostile document.
 
     Strings are cut out, then only brackets kept; each pass removes every innermost pair
-    (``bytes.replace``: C speed, so a 1 MiB body costs ~10 ms, not a Python loop per byte),
+    (``bytes.replace``: C speed; a hostile 1 MiB body costs 8-25 ms here, a Python loop 80+ ms),
     and a balanced document of depth d is empty after d passes. Unmatched brackets (not JSON
     anyway) count as depth, so a bare run of ``[`` is refused here too.
     """
