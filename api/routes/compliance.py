@@ -13,7 +13,7 @@ from api.input_limits import BoundedBody, Statement
 from api.routes.common import readable_client, run_command, visible_client
 from api.state import AppServices, now
 from core.authority import require_not_auditor
-from core.compliance.anchors import latest_anchor
+from core.compliance.anchors import heads_digest, latest_anchor
 from core.compliance.erasure_flow import erase_client
 from core.compliance.export import build_export
 from core.compliance.fhir import build_bundle
@@ -131,15 +131,43 @@ async def access_log(principal: Principal, svc: AppServices,
 
 
 @get("/audit/verify", operation_id="lastVerification", tags=["audit"],
-     summary="The last full check of the store (from the latest signed anchor)")
+     summary="The last full check of the store, for the auditor's own clinic (from the latest signed anchor)")
 async def last_verification(principal: Principal, svc: AppServices) -> Response:
     require_role(principal, Role.AUDITOR, action="reading the verification report")
     anchor = latest_anchor(svc.runtime.settings.anchor_path)
     if anchor is None:
         return _json({"status": "never_checked"})
-    return _json({"anchored_at": anchor.get("anchored_at") or anchor.get("created_at"),
-                  "store_check": anchor.get("store_check"), "streams": len(anchor.get("streams", {})),
-                  "heads_digest": anchor.get("heads_digest"), "signature": anchor.get("signature")})
+    async with svc.pool.acquire() as conn:
+        mine = {r["stream_id"] for r in await conn.fetch("SELECT stream_id FROM streams WHERE tenant_id = $1",
+                                                         principal.tenant_id)}
+    return _json(clinic_verification(anchor, mine))
+
+
+def clinic_verification(anchor: dict[str, Any], mine: set[str]) -> dict[str, Any]:
+    """The anchor as one clinic may see it: its own streams' count, events and heads digest.
+
+    The anchor covers every clinic; counts of the others (or a global position) would tell
+    one clinic how busy the others are, so neither they nor the store-wide totals are shown.
+    The full check stops at its first break: a break outside this clinic means this clinic's
+    streams were not all checked, which is said without naming the other stream.
+    """
+    heads = {sid: head for sid, head in (anchor.get("streams") or {}).items() if sid in mine}
+    report: dict[str, Any] = {
+        "anchored_at": anchor.get("anchored_at") or anchor.get("created_at"),
+        "streams": len(heads), "events": sum(int(h["version"]) for h in heads.values()),
+        "heads_digest": heads_digest(heads), "signature": anchor.get("signature"),
+        "store_check": None}
+    check = anchor.get("store_check")
+    if check:
+        first_break = check.get("first_break")
+        ours = first_break is not None and first_break.get("stream_id") in mine
+        report["store_check"] = {
+            # ok: every one of this clinic's streams was checked and found whole
+            "ok": bool(check.get("ok")), "checked_at": check.get("checked_at"),
+            # complete: the check reached all of them (False when it stopped at another clinic's break)
+            "complete": bool(check.get("ok")) or ours,
+            "first_break": ({k: v for k, v in first_break.items() if k != "position"} if ours else None)}
+    return report
 
 
 @get("/.well-known/alliance-keys.json", operation_id="signingKeys", tags=["compliance"],

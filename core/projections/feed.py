@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -54,6 +54,17 @@ def decode_cursor(cursor: str | None) -> int:
     return seq
 
 
+Watcher = Callable[[Sequence[UUID], Sequence[UUID], bool], None]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Change(NamedTuple):
     cursor: str
     kind: str
@@ -77,6 +88,8 @@ class ChangeFeed:
         self._listener: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         self._waiters: dict[UUID, set[asyncio.Event]] = {}
+        #: Called with every notification (see ``watch``).
+        self._watchers: list[Watcher] = []
         self._keeper: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
 
@@ -130,6 +143,7 @@ class ChangeFeed:
         if listener is not None and not listener.is_closed():
             listener.terminate()
         self._lost.set()
+        self._tell_watchers((), (), everything=True)  # changes may go unheard until it is back
 
     async def _ensure_listener(self) -> None:
         async with self._lock:
@@ -171,6 +185,28 @@ class ChangeFeed:
                     self.views.invalidate(changed)
         for waiter in targets:
             waiter.set()
+        if payload == "*":
+            self._tell_watchers((), (), everything=True)
+        elif self._watchers:
+            parts = payload.split(",")
+            clients = [UUID(p) for p in parts if not p.startswith(CLINIC_CHANGE_PREFIX) and _is_uuid(p)]
+            clinics = [UUID(p[len(CLINIC_CHANGE_PREFIX):]) for p in parts
+                       if p.startswith(CLINIC_CHANGE_PREFIX) and _is_uuid(p[len(CLINIC_CHANGE_PREFIX):])]
+            self._tell_watchers(clients, clinics, everything=False)
+
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher(clients, clinics, everything)`` on every notification, from the event loop
+        (``everything``: a rebuild switched, or the connection was lost and changes may have gone
+        unheard). Open streams re-check who may read through this. Returns the unsubscribe."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    def _tell_watchers(self, clients: Sequence[UUID], clinics: Sequence[UUID], *, everything: bool) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(clients, clinics, everything)
+            except Exception as exc:  # one watcher's bug must not silence the feed
+                log.warning("change_watcher_failed", error=type(exc).__name__)
 
     async def head(self, client_id: UUID) -> str:
         """The cursor of the client's latest change (follow from here to get only new ones)."""

@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "POST /clients/{client_id}/measurements": VOICE,
     "GET /clients/{client_id}/plan": PARTY, "GET /clients/{client_id}/progress": PARTY,
     "GET /clients/{client_id}/history": PARTY | {"auditor"},
-    "GET /clients/{client_id}/progress/stream": PARTY,
+    "GET /clients/{client_id}/progress/stream": PARTY, "GET /caseload/stream": CARE | {"outsider"},
     "POST /clients/{client_id}/feedback": VOICE,
     "POST /clients/{client_id}/relapse-plan": PARTY,
     "POST /clients/{client_id}/risk-flags": CARE, "POST /clients/{client_id}/notes": CARE,

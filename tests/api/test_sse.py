@@ -115,7 +115,7 @@ async def test_receive_disconnect_resume_on_the_other_worker(api, clinic, server
         async with w1.stream("GET", stream, headers={**me, "Last-Event-ID": cursor}) as response:
             assert response.status_code == 200
             await read_sse(response, resumed, lambda s: any(e.get("id") == head for e in s.events))
-    new_cursors = [e["id"] for e in resumed.events if "id" in e]
+    new_cursors = [e["id"] for e in resumed.events if "id" in e and e.get("event") != "ready"]
     assert new_cursors and cursor not in new_cursors
     assert progress_with({first_id, *(mid for mid, _ in later)})(resumed)
     # the feed's order: every cursor after the one we resumed from, up to the head, was covered
@@ -165,3 +165,25 @@ async def test_stream_refuses_like_every_read(api, clinic, servers):
             assert response.status_code == 200
             await read_sse(response, sse, lambda s: bool(s.events))
         assert json.loads(sse.events[0]["data"])["cursor"].startswith("c")
+
+
+async def test_ready_carries_the_cursor_so_an_early_reconnect_misses_nothing(api, clinic, servers):
+    client_id = await api.enrolled_client(clinic)
+    me = servers.token(clinic.tenant, "client", client_id)
+    stream = f"/clients/{client_id}/progress/stream"
+    async with httpx.AsyncClient(base_url=servers.urls[0], timeout=TIMEOUT) as http:
+        sse = Sse()
+        async with http.stream("GET", stream, headers=me) as response:
+            await read_sse(response, sse, lambda s: bool(s.events))
+        first = sse.events[0]
+        assert first["event"] == "ready" and first.get("id") == json.loads(first["data"])["cursor"], first
+        assert first["id"].startswith("c1-"), first
+        # the connection drops before any change; a change happens meanwhile; the reconnect
+        # (EventSource sends the ready event's id as Last-Event-ID) gets it
+        mid, body = measurement(datetime.now(UTC) - timedelta(hours=1), 7)
+        r = await http.post(f"/clients/{client_id}/measurements", json=body, headers=me)
+        assert r.status_code == 201, r.text
+        resumed = Sse()
+        async with http.stream("GET", stream, headers={**me, "Last-Event-ID": first["id"]}) as response:
+            await read_sse(response, resumed, progress_with({mid}))
+        assert resumed.events[0]["event"] == "ready" and resumed.events[0]["id"] == first["id"]
