@@ -6,9 +6,14 @@ scales). Everything interpretive is computed when read (:func:`render_progress`)
 series ordered by observed-at (late entries land where they belong, entries marked
 entered-in-error are left out), baseline, latest, change, reliable change by the
 instrument's declared criterion (and which criterion was applied), clinically
-significant change against the instrument's first cut-off, severity band, the GAS
-T-score over the client's goals and the FHIR ``achievementStatus``. The instrument
-definition is consulted only for criteria and bands; when it is not installed the
+significant change against the instrument's first cut-off, NHS Talking Therapies'
+indicators (reliable improvement, reliable deterioration, recovery, reliable recovery; paired
+over PHQ-9 and GAD-7 when both are recorded), the change index or plainly why it is not shown,
+severity band, who reported each entry (and whether baseline and latest come from different
+informants), the GAS T-score over the goals that count and the FHIR ``achievementStatus``
+(definitions and sources: :mod:`core.projections.outcomes`). A rating of one goal (an
+instrument declared ``per_goal``: GAS, confidence) counts for the goals it names only. The
+instrument definition is consulted only for criteria and bands; when it is not installed the
 stored scores (and the stored band) are still shown.
 """
 
@@ -28,6 +33,7 @@ from core.client import (
     MeasurementRecorded,
     RiskFlagAcknowledged,
     RiskFlagRaised,
+    informant_of,
 )
 from core.events.envelope import RecordedEvent
 from core.goal import (
@@ -51,19 +57,21 @@ from core.goal import (
     evolve_goal,
     initial_goal_state,
 )
+from core.plain_language import hints_for
 from core.projections.base import FoldContext, Projection, to_builtins
+from core.projections.outcomes import change_index, gas_summary, measure_indicators, paired_indicators
 from core.projections.parts import Part
 from core.projections.plan import RiskFlag, apply_risk, goal_id_of
 from plugins.instruments import (
     InstrumentDefinition,
     clinically_significant_change,
-    gas_t_score,
     reliable_change,
     severity_band,
 )
 
 NAME = "progress"
-VERSION = 1
+#: 2: a point keeps its informant, the proxy's relationship and the channel (was ``reported_by``).
+VERSION = 2
 GAS_ID = "gas"
 
 
@@ -73,7 +81,11 @@ class Point(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     instrument_version: str
     scores: dict[str, float]
     band: str | None = None
-    reported_by: str
+    #: Whose answers: "self", "proxy" (with ``relationship``) or "clinician".
+    informant: str
+    relationship: str | None = None
+    #: How they reached Alliance (app, link, session, import); None on entries from before it was kept.
+    channel: str | None = None
     observed_at: datetime
     recorded_at: datetime
     goal_ids: tuple[UUID, ...] = ()
@@ -156,7 +168,9 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
         case MeasurementRecorded():
             point = Point(measurement_id=p.measurement_id, instrument_id=p.instrument_id,
                           instrument_version=p.instrument_version, scores=dict(p.scores), band=p.band,
-                          reported_by=p.reported_by, observed_at=p.observed_at,
+                          informant=informant_of(p.reported_by, event.actor_role),
+                          relationship=p.reported_by.relationship, channel=p.reported_by.channel,
+                          observed_at=p.observed_at,
                           recorded_at=event.recorded_at, goal_ids=p.goal_ids)
             return replace(doc, points={**doc.points, point.measurement_id: point})
         case MeasurementEnteredInError() if p.measurement_id in doc.points:
@@ -203,21 +217,59 @@ def _definition(instruments: Instruments | None, instrument_id: str, version: st
     return None
 
 
-def series(doc: ProgressDoc, instrument_id: str, goal_id: UUID | None = None) -> list[Point]:
+def per_goal(instruments: Instruments | None, instrument_id: str, version: str = "1") -> bool:
+    """Whether the instrument rates one goal (declared ``per_goal``; GAS always does)."""
+    definition = _definition(instruments, instrument_id, version)
+    return definition.per_goal if definition is not None else instrument_id == GAS_ID
+
+
+def series(doc: ProgressDoc, instrument_id: str, goal_id: UUID | None = None, *,
+           own_goal_only: bool = False) -> list[Point]:
     """Valid points of one instrument ordered by observed-at (then recording order).
 
-    With ``goal_id``: the points naming that goal, or naming no goal at all.
+    With ``goal_id``: the points naming that goal, or naming no goal at all (a client-wide
+    measure serves every goal); with ``own_goal_only`` too, only the points naming it (a
+    rating of one goal never counts for another).
     """
     pts = [pt for pt in doc.points.values()
            if pt.instrument_id == instrument_id and not pt.entered_in_error
-           and (goal_id is None or not pt.goal_ids or goal_id in pt.goal_ids)]
+           and (goal_id is None or goal_id in pt.goal_ids or (not pt.goal_ids and not own_goal_only))]
     order = {m: i for i, m in enumerate(doc.points)}
     pts.sort(key=lambda pt: (pt.observed_at, order[pt.measurement_id]))
     return pts
 
 
+def _reporter(pt: Point) -> dict[str, Any]:
+    return {"informant": pt.informant, "relationship": pt.relationship, "channel": pt.channel}
+
+
+_INFORMANT_WORDS = {"self": "the client", "proxy": "a proxy", "clinician": "a clinician"}
+
+
+def _who(reporter: dict[str, Any]) -> str:
+    if reporter["informant"] == "proxy" and reporter["relationship"]:
+        return f"a proxy ({reporter['relationship']})"
+    return _INFORMANT_WORDS.get(reporter["informant"], str(reporter["informant"]))
+
+
+def _informants(first: Point, last: Point) -> dict[str, Any]:
+    """Who gave the baseline and the latest answers, and whether they differ.
+
+    A parent's rating and the client's own are not the same measurement: a change between
+    them may be the informant's, not the client's. The channel alone (app, session) does not
+    make another informant.
+    """
+    baseline, latest = _reporter(first), _reporter(last)
+    differ = (baseline["informant"], baseline["relationship"]) != (latest["informant"], latest["relationship"])
+    out: dict[str, Any] = {"baseline": baseline, "latest": latest, "differ": differ}
+    if differ:
+        out["note"] = (f"Baseline and latest come from different informants: {_who(baseline)} then "
+                       f"{_who(latest)}; part of the change may be the informant's view.")
+    return out
+
+
 def summarise(points: list[Point], instruments: Instruments | None) -> dict[str, Any]:
-    """Baseline, latest, change, reliable and clinically significant change, band."""
+    """Baseline, latest, change, reliable change, NHS TT indicators, change index, band, informants."""
     first, last = points[0], points[-1]
     definition = _definition(instruments, last.instrument_id, last.instrument_version)
     baseline = first.scores.get("total")
@@ -227,10 +279,12 @@ def summarise(points: list[Point], instruments: Instruments | None) -> dict[str,
         "instrument_installed": definition is not None,
         "points": [{"measurement_id": str(pt.measurement_id), "observed_at": pt.observed_at.isoformat(),
                     "recorded_at": pt.recorded_at.isoformat(), "instrument_version": pt.instrument_version,
-                    "scores": pt.scores, "band": pt.band, "reported_by": pt.reported_by}
+                    "scores": pt.scores, "band": pt.band, "reported_by": _reporter(pt)}
                    for pt in points],
         "baseline": baseline, "latest": latest,
         "change": None, "reliable_change": None, "clinically_significant_change": None,
+        "indicators": None, "change_index": None,
+        "informants": _informants(first, last),
         "band": last.band,
         "direction": definition.direction if definition else None,
     }
@@ -241,27 +295,50 @@ def summarise(points: list[Point], instruments: Instruments | None) -> dict[str,
         return out
     if definition.bands:
         out["band"] = severity_band(definition.bands, latest)
-    if len(points) < 2 or definition.reliable_change is None:
+    if len(points) < 2:
         return out
-    try:
-        result = reliable_change(definition, baseline, latest)
-    except ValueError:
-        return out
-    out["reliable_change"] = {"status": result.status, "criterion": result.method,
-                              "threshold": result.threshold, "rci": result.rci,
-                              "source": definition.reliable_change.source}
-    if definition.cutoffs:
+    out["change_index"] = change_index(definition, baseline, latest)
+    result = None
+    if definition.reliable_change is not None:
+        try:
+            result = reliable_change(definition, baseline, latest)
+        except ValueError as exc:  # a criterion lacking what it needs: say so, never show nothing
+            out["reliable_change"] = {"status": None, "criterion": definition.reliable_change.method,
+                                      "reason": str(exc), "source": definition.reliable_change.source}
+    if result is not None:
+        assert definition.reliable_change is not None
+        out["reliable_change"] = {"status": result.status, "criterion": result.method,
+                                  "threshold": result.threshold, "rci": result.rci,
+                                  "source": definition.reliable_change.source}
+    out["indicators"] = measure_indicators(definition, baseline, latest, result)
+    if result is not None and definition.cutoffs:
         cutoff = definition.cutoffs[0]
+        status = clinically_significant_change(baseline, latest, cutoff=cutoff.value, reliable=result.status,
+                                               direction=definition.direction)
+        # Jacobson & Truax call this "recovered"; in NHS Talking Therapies' words, which the
+        # indicators use, it is *reliable* recovery (recovery alone needs no reliable change).
         out["clinically_significant_change"] = {
-            "status": clinically_significant_change(baseline, latest, cutoff=cutoff.value,
-                                                    reliable=result.status,
-                                                    direction=definition.direction),
+            "status": "reliable_recovery" if status == "recovered" else status,
+            "criterion": f"reliable change and crossing the '{cutoff.name}' cut-off (Jacobson & Truax 1991)",
             "cutoff": cutoff.name, "cutoff_value": cutoff.value}
     return out
 
 
 _ACHIEVEMENT_BY_STATUS = {GoalStatus.ACHIEVED: "achieved", GoalStatus.NOT_ACHIEVED: "not-achieved",
                           GoalStatus.MAINTENANCE: "sustaining"}
+#: Goals whose GAS level is left out of the summary, and why (Kiresuk & Sherman score the goals
+#: set with the client; one withdrawn, declined or entered in error is not one of them).
+_GAS_LEFT_OUT = {GoalStatus.WITHDRAWN: "withdrawn", GoalStatus.DECLINED: "declined",
+                 GoalStatus.ENTERED_IN_ERROR: "entered in error"}
+
+
+def gas_left_out(goal: GoalState) -> str | None:
+    """Why a goal does not count in the GAS summary, or None when it does (achieved goals count)."""
+    if goal.status in _GAS_LEFT_OUT:
+        return _GAS_LEFT_OUT[goal.status]
+    if goal.activated_version is None:
+        return "not agreed"
+    return None
 
 
 def achievement_status(goal: GoalState, measures: list[dict[str, Any]], gas: dict[str, Any] | None
@@ -277,7 +354,8 @@ def achievement_status(goal: GoalState, measures: list[dict[str, Any]], gas: dic
         return _ACHIEVEMENT_BY_STATUS[goal.status]
     if goal.status not in (GoalStatus.ACTIVE, GoalStatus.PAUSED):
         return None
-    statuses = [m["reliable_change"]["status"] for m in measures if m.get("reliable_change")]
+    statuses = [m["reliable_change"]["status"] for m in measures
+                if m.get("reliable_change") and m["reliable_change"]["status"]]
     if gas is not None and gas.get("baseline_level") is not None:
         diff = gas["level"] - gas["baseline_level"]
         statuses.append("improved" if diff > 0 else "deteriorated" if diff < 0 else "no_reliable_change")
@@ -296,11 +374,11 @@ def render_goal_progress(doc: ProgressDoc, goal: GoalState, instruments: Instrum
     for instrument_id, schedule in goal.measures.items():
         if instrument_id == GAS_ID:
             continue
-        pts = series(doc, instrument_id, goal.goal_id)
+        pts = series(doc, instrument_id, goal.goal_id, own_goal_only=per_goal(instruments, instrument_id))
         row = summarise(pts, instruments) if pts else {"instrument_id": instrument_id, "points": []}
         row["schedule"] = schedule
         measures.append(row)
-    gas_points = series(doc, GAS_ID, goal.goal_id)
+    gas_points = series(doc, GAS_ID, goal.goal_id, own_goal_only=True)
     gas = None
     if gas_points and "total" in gas_points[-1].scores:
         level = gas_points[-1].scores["total"]
@@ -308,8 +386,10 @@ def render_goal_progress(doc: ProgressDoc, goal: GoalState, instruments: Instrum
         gas = {"level": level, "t_score": 50 + 10 * level if -2 <= level <= 2 else None,
                "weight": scale.weight if scale else 1.0,
                "baseline_level": scale.baseline_level if scale else None,
-               "observed_at": gas_points[-1].observed_at.isoformat()}
-    reviews = [to_builtins(r) for r in doc.reviews.values() if r.goal_id == goal.goal_id and not r.in_error]
+               "observed_at": gas_points[-1].observed_at.isoformat(),
+               "reported_by": _reporter(gas_points[-1])}
+    reviews = [{**to_builtins(r), "plain_language": hints_for((("summary", r.summary), ("client_view", r.client_view)))}
+               for r in doc.reviews.values() if r.goal_id == goal.goal_id and not r.in_error]
     return {"goal_id": str(goal.goal_id), "status": str(goal.status), "version": goal.version,
             "measures": measures, "gas": gas, "reviews": reviews,
             "achievement_status": achievement_status(goal, measures, gas)}
@@ -320,20 +400,40 @@ def render_progress(doc: ProgressDoc, *, instruments: Instruments | None = None,
     """The progress view (all goals, or one with ``goal_id``)."""
     goals = [g for g in doc.goals.values() if g.version > 0 and (goal_id is None or g.goal_id == goal_id)]
     rendered = [render_goal_progress(doc, g, instruments) for g in goals]
-    gas_pairs = [(g["gas"]["level"], g["gas"]["weight"]) for g in rendered
-                 if g["gas"] is not None and -2 <= g["gas"]["level"] <= 2 and g["gas"]["weight"] > 0]
+    gas = gas_summary(
+        (r["goal_id"], r["gas"]["level"] if r["gas"] else None, r["gas"]["weight"] if r["gas"] else 1.0,
+         gas_left_out(g))
+        for g, r in zip(goals, rendered, strict=True)
+        if r["gas"] is not None or GAS_ID in g.measures or g.attainment_scale is not None)
+    rates_a_goal = {iid: per_goal(instruments, iid) for iid in dict.fromkeys(pt.instrument_id
+                                                                              for pt in doc.points.values())}
     by_instrument: dict[str, list[Point]] = {}
-    for instrument_id in dict.fromkeys(pt.instrument_id for pt in doc.points.values()):
+    for instrument_id, one_goal in rates_a_goal.items():
+        # A rating of one goal is shown with its goal; pooled across goals it would mean nothing.
+        if one_goal:
+            continue
         pts = series(doc, instrument_id)
         if pts:
             by_instrument[instrument_id] = pts
+    summaries = [summarise(pts, instruments) for pts in by_instrument.values()]
+    unattached = [pt for pt in doc.points.values()
+                  if not pt.goal_ids and not pt.entered_in_error and rates_a_goal[pt.instrument_id]]
     return {
         "client_id": str(doc.client_id),
         "tenant_id": str(doc.tenant_id),
         "erased": doc.erased,
         "goals": rendered,
-        "measures": [summarise(pts, instruments) for iid, pts in by_instrument.items() if iid != GAS_ID],
-        "gas_t_score": gas_t_score(gas_pairs) if gas_pairs else None,
+        "measures": summaries,
+        "paired_indicators": paired_indicators(
+            (_definition(instruments, m["instrument_id"], by_instrument[m["instrument_id"]][-1].instrument_version), m)
+            for m in summaries),
+        "gas_t_score": gas["t_score"],
+        "gas_summary": gas,
+        "unattached_ratings": [
+            {"measurement_id": str(pt.measurement_id), "instrument_id": pt.instrument_id,
+             "observed_at": pt.observed_at.isoformat(), "scores": pt.scores,
+             "note": "A rating of one goal that names no goal (recorded before ratings had to name one): "
+                     "counted for no goal."} for pt in unattached],
         "feedback": [to_builtins(f) for f in doc.feedback],
         "risk_flags": [to_builtins(f) for f in doc.risk_flags.values()],
         "open_risk_flags": sum(1 for f in doc.risk_flags.values() if not f.acknowledged),

@@ -22,6 +22,7 @@ CONFIDENCE = InstrumentDefinition(
     direction="higher_is_better",
     score_range=ScoreRange(min=0, max=10),
     licence="Alliance built-in; free to use.",
+    per_goal=True,  # a level of one goal: never counted for another
 )
 
 

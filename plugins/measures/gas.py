@@ -49,6 +49,7 @@ GAS = InstrumentDefinition(
     score_range=ScoreRange(min=-2, max=2),
     bands=tuple(Band(label=label.lower(), min=v, max=v) for v, label in LEVELS),
     licence="Method in the public domain (Kiresuk & Sherman 1968).",
+    per_goal=True,  # a level of one goal: never counted for another
 )
 
 

@@ -44,7 +44,8 @@ async def test_plan_progress_history_live(store: PostgresEventStore, app_pool: a
     assert m["baseline"] == 18 and m["latest"] == 9 and m["change"] == -9
     assert m["reliable_change"]["status"] == "improved"
     assert m["reliable_change"]["criterion"] == "threshold"
-    assert m["clinically_significant_change"]["status"] == "recovered"
+    assert m["clinically_significant_change"]["status"] == "reliable_recovery"  # NHS TT words (J&T: "recovered")
+    assert m["indicators"]["reliable_recovery"]["met"] is True
     assert m["band"] == "mild"
     assert gp["gas"]["level"] == 0
     assert progress["gas_t_score"] == 50
