@@ -156,7 +156,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 write_fingerprints(fingerprints, registry.fingerprint_record())
             kek = load_kek(path=settings.kek_path, inline=settings.kek)
             views: ViewCache[Fetched] = ViewCache(max_age=settings.view_cache_seconds, weigh=fetched_weight)
-            feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, instruments=registry, views=views)
+            feed = ChangeFeed(runtime.pool, dsn=runtime.target.app_dsn, keys=runtime.keys, instruments=registry,
+                              views=views)
             if settings.view_cache_seconds > 0:
                 feed.start()
             handler = CommandHandler(runtime.store)

@@ -50,24 +50,28 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
-def open_store(pool: asyncpg.Pool, dsn: str, kek: bytes) -> PostgresEventStore:
-    return PostgresEventStore(pool, domain_codec(), PostgresKeyRing(pool, kek), dsn=dsn)
+async def open_store(pool: asyncpg.Pool, dsn: str, kek: bytes) -> PostgresEventStore:
+    """A store as the app opens one: following key destruction, so its key ring may cache keys."""
+    store = PostgresEventStore(pool, domain_codec(), PostgresKeyRing(pool, kek), dsn=dsn)
+    await store.listen()
+    return store
 
 
 # --- subprocess roles -----------------------------------------------------------------------
 
 async def role_runner(dsn: str, kek: bytes, live: set[str]) -> None:
     pool = await create_app_pool(dsn, min_size=2, max_size=6)
-    store = open_store(pool, dsn, kek)
+    store = await open_store(pool, dsn, kek)
     runners = [ProjectionRunner([p for p in PROJECTIONS if p.name in live], store, dsn=dsn, batch_size=500,
                                 poll_interval=1.0, standby_interval=0.2)]  # as the app runs them
     print("ready", flush=True)
     await asyncio.gather(*(r.run() for r in runners))
 
 
-async def role_subscriber(dsn: str, clients: list[UUID]) -> None:
+async def role_subscriber(dsn: str, kek: bytes, clients: list[UUID]) -> None:
     pool = await create_app_pool(dsn, min_size=2, max_size=10)
-    feed = ChangeFeed(pool, dsn=dsn, poll_interval=5.0)
+    store = await open_store(pool, dsn, kek)  # its key ring opens the sealed views
+    feed = ChangeFeed(pool, dsn=dsn, keys=store.keys, poll_interval=5.0)
 
     async def follow(client: UUID) -> None:
         async for change in feed.follow(client, await feed.head(client)):
@@ -87,7 +91,7 @@ async def role_subscriber(dsn: str, clients: list[UUID]) -> None:
 async def role_rebuild(dsn: str, kek: bytes, batch: int) -> None:
     """A rebuild in its own process, as ``alliance projections rebuild`` runs it."""
     pool = await create_app_pool(dsn, min_size=2, max_size=6)
-    store = open_store(pool, dsn, kek)
+    store = await open_store(pool, dsn, kek)
     print("ready", flush=True)
     started = time.perf_counter()
     await rebuild(pool, store, dsn=dsn, batch_size=batch)
@@ -219,7 +223,7 @@ async def main(args: argparse.Namespace) -> None:
     env = {**os.environ, "ALLIANCE_BENCH_KEK": base64.b64encode(kek).decode()}
     procs: list[asyncio.subprocess.Process] = []
     pool = await create_app_pool(app, min_size=2, max_size=args.workers + 4)
-    store = open_store(pool, app, kek)
+    store = await open_store(pool, app, kek)
     try:
         stored = await count_events(store)
         if args.keep_db and stored:
@@ -272,9 +276,9 @@ async def main(args: argparse.Namespace) -> None:
         from plugins.manager import InstrumentRegistry, get_plugin_manager
         registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
         target = clients[len(clients) // 2]
-        for name, read in (("plan", lambda: read_plan(pool, target.client, tenant_id=target.tenant)),
-                           ("progress", lambda: read_progress(pool, target.client, tenant_id=target.tenant,
-                                                               instruments=registry))):
+        for name, read in (("plan", lambda: read_plan(pool, target.client, keys=store.keys, tenant_id=target.tenant)),
+                           ("progress", lambda: read_progress(pool, target.client, keys=store.keys,
+                                                               tenant_id=target.tenant, instruments=registry))):
             times = []
             for _ in range(args.reads):
                 t = time.perf_counter()
@@ -323,6 +327,7 @@ if __name__ == "__main__":
     elif ns.role == "rebuild":
         asyncio.run(role_rebuild(ns.dsn, base64.b64decode(os.environ["ALLIANCE_BENCH_KEK"]), ns.batch))
     elif ns.role == "subscriber":
-        asyncio.run(role_subscriber(ns.dsn, [UUID(x) for x in ns.clients.split(",") if x]))
+        asyncio.run(role_subscriber(ns.dsn, base64.b64decode(os.environ["ALLIANCE_BENCH_KEK"]),
+                                    [UUID(x) for x in ns.clients.split(",") if x]))
     else:
         asyncio.run(main(ns))

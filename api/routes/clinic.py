@@ -17,7 +17,7 @@ from core import client as c
 from core import clinic as k
 from core.errors import Forbidden, ValidationError
 from core.identity import Role
-from core.projections.plan import PLAN
+from core.projections import queries
 
 ActivateBody = body_for(k.ActivateStaff)
 
@@ -107,17 +107,17 @@ async def list_clients(principal: Principal, svc: AppServices,
     items: list[dict[str, Any]] = []
     next_cursor: str | None = None
     async with svc.pool.acquire() as conn:
-        table = await conn.fetchval("SELECT table_name FROM projections.projection_versions "
-                                    "WHERE name = $1 AND state = 'active'", PLAN.name)
-        while table is not None and len(items) < limit:
-            rows = await conn.fetch(f'SELECT client_id, doc, updated_at FROM projections."{table}" '
-                                    "WHERE tenant_id = $1 "
-                                    "AND client_id > $2 ORDER BY client_id LIMIT 500", principal.tenant_id, after)
+        while len(items) < limit:
+            # The plans are sealed with each client's data key; one erased moments ago (key gone,
+            # not re-folded yet) reads as None and is left out, as erased clients are for staff.
+            rows = await queries.plan_documents(conn, keys=svc.store.keys, tenant_id=principal.tenant_id,
+                                                after=after)
             if not rows:
                 break
-            for row in rows:
-                after = row["client_id"]
-                doc = PLAN.decode(row["doc"])
+            for client_id, doc, updated_at in rows:
+                after = client_id
+                if doc is None:
+                    continue
                 mine = principal.role is Role.ADMIN or principal.id == doc.primary_clinician \
                     or principal.id in doc.care_team
                 if not mine or (doc.erased and principal.role is not Role.ADMIN):
@@ -131,7 +131,7 @@ async def list_clients(principal: Principal, svc: AppServices,
                               "discharged": doc.discharged, "open_risk_flags": open_flags,
                               "goals": len(doc.goals),
                               # PlanDoc has no time of its own: the row's last projection time
-                              "last_activity": row["updated_at"].isoformat()})
+                              "last_activity": updated_at.isoformat()})
                 if len(items) == limit:
                     next_cursor = _cursor(doc.client_id)
                     break

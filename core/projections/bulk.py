@@ -34,10 +34,12 @@ from uuid import UUID
 
 import asyncpg
 
+from core.events.crypto import SubjectErased
 from core.events.envelope import RecordedEvent
 from core.events.store import START, EventStore, parse_checkpoint
 from core.projections.base import ERASURE_EVENT
 from core.projections.runner import ADVANCE, Target, VersionMoved, refold_client
+from core.projections.sealing import RowSealer, keys_of, sealer, sealer_after_refold
 
 #: About this many rows (heads and items) per write transaction.
 WRITE_ROWS = 10_000
@@ -103,9 +105,11 @@ _NONE = (0, 0)
 class Build:
     """One target's documents while the store is folded in memory, and their writing."""
 
-    def __init__(self, target: Target, conn: asyncpg.Connection, *, rows: int = WRITE_ROWS) -> None:
+    def __init__(self, target: Target, conn: asyncpg.Connection, store: EventStore, *, rows: int = WRITE_ROWS
+                 ) -> None:
         self.target = target
         self.conn = conn
+        self.store = store
         self.rows = rows
         #: Unwritten documents, in order of their client's first event.
         self.docs: dict[UUID, Any] = {}
@@ -113,6 +117,8 @@ class Build:
         self.at: dict[UUID, tuple[str, UUID]] = {}
         #: Per unwritten client: a checkpoint before its first event (the version may stand there).
         self.before: dict[UUID, str] = {}
+        #: Unwritten clients re-folded from the store after an erasure: the data key their events name.
+        self.refolded: dict[UUID, UUID | None] = {}
         #: Complete (their last event folded) and unwritten, in order; with about as many rows.
         self.ready: dict[UUID, None] = {}
         self.ready_rows = 0
@@ -138,9 +144,11 @@ class Build:
             if doc is None:
                 before[client] = self.folded_to
             if event.type == ERASURE_EVENT:  # as the runner does: personal fields now read erased
-                doc = await refold_client(store, projection, client, until=event.checkpoint,
-                                          version=target.fold_version) or initial(client, event.tenant_id)
+                doc, self.refolded[client] = await refold_client(store, projection, client, until=event.checkpoint,
+                                                                 version=target.fold_version)
+                doc = doc or initial(client, event.tenant_id)
             else:
+                self.refolded.pop(client, None)  # folded on: stored as any other document
                 doc = apply(doc if doc is not None else initial(client, event.tenant_id), event, ctx)
             docs[client] = doc
             at[client] = (event.checkpoint, event.tenant_id)
@@ -164,7 +172,7 @@ class Build:
             await self.writing
             self.writing = None
         if self.writing is None and self.ready_rows >= self.rows // 2:
-            self.writing = asyncio.ensure_future(self._write(self._take()))
+            self.writing = asyncio.ensure_future(self._write(await self._take()))
 
     async def finish(self, until: str) -> None:
         """Write every remaining document; the version ends at ``until`` (everything up to it folded)."""
@@ -173,7 +181,7 @@ class Build:
             self.writing = None
         self.complete(list(self.docs))
         while self.ready or self.target.checkpoint != until:
-            await self._write(self._take(until))
+            await self._write(await self._take(until))
 
     async def abandon(self) -> None:
         """Stop a write still running (after a failure elsewhere), so its connection can be closed."""
@@ -184,7 +192,21 @@ class Build:
                 await self.writing
         self.writing = None
 
-    def _take(self, until: str | None = None) -> Chunk:
+    async def _sealer(self, client: UUID, doc: Any, checkpoint: str, tenant: UUID) -> tuple[RowSealer, Any]:
+        """How to store ``client``'s document, and the document to store (as the runner decides)."""
+        target, keys = self.target, keys_of(self.store)
+        name = target.projection.name
+        if client in self.refolded:
+            return await sealer_after_refold(keys, name, client, self.refolded.pop(client)), doc
+        try:
+            return await sealer(keys, name, tenant, client), doc
+        except SubjectErased:  # destroyed since it was folded: what is held may hold personal text
+            again, key_id = await refold_client(self.store, target.projection, client, until=checkpoint,
+                                                version=target.fold_version)
+            return (await sealer_after_refold(keys, name, client, key_id),
+                    again if again is not None else target.projection.initial(client, tenant))
+
+    async def _take(self, until: str | None = None) -> Chunk:
         """The first ready clients' rows, about ``rows`` of them (their documents are forgotten).
 
         The version's checkpoint after it: before the earliest client still unwritten, or
@@ -201,10 +223,12 @@ class Build:
             checkpoint, tenant = self.at.pop(client)
             del self.before[client]
             tx, pos = parse_checkpoint(checkpoint)
-            heads.append((client, tenant, encode(layout.head(doc)), tx, pos))
+            rows, doc = await self._sealer(client, doc, checkpoint, tenant)
+            heads.append((client, tenant, rows.head(encode(layout.head(doc))), tx, pos))
             if layout:
                 changes, _ = layout.diff(None, None, doc)
-                items += [(client, p, o, d) for p, o, d in changes.insert]
+                seal = rows.seal
+                items += [(client, p, o, seal(p, o, d)) for p, o, d in changes.insert]
         self.ready_rows = max(0, self.ready_rows - len(heads) - len(items))
         checkpoint = self.before[next(iter(self.docs))] if self.docs else until or self.folded_to
         folded, self.counted = self.folded - self.counted, self.folded

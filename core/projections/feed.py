@@ -24,6 +24,7 @@ from uuid import UUID
 import asyncpg
 
 from core.errors import ValidationError
+from core.events.crypto import KeyRing
 from core.logging import get_logger
 from core.projections.progress import Instruments
 from core.projections.queries import read_history, read_plan, read_progress
@@ -75,10 +76,12 @@ class ChangeFeed:
     """One per process: a dedicated LISTEN connection fanning wake-ups out to followers, and
     dropping changed views from the process's view cache (``views``)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, dsn: str, instruments: Instruments | None = None,
+    def __init__(self, pool: asyncpg.Pool, *, dsn: str, keys: KeyRing, instruments: Instruments | None = None,
                  poll_interval: float = 5.0, page: int = 200, views: ViewCache[Any] | None = None,
                  probe_interval: float = 2.0) -> None:
         self._pool = pool
+        #: Opens the read models' sealed rows when a view is delivered.
+        self.keys = keys
         self._dsn = dsn
         self.instruments = instruments
         self.poll_interval = poll_interval
@@ -226,10 +229,11 @@ class ChangeFeed:
 
     async def view(self, client_id: UUID, kind: str, *, tenant_id: UUID | None = None) -> dict[str, Any] | None:
         if kind == "plan":
-            return await read_plan(self._pool, client_id, tenant_id=tenant_id, now=datetime.now(UTC))
+            return await read_plan(self._pool, client_id, keys=self.keys, tenant_id=tenant_id, now=datetime.now(UTC))
         if kind == "progress":
-            return await read_progress(self._pool, client_id, tenant_id=tenant_id, instruments=self.instruments)
-        return await read_history(self._pool, client_id, tenant_id=tenant_id)
+            return await read_progress(self._pool, client_id, keys=self.keys, tenant_id=tenant_id,
+                                       instruments=self.instruments)
+        return await read_history(self._pool, client_id, keys=self.keys, tenant_id=tenant_id)
 
     async def follow(self, client_id: UUID, after: str | None = None, *, tenant_id: UUID | None = None
                      ) -> AsyncIterator[Change]:

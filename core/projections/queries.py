@@ -2,6 +2,10 @@
 
 Every read is ``fetch_view``: static SQL on the active version's table (head row, then item
 rows for documents with parts, reassembled with the projection's layout), in one round trip.
+Rows are stored sealed with the client's data key (``sealing``); ``fetch_view`` opens them with
+``keys`` (one key lookup, cached per process by the key ring), so everything after it — the
+view cache, rendering — sees plaintext rows. Rows sealed with a destroyed key read as nothing
+stored: the caller then answers from the store, where the erased client's words read erased.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from uuid import UUID
 
 import asyncpg
 
+from core.events.crypto import KeyRing
 from core.projections.base import Projection
 from core.projections.history import HISTORY, HistoryDoc, render_history
 from core.projections.plan import PLAN, PlanDoc, render_plan
 from core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
+from core.projections.sealing import HEAD, open_rows
 
 
 class _Rendered:
@@ -103,8 +109,10 @@ class Fetched:
     """A view's stored document and, from the same snapshot, the versions of two streams."""
 
     versions: tuple[int, int]
-    #: ``(part, ord, data)``: the head row (part -1) then the item rows; empty when none is stored.
+    #: ``(part, ord, data)``, opened (plaintext): the head row (part -1) then the item rows; empty when
+    #: none is stored, or when they are sealed with a destroyed key (``erased`` then says so).
     rows: tuple[tuple[int, int, bytes], ...]
+    erased: bool = False
 
 
 def fetched_weight(fetched: Fetched) -> int:
@@ -117,9 +125,10 @@ _VERSIONS = ("SELECT coalesce((SELECT version FROM streams WHERE stream_id = $1)
 
 
 async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID, tenant_id: UUID | None,
-                     streams: tuple[str, str] = ("", "")) -> Fetched:
+                     streams: tuple[str, str] = ("", ""), *, keys: KeyRing) -> Fetched:
     """One round trip: the client's active document of ``projection`` in ``tenant_id`` (None: any)
-    and, from the same snapshot, the versions of ``streams`` (0 for a stream that does not exist)."""
+    and, from the same snapshot, the versions of ``streams`` (0 for a stream that does not exist);
+    its rows opened with the client's data key from ``keys``."""
     async with pool.acquire() as conn:
         for _ in range(3):
             active = await _active.lookup(conn, projection)
@@ -135,14 +144,21 @@ async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id:
             if rows[0][1] == 0:  # no longer the active version
                 _active.forget(projection.name)
                 continue
-            return Fetched((rows[1][1], rows[2][1]), tuple(tuple(r) for r in rows[3:]))  # type: ignore[misc]
+            versions = (rows[1][1], rows[2][1])
+            if len(rows) == 3:
+                return Fetched(versions, ())
+            opened = await open_rows(keys, projection.name, client_id, rows[3:])
+            if opened is None:
+                return Fetched(versions, (), erased=True)
+            return Fetched(versions, tuple(opened))
     raise RuntimeError(f"the active version of {projection.name} kept moving")
 
 
 async def read_document(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID,
-                        tenant_id: UUID | None = None) -> Any | None:
-    """The active version's document of one client (None: none, or not in this tenant)."""
-    rows = (await fetch_view(pool, projection, client_id, tenant_id)).rows
+                        tenant_id: UUID | None = None, *, keys: KeyRing) -> Any | None:
+    """The active version's document of one client (None: none, not in this tenant, or erased and
+    not re-folded yet)."""
+    rows = (await fetch_view(pool, projection, client_id, tenant_id, keys=keys)).rows
     if not rows:
         return None
     if not projection.layout:
@@ -151,28 +167,29 @@ async def read_document(pool: asyncpg.Pool, projection: Projection[Any], client_
     return doc
 
 
-async def plan_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
+async def plan_document(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None
                         ) -> PlanDoc | None:
-    return await read_document(pool, PLAN, client_id, tenant_id)  # type: ignore[no-any-return]
+    return await read_document(pool, PLAN, client_id, tenant_id, keys=keys)  # type: ignore[no-any-return]
 
 
-async def progress_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
+async def progress_document(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None
                             ) -> ProgressDoc | None:
-    return await read_document(pool, PROGRESS, client_id, tenant_id)  # type: ignore[no-any-return]
+    return await read_document(pool, PROGRESS, client_id, tenant_id, keys=keys)  # type: ignore[no-any-return]
 
 
-async def history_document(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None
+async def history_document(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None
                            ) -> HistoryDoc | None:
-    return await read_document(pool, HISTORY, client_id, tenant_id)  # type: ignore[no-any-return]
+    return await read_document(pool, HISTORY, client_id, tenant_id, keys=keys)  # type: ignore[no-any-return]
 
 
-async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
+async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None,
                     now: datetime | None = None, fetched: Fetched | None = None) -> dict[str, Any] | None:
-    """The client's current plan (None: no such client in this tenant, or not projected yet).
+    """The client's current plan (None: no such client in this tenant, not projected yet, or erased
+    and not re-folded yet: answer from the store then).
 
     ``fetched``: what the caller already read with ``fetch_view(pool, PLAN, …)`` (nothing more is read).
     """
-    rows = (fetched or await fetch_view(pool, PLAN, client_id, tenant_id)).rows
+    rows = (fetched or await fetch_view(pool, PLAN, client_id, tenant_id, keys=keys)).rows
     if not rows:
         return None
     data = rows[0][2]
@@ -189,11 +206,12 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | No
     return view
 
 
-async def read_progress(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
+async def read_progress(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None,
                         goal_id: UUID | None = None, instruments: Instruments | None = None,
                         fetched: Fetched | None = None) -> dict[str, Any] | None:
-    """The client's progress (None: none stored in this tenant). ``fetched``: as for ``read_plan``."""
-    rows = (fetched or await fetch_view(pool, PROGRESS, client_id, tenant_id)).rows
+    """The client's progress (None: none stored in this tenant, or erased and not re-folded yet).
+    ``fetched``: as for ``read_plan``."""
+    rows = (fetched or await fetch_view(pool, PROGRESS, client_id, tenant_id, keys=keys)).rows
     if not rows:
         return None
     key = ("progress", client_id, tenant_id, goal_id, id(instruments))
@@ -204,7 +222,26 @@ async def read_progress(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID 
     return _rendered.put(key, rows, render_progress(doc, instruments=instruments, goal_id=goal_id))
 
 
-async def read_history(pool: asyncpg.Pool, client_id: UUID, *, tenant_id: UUID | None = None,
+async def read_history(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None,
                        goal_id: UUID | None = None) -> dict[str, Any] | None:
-    doc = await history_document(pool, client_id, tenant_id=tenant_id)
+    doc = await history_document(pool, client_id, keys=keys, tenant_id=tenant_id)
     return render_history(doc, goal_id=goal_id) if doc is not None else None
+
+
+async def plan_documents(conn: asyncpg.Connection, *, keys: KeyRing, tenant_id: UUID, after: UUID,
+                         limit: int = 500) -> list[tuple[UUID, PlanDoc | None, datetime]]:
+    """A page of a clinic's stored plans (a caseload), by client id after ``after``:
+    ``(client_id, document, updated_at)``, the document None when its rows are sealed with a
+    destroyed key (erased, not re-folded yet). Nothing (no page) while no plan is active."""
+    table = await conn.fetchval("SELECT table_name FROM projections.projection_versions "
+                                "WHERE name = $1 AND state = 'active'", PLAN.name)
+    if table is None:
+        return []
+    rows = await conn.fetch(f'SELECT client_id, doc, updated_at FROM projections."{table}" '
+                            "WHERE tenant_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3",
+                            tenant_id, after, limit)
+    out: list[tuple[UUID, PlanDoc | None, datetime]] = []
+    for row in rows:
+        opened = await open_rows(keys, PLAN.name, row["client_id"], [(HEAD, 0, row["doc"])])
+        out.append((row["client_id"], PLAN.decode(opened[0][2]) if opened else None, row["updated_at"]))
+    return out

@@ -47,6 +47,7 @@ from core.projections.runner import (
     emit_changes,
     lock_key,
 )
+from core.projections.sealing import HEAD, keys_of, open_rows
 
 log = get_logger("alliance.projections")
 
@@ -169,7 +170,7 @@ async def _bulk(conn: asyncpg.Connection, store: EventStore, writers: list[async
                 targets: list[Target], *, until: str, batch_size: int, write_size: int, write_rows: int,
                 report: Callable[[int, str], None]) -> int:
     """Fold every event up to ``until`` in memory, writing each document once it is final; the events read."""
-    builds = [Build(target, writer, rows=write_rows) for target, writer in zip(targets, writers, strict=True)]
+    builds = [Build(target, writer, store, rows=write_rows) for target, writer in zip(targets, writers, strict=True)]
     endings = Endings(conn, until)
     read = 0
     try:
@@ -326,7 +327,11 @@ async def verify(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | N
             stored = live.get(client)
             if stored is None:
                 result.missing.append(client)
-            elif projection.layout.assemble(projection.decode(stored), items.get(client, ()))[0] \
+                continue
+            opened = await open_rows(keys_of(store), projection.name, client,
+                                     [(HEAD, 0, stored), *items.get(client, ())])
+            # Sealed with a destroyed key: not the erased document the replay gives (the runner re-folds it).
+            if opened is None or projection.layout.assemble(projection.decode(opened[0][2]), opened[1:])[0] \
                     != projection.decode(projection.encode(doc)):
                 result.mismatched.append(client)
         result.extra = [c for c in live if c not in docs]

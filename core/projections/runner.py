@@ -17,6 +17,10 @@ borrower). Writing on the lock's own connection fences a deposed leader: if its
 connection died, so did its lock, and its next commit fails. A standby retries
 the lock every ``standby_interval`` and takes over when the holder's session ends.
 
+Every row is sealed with its client's data key (``sealing``). A client whose key is found
+destroyed when its rows are to be written is re-folded from the store first (its personal
+fields then read erased) and stored unsealed: never a document folded while the key lived.
+
 Documents of the clients a leader touched are cached between batches (only the
 leader writes its table, so the cache is coherent while the lock is held; it is
 dropped whenever leadership or the target version changes).
@@ -35,11 +39,13 @@ from uuid import UUID
 
 import asyncpg
 
+from core.events.crypto import SubjectErased
 from core.events.envelope import RecordedEvent
 from core.events.postgres import EVENTS_CHANNEL
 from core.events.store import START, EventStore, parse_checkpoint
 from core.logging import get_logger
 from core.projections.base import ERASURE_EVENT, Projection
+from core.projections.sealing import HEAD, RowSealer, keys_of, open_rows, sealer, sealer_after_refold
 
 log = get_logger("alliance.projections")
 
@@ -174,23 +180,30 @@ async def active_target(conn: asyncpg.Connection, projection: Projection[Any]) -
 # --- one batch ----------------------------------------------------------------------------
 
 async def refold_client(store: EventStore, projection: Projection[Any], client_id: UUID, *, until: str,
-                        version: int) -> Any:
-    """Fold one client from the store up to ``until`` (used after erasure: personal fields now read erased)."""
+                        version: int) -> tuple[Any, UUID | None]:
+    """Fold one client from the store up to ``until`` (used after erasure: personal fields now read erased).
+
+    Returns the document (None: no event) and the data key the client's events name (None: no
+    event carried personal fields), which says how to store the document (``sealing``).
+    """
     forget = getattr(getattr(store, "keys", None), "forget", None)
     if forget is not None:
         forget(client_id)  # a cached data key must not outlive its destruction in this process
     doc = None
+    key_id = None
     after = START
     ctx = projection.context(version)
     while True:
         events = await store.read_all(after=after, subject_id=client_id, until=until, limit=1000)
         for event in events:
+            if event.key_id is not None:
+                key_id = event.key_id
             if projection.wants(event):
                 if doc is None:
                     doc = projection.initial(client_id, event.tenant_id)
                 doc = projection.apply(doc, event, ctx)
         if len(events) < 1000:
-            return doc
+            return doc, key_id
         after = events[-1].checkpoint
 
 
@@ -239,9 +252,10 @@ async def emit_changes(conn: asyncpg.Connection, kind: str, clients: dict[UUID, 
                        payload if len(payload) <= _NOTIFY_MAX else "*")
 
 
-async def load_documents(conn: asyncpg.Connection, target: Target, clients: Sequence[UUID]
-                         ) -> dict[UUID, Held]:
-    """The stored documents (head and items reassembled) of ``clients``, with checkpoint and meta."""
+async def load_documents(conn: asyncpg.Connection, store: EventStore, target: Target, clients: Sequence[UUID]
+                         ) -> tuple[dict[UUID, Held], set[UUID]]:
+    """The stored documents (head and items opened and reassembled) of ``clients``, with checkpoint
+    and meta; and the clients whose rows are sealed with a destroyed key (to re-fold from the store)."""
     projection = target.projection
     layout = projection.layout
     rows = await conn.fetch(f"SELECT client_id, doc, cp_tx, cp_pos FROM {target.qualified} "
@@ -253,10 +267,15 @@ async def load_documents(conn: asyncpg.Connection, target: Target, clients: Sequ
                                   [r[0] for r in rows]):
             items.setdefault(r[0], []).append((r[1], r[2], r[3]))
     out: dict[UUID, Held] = {}
+    unreadable: set[UUID] = set()
     for r in rows:
-        doc, meta = layout.assemble(projection.decode(r[1]), items.get(r[0], ()))
+        opened = await open_rows(keys_of(store), projection.name, r[0], [(HEAD, 0, r[1]), *items.get(r[0], ())])
+        if opened is None:
+            unreadable.add(r[0])
+            continue
+        doc, meta = layout.assemble(projection.decode(opened[0][2]), opened[1:])
         out[r[0]] = (doc, (r[2], r[3]), meta)
-    return out
+    return out, unreadable
 
 
 async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Target,
@@ -282,10 +301,16 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     cache = target.cache
     docs: dict[UUID, Held] = {c: cache[c] for c in clients if c in cache}
     missing = [c for c in clients if c not in docs]
+    # Re-folded from the store in this batch (an erasure, rows or a key found destroyed): client ->
+    # the data key its events name. Such a document is stored as ``sealer_after_refold`` says.
+    refolded: dict[UUID, UUID | None] = {}
+    unreadable: set[UUID] = set()
     if missing:
-        docs.update(await load_documents(conn, target, missing))
+        loaded, unreadable = await load_documents(conn, store, target, missing)
+        docs.update(loaded)
     before: dict[UUID, Held | None] = {}
     rewrite: set[UUID] = set()
+    last: dict[UUID, str] = {}
     apply = projection.apply
     initial = projection.initial
     for event in relevant:
@@ -297,8 +322,8 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
         if client not in before:
             before[client] = current
         if event.type == ERASURE_EVENT:
-            doc = await refold_client(store, projection, client, until=event.checkpoint,
-                                      version=target.fold_version)
+            doc, refolded[client] = await refold_client(store, projection, client, until=event.checkpoint,
+                                                        version=target.fold_version)
             if doc is None:
                 doc = initial(client, event.tenant_id)
             rewrite.add(client)
@@ -306,6 +331,24 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
             doc = apply(current[0] if current is not None else initial(client, event.tenant_id), event, ctx)
         docs[client] = (doc, at, ())
         tenants[client] = event.tenant_id
+        last[client] = event.checkpoint
+    # Each client's rows are sealed with its data key. When that key is destroyed (or the stored rows
+    # were sealed with a destroyed one), what this runner holds may have been folded with it: the
+    # client is re-folded from the store, where the personal fields now read erased, and that is stored.
+    keys = keys_of(store)
+    sealers: dict[UUID, RowSealer] = {}
+    for client in before:
+        if client in unreadable and client not in refolded:
+            sealers[client] = await _refold_for_storage(store, target, client, last[client], tenants[client],
+                                                        docs, rewrite)
+        elif client in refolded:
+            sealers[client] = await sealer_after_refold(keys, projection.name, client, refolded[client])
+        else:
+            try:
+                sealers[client] = await sealer(keys, projection.name, tenants[client], client)
+            except SubjectErased:
+                sealers[client] = await _refold_for_storage(store, target, client, last[client], tenants[client],
+                                                            docs, rewrite)
     staged: dict[UUID, Held] = {}
     heads: list[bytes] = []
     clear: list[tuple[UUID, int]] = []
@@ -318,12 +361,13 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
         if layout:
             changes, meta = layout.diff(old[0] if old else None, old[2] if old else None, doc,
                                         rewrite=client in rewrite)
+            seal = sealers[client].seal
             clear += [(client, p) for p in changes.clear]
             delete += [(client, p, o) for p, o in changes.delete]
-            insert += [(client, p, o, d) for p, o, d in changes.insert]
-            update += [(client, p, o, d) for p, o, d in changes.update]
+            insert += [(client, p, o, seal(p, o, d)) for p, o, d in changes.insert]
+            update += [(client, p, o, seal(p, o, d)) for p, o, d in changes.update]
         staged[client] = (doc, at, meta)
-        heads.append(projection.encode(layout.head(doc)))
+        heads.append(sealers[client].head(projection.encode(layout.head(doc))))
     ids = list(staged)
     items = target.qualified_items
     async with conn.transaction():
@@ -359,6 +403,17 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     for client, entry in staged.items():
         target.remember(client, entry)
     return len(relevant)
+
+
+async def _refold_for_storage(store: EventStore, target: Target, client: UUID, until: str, tenant: UUID,
+                              docs: dict[UUID, Held], rewrite: set[UUID]) -> RowSealer:
+    """Replace what is held for ``client`` by a re-fold from the store up to ``until`` (its key is
+    destroyed: the personal fields read erased now) to be rewritten in full; how to store it."""
+    projection = target.projection
+    doc, key_id = await refold_client(store, projection, client, until=until, version=target.fold_version)
+    docs[client] = (doc if doc is not None else projection.initial(client, tenant), docs[client][1], ())
+    rewrite.add(client)
+    return await sealer_after_refold(keys_of(store), projection.name, client, key_id)
 
 
 # --- the live runner ----------------------------------------------------------------------

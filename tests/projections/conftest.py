@@ -29,6 +29,7 @@ def kek() -> bytes:
 @pytest.fixture(scope="session")
 async def store(app_pool: asyncpg.Pool, database, kek: bytes) -> AsyncIterator[PostgresEventStore]:  # type: ignore[no-untyped-def]
     s = PostgresEventStore(app_pool, domain_codec(), PostgresKeyRing(app_pool, kek), dsn=database.app_dsn)
+    await s.listen()  # as every process does (core/runtime.py): keys are cached only while it listens
     yield s
     await s.close()
 

@@ -34,7 +34,8 @@ async def test_group_runner_leads_all_or_none_and_projects_every_view(
         assert group.leading
         c = Client().typical()
         await wait_projected(app_pool, await c.flush(store))
-        plan, progress = await plan_document(app_pool, c.client), await progress_document(app_pool, c.client)
+        plan = await plan_document(app_pool, c.client, keys=store.keys)
+        progress = await progress_document(app_pool, c.client, keys=store.keys)
         assert plan is not None and plan.goals and progress is not None
         assert group.checkpoint is not None
         names = {r["name"] for r in await app_pool.fetch(
@@ -61,6 +62,6 @@ async def test_group_runner_follows_each_projection_across_a_rebuild_switch(
     c.relapse_plan()
     c.measure(5, goal=c.goals[0])
     await wait_projected(app_pool, await c.flush(store))
-    plan = await plan_document(app_pool, c.client)
+    plan = await plan_document(app_pool, c.client, keys=store.keys)
     assert plan is not None and plan.relapse_plan is not None  # the new plan version is followed
     assert all(r.ok for r in await verify(app_pool, store)), "replay equals live across the switch"

@@ -1,6 +1,6 @@
-"""The rebuild's bulk path writes exactly the rows the runner writes, keeps the version's
-checkpoint honest after every write, and hands over to the runner's path for what writers
-append meanwhile."""
+"""The rebuild's bulk path writes exactly the rows the runner writes (compared decrypted: each
+row has its own random nonce), keeps the version's checkpoint honest after every write, and
+hands over to the runner's path for what writers append meanwhile."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn
-from core.events.crypto import PostgresKeyRing
+from core.events.crypto import KeyRing, PostgresKeyRing
 from core.events.postgres import PostgresEventStore
 from core.events.store import parse_checkpoint
 from core.identity import Role
@@ -23,13 +23,14 @@ from core.projections.history import _in_force, _in_force_at
 from core.projections.rebuild import rebuild, status, verify
 from core.projections.registry import PROJECTIONS
 from core.projections.runner import active_target, catch_up
+from core.projections.sealing import HEAD, SEALED, UNSEALED, open_rows
 from tests.projections.helpers import Client, domain_codec
 
 Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
-async def snapshot(pool: asyncpg.Pool, name: str) -> Rows:
-    """Every stored row of the active version of ``name`` (all but ``updated_at``), in a fixed order."""
+async def stored(pool: asyncpg.Pool, name: str) -> Rows:
+    """Every stored row of the active version of ``name`` as stored (all but ``updated_at``), in a fixed order."""
     table = await pool.fetchval("SELECT table_name FROM projections.projection_versions "
                                 "WHERE name = $1 AND state = 'active'", name)
     heads = await pool.fetch(f'SELECT client_id, tenant_id, doc, cp_tx, cp_pos FROM projections."{table}" '
@@ -41,18 +42,42 @@ async def snapshot(pool: asyncpg.Pool, name: str) -> Rows:
     return [tuple(r) for r in heads], [tuple(r) for r in items]
 
 
+def _how(data: bytes) -> bytes:
+    """How a row was stored: sealed with key id (format byte and key id), or unsealed (format byte)."""
+    return bytes(data[:17]) if data[0] == SEALED else bytes(data[:1])
+
+
+async def snapshot(pool: asyncpg.Pool, keys: KeyRing, name: str) -> Rows:
+    """Every stored row of the active version of ``name``, opened: how it was stored (the key that
+    sealed it) and its plaintext instead of its bytes (nonces are random), in a fixed order."""
+    heads, items = await stored(pool, name)
+    by_client: dict[Any, list[tuple[int, int, bytes]]] = {}
+    for client, part, ord_, data in items:
+        by_client.setdefault(client, []).append((part, ord_, data))
+    opened_heads, opened_items = [], []
+    for client, tenant, doc, tx, pos in heads:
+        rows = [(HEAD, 0, doc), *by_client.get(client, ())]
+        opened = await open_rows(keys, name, client, rows)
+        assert opened is not None, (name, client)  # no row is left sealed with a destroyed key
+        opened_heads.append((client, tenant, _how(doc), opened[0][2], tx, pos))
+        opened_items += [(client, part, ord_, _how(raw), plain)
+                         for (part, ord_, raw), (_, _, plain) in zip(rows[1:], opened[1:], strict=True)]
+    return opened_heads, opened_items
+
+
 async def runner_rows(pool: asyncpg.Pool, store: PostgresEventStore, dsn: str, batch_size: int) -> dict[str, Rows]:
-    """Bring the active versions up to the head the live runner's way, in small batches; their rows."""
+    """Bring the active versions up to the head the live runner's way, in small batches; their rows, opened."""
     conn = await asyncpg.connect(dsn)
     try:
         for projection in PROJECTIONS:
             await catch_up(conn, store, await active_target(conn, projection), batch_size=batch_size, emit=False)
     finally:
         await conn.close()
-    return {p.name: await snapshot(pool, p.name) for p in PROJECTIONS}
+    return {p.name: await snapshot(pool, store.keys, p.name) for p in PROJECTIONS}
 
 
-async def interleaved(store: PostgresEventStore, *, eraser: PostgresEventStore | None = None) -> list[Client]:
+async def interleaved(store: PostgresEventStore, *, eraser: PostgresEventStore | None = None,
+                      cached: dict[Any, Any] | None = None) -> list[Client]:
     """Clients whose events are spread over the log (so over many pages), ending at different
     points; with ``eraser`` (another process), the second one is erased half-way."""
     clients = [Client(canary="CANARY").enrol() for _ in range(8)]
@@ -73,6 +98,8 @@ async def interleaved(store: PostgresEventStore, *, eraser: PostgresEventStore |
             await c.flush(store)
         if round_ == 1 and eraser is not None:
             victim = clients[1]
+            if cached is not None:  # what ``store``'s key cache held before the erasure (its listener drops it)
+                cached[victim.client] = store.keys._cache[victim.client]  # type: ignore[attr-defined]
             assert await eraser.keys.destroy(victim.client)
             victim.erase()
             await victim.flush(eraser)
@@ -84,9 +111,11 @@ async def test_bulk_rebuild_writes_the_runners_rows_and_a_true_checkpoint(
         store: PostgresEventStore, app_pool: asyncpg.Pool, database, kek: bytes,
         monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     eraser = PostgresEventStore(app_pool, domain_codec(), PostgresKeyRing(app_pool, kek), dsn=database.app_dsn)
-    erased = (await interleaved(store, eraser=eraser))[1].client
-    stale = store.keys._cache[erased]  # type: ignore[attr-defined]  # this process cached it before the erasure
+    cached: dict[Any, Any] = {}
+    erased = (await interleaved(store, eraser=eraser, cached=cached))[1].client
+    stale = cached[erased]  # this process cached it before the erasure
     live = await runner_rows(app_pool, store, database.app_dsn, batch_size=7)  # the runner's re-fold forgets it
+    live_stored = {p.name: await stored(app_pool, p.name) for p in PROJECTIONS}
     # As in a process that cached the key before another one erased: the bulk path must re-fold too.
     store.keys._cache[erased] = stale  # type: ignore[attr-defined]
     handles = {p.name: [*p.handles, ERASURE_EVENT] for p in PROJECTIONS}
@@ -111,11 +140,23 @@ async def test_bulk_rebuild_writes_the_runners_rows_and_a_true_checkpoint(
                   drop_old=False)
     assert all(writes.count(p.name) >= 3 for p in PROJECTIONS), writes
     for projection in PROJECTIONS:
-        heads, items = rebuilt = await snapshot(app_pool, projection.name)
+        heads, items = rebuilt = await snapshot(app_pool, store.keys, projection.name)
+        # The same rows, decrypted, sealed with the same keys (or unsealed for the same erased client) ...
         assert rebuilt == live[projection.name], projection.name
         assert erased in {r[0] for r in heads}
-        stored = [r[2] for r in heads if r[0] == erased] + [r[3] for r in items if r[0] == erased]
-        assert stored and not any(b"CANARY" in data for data in stored)  # re-folded as erased
+        plain = [r[3] for r in heads if r[0] == erased] + [r[4] for r in items if r[0] == erased]
+        assert plain and not any(b"CANARY" in data for data in plain)  # re-folded as erased
+        assert {r[2] for r in heads if r[0] == erased} == {bytes((UNSEALED,))}  # its key is gone: nothing to seal
+        sealed = [r for r in heads if r[0] != erased]
+        assert sealed and all(r[2][0] == SEALED for r in sealed)
+        # the words are there, under the key (in the head or in the items, as the projection keeps them)
+        assert any(b"CANARY" in r[3] for r in sealed) or any(b"CANARY" in r[4] for r in items if r[0] != erased)
+        # ... but not the same bytes: every row has its own random nonce.
+        raw_heads, raw_items = await stored(app_pool, projection.name)
+        live_heads, live_items = live_stored[projection.name]
+        assert not {r[2] for r in raw_heads if r[0] != erased} & {r[2] for r in live_heads if r[0] != erased}
+        assert not {r[3] for r in raw_items if r[0] != erased} & {r[3] for r in live_items if r[0] != erased}
+        assert not any(b"CANARY" in r[2] for r in raw_heads) and not any(b"CANARY" in r[3] for r in raw_items)
     assert all(r.ok for r in await verify(app_pool, store))
 
 
@@ -161,7 +202,7 @@ async def test_rebuild_while_writers_append(store: PostgresEventStore, app_pool:
     monkeypatch.undo()
     await rebuild(app_pool, store, dsn=database.app_dsn, batch_size=500)
     for projection in PROJECTIONS:
-        assert await snapshot(app_pool, projection.name) == followed[projection.name], projection.name
+        assert await snapshot(app_pool, store.keys, projection.name) == followed[projection.name], projection.name
 
 
 async def test_rebuild_killed_mid_write_leaves_nothing_behind(store: PostgresEventStore, app_pool: asyncpg.Pool,
@@ -187,7 +228,7 @@ async def test_rebuild_killed_mid_write_leaves_nothing_behind(store: PostgresEve
     await rebuild(app_pool, store, dsn=database.app_dsn)
     assert {s.state for s in await status(app_pool)} == {"active"}
     for projection in PROJECTIONS:
-        assert await snapshot(app_pool, projection.name) == before[projection.name], projection.name
+        assert await snapshot(app_pool, store.keys, projection.name) == before[projection.name], projection.name
 
 
 def test_in_force_remembered_equals_computed() -> None:

@@ -44,7 +44,8 @@ async def test_erasure_leaves_no_personal_data_in_any_projection(store: Postgres
     c.measure(25, goal=gid, risk=True)
     c.review(gid)
     await wait_projected(app_pool, await c.flush(store))
-    assert len(await _scan(app_pool, canary)) >= 3  # plan, progress and history held it
+    assert await _scan(app_pool, canary) == []  # sealed with the client's key (tests/projections/test_sealing.py)
+    assert canary in str(await read_plan(app_pool, c.client, keys=store.keys))  # yet the view reads the words
     # Another process erases: its own key ring (our runners' key cache still holds the key).
     eraser = PostgresEventStore(app_pool, domain_codec(), PostgresKeyRing(app_pool, kek), dsn=database.app_dsn)
     await store.read_all(subject_id=c.client, limit=5)  # make sure the runners' key ring has the key cached
@@ -52,10 +53,10 @@ async def test_erasure_leaves_no_personal_data_in_any_projection(store: Postgres
     c.erase()
     await wait_projected(app_pool, await c.flush(eraser))
     assert await _scan(app_pool, canary) == []
-    plan = await read_plan(app_pool, c.client)
+    plan = await read_plan(app_pool, c.client, keys=store.keys)
     assert plan is not None and plan["erased"] is True
     assert plan["goals"][0]["client_words"] == "[erased]"
-    progress = await progress_document(app_pool, c.client)
+    progress = await progress_document(app_pool, c.client, keys=store.keys)
     assert progress is not None and progress.points  # scores and structure stay
     [result] = await verify(app_pool, store, ["history"])
     assert result.ok, result
@@ -68,7 +69,7 @@ async def test_feed_resumes_across_processes(store: PostgresEventStore, app_pool
     await wait_projected(app_pool, await c.flush(store))
     # "Process B": its own pool and feed; the runners project in "process A".
     pool_b = await create_app_pool(database.app_dsn, min_size=1, max_size=3)
-    feed = ChangeFeed(pool_b, dsn=database.app_dsn, poll_interval=2.0)
+    feed = ChangeFeed(pool_b, dsn=database.app_dsn, keys=store.keys, poll_interval=2.0)
     try:
         start = await feed.head(c.client)
         follower = feed.follow(c.client, start)
@@ -96,7 +97,7 @@ async def test_feed_resumes_across_processes(store: PostgresEventStore, app_pool
     c.relapse_plan()
     await wait_projected(app_pool, await c.flush(store))
     pool_c = await create_app_pool(database.app_dsn, min_size=1, max_size=3)
-    feed_c = ChangeFeed(pool_c, dsn=database.app_dsn, poll_interval=2.0)
+    feed_c = ChangeFeed(pool_c, dsn=database.app_dsn, keys=store.keys, poll_interval=2.0)
     try:
         pending = await feed_c.changes_after(c.client, cursor)
         seqs = [decode_cursor(x) for x, _ in pending]
@@ -138,7 +139,7 @@ async def test_advisory_lock_takeover(store: PostgresEventStore, app_pool: async
                 await asyncio.sleep(0.02)
         c.relapse_plan()
         await wait_projected(app_pool, await c.flush(store), ("plan",))
-        doc = await plan_document(app_pool, c.client)
+        doc = await plan_document(app_pool, c.client, keys=store.keys)
         assert doc is not None and doc.relapse_plan is not None
         await asyncio.sleep(0.3)
         assert not (a.leading and b.leading)
@@ -195,8 +196,9 @@ async def test_kill_and_resume_then_rebuild_equals_live(store: PostgresEventStor
         await wait_projected(app_pool, max(last.values(), key=lambda x: tuple(map(int, x.split(".")))), timeout=30)
         results = await verify(app_pool, store)
         assert all(r.ok for r in results), results
-        before = {c.client: (await plan_document(app_pool, c.client), await progress_document(app_pool, c.client),
-                             await history_document(app_pool, c.client)) for c in clients}
+        before = {c.client: (await plan_document(app_pool, c.client, keys=store.keys),
+                             await progress_document(app_pool, c.client, keys=store.keys),
+                             await history_document(app_pool, c.client, keys=store.keys)) for c in clients}
         assert all(len(h.entries) > 5 for _, _, h in before.values() if h is not None)
         versions = {s.name: s.version for s in await status(app_pool) if s.state == "active"}
         seen: list[str] = []
@@ -204,14 +206,15 @@ async def test_kill_and_resume_then_rebuild_equals_live(store: PostgresEventStor
                                 progress=lambda p: seen.append(p.phase))
         assert {r.name: r.version for r in rebuilt} == {n: v + 1 for n, v in versions.items()}
         assert "done" in seen
-        after = {c.client: (await plan_document(app_pool, c.client), await progress_document(app_pool, c.client),
-                            await history_document(app_pool, c.client)) for c in clients}
+        after = {c.client: (await plan_document(app_pool, c.client, keys=store.keys),
+                            await progress_document(app_pool, c.client, keys=store.keys),
+                            await history_document(app_pool, c.client, keys=store.keys)) for c in clients}
         assert after == before
         # The live runners followed the switch: new events land in the new versions.
         c = clients[0]
         c.relapse_plan()
         await wait_projected(app_pool, await c.flush(store))
-        doc = await plan_document(app_pool, c.client)
+        doc = await plan_document(app_pool, c.client, keys=store.keys)
         assert doc is not None and doc.relapse_plan is not None
         st = await status(app_pool)
         assert sorted(s.name for s in st) == ["history", "plan", "progress"]  # old versions dropped

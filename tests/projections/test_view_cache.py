@@ -152,9 +152,10 @@ def test_held_views_are_bounded_by_weight_too_least_recently_read_going_first() 
 # --- with the change feed on PostgreSQL ----------------------------------------------------------
 
 @pytest.fixture
-async def listening(app_pool: asyncpg.Pool, database) -> AsyncIterator[tuple[ViewCache[str], ChangeFeed]]:  # type: ignore[no-untyped-def]
+async def listening(app_pool: asyncpg.Pool, database, store: PostgresEventStore  # type: ignore[no-untyped-def]
+                    ) -> AsyncIterator[tuple[ViewCache[str], ChangeFeed]]:
     views: ViewCache[str] = ViewCache(max_age=60.0)
-    feed = ChangeFeed(app_pool, dsn=database.app_dsn, views=views, probe_interval=0.2)
+    feed = ChangeFeed(app_pool, dsn=database.app_dsn, keys=store.keys, views=views, probe_interval=0.2)
     feed.start()
     await until(lambda: views.enabled)
     try:

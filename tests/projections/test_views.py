@@ -21,7 +21,8 @@ def registry() -> InstrumentRegistry:
 async def test_plan_progress_history_live(store: PostgresEventStore, app_pool: asyncpg.Pool, runners) -> None:  # type: ignore[no-untyped-def]
     c = Client().typical()
     await wait_projected(app_pool, await c.flush(store))
-    plan = await read_plan(app_pool, c.client, tenant_id=c.tenant, now=datetime(2025, 3, 20, tzinfo=UTC))
+    plan = await read_plan(app_pool, c.client, keys=store.keys, tenant_id=c.tenant,
+                           now=datetime(2025, 3, 20, tzinfo=UTC))
     assert plan is not None
     assert plan["episode_id"] is not None
     assert [x["scope"] for x in plan["consents_in_force"]] == ["care_team_sharing", "goal_setting", "measurement"]
@@ -34,9 +35,9 @@ async def test_plan_progress_history_live(store: PostgresEventStore, app_pool: a
     assert "target" in goal["smart"]["present"]
     assert plan["relapse_plan"]["plan_version"] == 1
     # another tenant sees nothing
-    assert await read_plan(app_pool, c.client, tenant_id=c.clinician) is None
+    assert await read_plan(app_pool, c.client, keys=store.keys, tenant_id=c.clinician) is None
 
-    progress = await read_progress(app_pool, c.client, tenant_id=c.tenant, instruments=registry())
+    progress = await read_progress(app_pool, c.client, keys=store.keys, tenant_id=c.tenant, instruments=registry())
     assert progress is not None
     [gp] = progress["goals"]
     [m] = gp["measures"]
@@ -52,7 +53,7 @@ async def test_plan_progress_history_live(store: PostgresEventStore, app_pool: a
     assert gp["achievement_status"] == "improving"
     assert len(gp["reviews"]) == 1
 
-    history = await read_history(app_pool, c.client, tenant_id=c.tenant)
+    history = await read_history(app_pool, c.client, keys=store.keys, tenant_id=c.tenant)
     assert history is not None
     entries = history["entries"]
     assert entries[0]["type"] == "client.enrolled"
@@ -72,7 +73,7 @@ async def test_late_and_in_error_measurements(store: PostgresEventStore, app_poo
     c.measure(16, goal=gid, observed=base + timedelta(days=2))  # entered late: belongs before the 12
     c.in_error(wrong)
     await wait_projected(app_pool, await c.flush(store))
-    progress = await read_progress(app_pool, c.client, instruments=None)
+    progress = await read_progress(app_pool, c.client, keys=store.keys, instruments=None)
     assert progress is not None
     [m] = progress["goals"][0]["measures"]
     assert [p["scores"]["total"] for p in m["points"]] == [20, 16, 12]
@@ -87,7 +88,7 @@ async def test_as_of_returns_the_earlier_state(store: PostgresEventStore, app_po
     c.measure(20, goal=gid)
     c._add(c.stream, __import__("core.client", fromlist=["x"]).ClientDischarged(episode_id=None, **c.by()))
     await wait_projected(app_pool, await c.flush(store))
-    now_plan = await read_plan(app_pool, c.client)
+    now_plan = await read_plan(app_pool, c.client, keys=store.keys)
     assert now_plan is not None and now_plan["discharged"] is True
     old = await plan_as_of(store, c.client, before)
     assert old is not None and old["discharged"] is False
@@ -97,7 +98,7 @@ async def test_as_of_returns_the_earlier_state(store: PostgresEventStore, app_po
     prog = await progress_as_of(store, c.client, before)
     assert prog is not None and prog["measures"] == []
     hist = await history_as_of(store, c.client, before)
-    live_hist = await read_history(app_pool, c.client)
+    live_hist = await read_history(app_pool, c.client, keys=store.keys)
     assert hist is not None and live_hist is not None
     assert len(hist["entries"]) == len(live_hist["entries"]) - 2
     # as of now equals live
