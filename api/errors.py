@@ -63,13 +63,14 @@ def _safe_details(details: dict[str, Any]) -> dict[str, Any] | None:
 #: class 08 (connection exception), 57P01-57P03 (admin / crash shutdown, cannot connect now:
 #: starting up or in recovery), 53300 (too many connections), 25006 (read-only: a standby).
 _OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def database_outage(exc: BaseException) -> bool:
     """True when ``exc`` says the database is unreachable or unwilling right now (a 503, not a 500).
 
     The one list of what counts: refused or reset sockets (``OSError``, which includes
-    ``ConnectionRefusedError``), a timeout waiting for a connection, asyncpg's connection
+    ``ConnectionRefusedError``, but not the errors of files), a timeout waiting for a connection, asyncpg's connection
     and shutdown errors by SQLSTATE, and ``InterfaceError`` on a closed pool or connection.
     An exception group (Litestar resolves dependencies in a task group) counts when every
     exception in it does.
@@ -78,6 +79,8 @@ def database_outage(exc: BaseException) -> bool:
         return all(database_outage(e) for e in exc.exceptions)
     if isinstance(exc, DatabaseUnavailable):
         return True
+    if isinstance(exc, _FILE_ERRORS):  # a file, not the network: a bug or the disk, not an outage
+        return False
     if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):
         return True
     if isinstance(exc, asyncpg.PostgresError):

@@ -199,7 +199,8 @@ OUTAGES = [ConnectionRefusedError(111, "Connect call failed"), ConnectionResetEr
            asyncpg.ConnectionFailureError("connection failure"), asyncpg.InterfaceError("pool is closed"),
            asyncpg.InterfaceError("connection is closed"),
            ExceptionGroup("dependencies", [ConnectionRefusedError(111, "refused"), TimeoutError()])]
-NOT_OUTAGES = [ValueError("bug"), asyncpg.UniqueViolationError("duplicate key"),
+NOT_OUTAGES = [ValueError("bug"), FileNotFoundError(2, "No such file"), PermissionError(13, "denied"),
+               asyncpg.UniqueViolationError("duplicate key"),
                asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
                ExceptionGroup("dependencies", [ConnectionRefusedError(111, "refused"), KeyError("bug")])]
 
