@@ -18,6 +18,8 @@ from tests.domain.test_measurement_safety import answers_with_a_risk_answer
 
 CRISIS = "If you might harm yourself, call the clinic's crisis line now: 0000 000 000"
 REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
+#: The app under test runs the built-in instruments (a FHIR-file PHQ-9 is covered by the domain
+#: property test: the app's plugins directory is not set in these tests).
 RISK_DEFINITIONS = [d for d in REGISTRY.definitions() if d.risk_items]
 
 

@@ -148,7 +148,29 @@ def test_version_1_measurement_upcasts_with_its_informant_and_no_channel() -> No
 
 # --- property: a risk answer above threshold always yields a flag (domain path) --------------
 
-RISK_DEFINITIONS = [d for d in REGISTRY.definitions() if d.risk_items]
+def _fhir_phq9_registry() -> InstrumentRegistry:
+    """Installed instruments as a clinic whose PHQ-9 is a LOINC Questionnaire file would have
+    them (the built-in PHQ-9 left out: it owns the same panel code)."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.plugins.test_risk_recognition import loinc_phq9
+
+    folder = Path(tempfile.mkdtemp(prefix="alliance-fhir-phq9-"))
+    atexit.register(shutil.rmtree, folder, True)
+    (folder / "phq9_loinc.json").write_text(json.dumps(loinc_phq9()))
+    pm = get_plugin_manager(folder)
+    pm.unregister(name="plugins.measures.phq9")
+    return InstrumentRegistry.from_plugin_manager(pm)
+
+
+FHIR_REGISTRY = _fhir_phq9_registry()
+#: Every installed instrument with a risk rule: the built-ins, and a PHQ-9 read from a file.
+RISK_DEFINITIONS = [(REGISTRY, d) for d in REGISTRY.definitions() if d.risk_items] + [
+    (FHIR_REGISTRY, d) for d in FHIR_REGISTRY.definitions() if d.risk_items]
 
 
 def _values(definition: InstrumentDefinition, item_id: str) -> list[float]:
@@ -177,17 +199,18 @@ def answers_with_a_risk_answer(draw: st.DrawFn, definition: InstrumentDefinition
 
 
 def test_installed_instruments_with_a_risk_rule_include_phq9() -> None:
-    assert "phq9" in {d.id for d in RISK_DEFINITIONS}
+    assert {"phq9", "phq-9-loinc"} <= {d.id for _, d in RISK_DEFINITIONS}
 
 
-@pytest.mark.parametrize("definition", RISK_DEFINITIONS, ids=lambda d: d.key)
-def test_any_risk_answer_above_threshold_raises_a_flag_through_the_domain(definition: InstrumentDefinition) -> None:
+@pytest.mark.parametrize(("registry", "definition"), RISK_DEFINITIONS, ids=lambda d: getattr(d, "key", ""))
+def test_any_risk_answer_above_threshold_raises_a_flag_through_the_domain(registry: InstrumentRegistry,
+                                                                          definition: InstrumentDefinition) -> None:
     @settings(max_examples=80, deadline=None)
     @given(answers_with_a_risk_answer(definition))
     def check(case: tuple[dict[str, Any], str]) -> None:
         answers, item_id = case
         command = record(answers, instrument=definition.id, instrument_version=definition.version)
-        events = decide(GIVEN, command)
+        events = decide_client(command, fold_client(GIVEN), scorer=registry.score)
         flags = [e for e in events if isinstance(e, RiskFlagRaised)]
         assert len(flags) == 1 and item_id in flags[0].items
         assert flags[0].raised_by_role is Role.SYSTEM and flags[0].measurement_id == command.measurement_id
