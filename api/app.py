@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                               views=views)
             if settings.view_cache_seconds > 0:
                 feed.start()
-            handler = CommandHandler(runtime.store)
+            handler = CommandHandler(runtime.store, scorer=registry.score)
 
             def key_destroyed(_subject: object) -> None:
                 handler.cache.clear()

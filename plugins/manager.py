@@ -200,6 +200,8 @@ class InstrumentRegistry:
         plugins_at_fault: list[str] = []
         instruments: list[RegisteredInstrument] = []
         owner: dict[str, str] = {}
+        #: (system, panel code) → (instrument id, plugin) that registered it first.
+        panel_owner: dict[tuple[str, str], tuple[str, str]] = {}
 
         def problem(plugin: str, text: str) -> None:
             problems.append(f"Plugin '{plugin}': {text}")
@@ -234,6 +236,17 @@ class InstrumentRegistry:
                 if key in known and known[key] != definition.fingerprint:
                     problem(plugin, f"{label} has changed since it was first recorded; a changed "
                                     "definition needs a new version")
+                # One panel code, one instrument (its versions share it): otherwise a code read
+                # from an EHR could name either, with different scoring or risk rules.
+                for coding in definition.codings:
+                    if coding.target != "panel":
+                        continue
+                    panel = (coding.system, coding.code)
+                    first = panel_owner.setdefault(panel, (definition.id, plugin))
+                    if first[0] != definition.id:
+                        problem(plugin, f"{label} has panel code {coding.code} ({coding.system}), "
+                                        f"already registered for measure '{first[0]}' by plugin "
+                                        f"'{first[1]}'")
                 owner[key] = plugin
                 instruments.append(RegisteredInstrument(
                     definition=definition, plugin=plugin,
