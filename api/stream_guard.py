@@ -48,6 +48,7 @@ from api.access import authorize_client
 from api.auth import Principal
 from api.routes.common import visible_client
 from api.state import AppServices, require_active_staff
+from api.stream_leases import Full, StreamLeases
 from core.errors import AllianceError
 from core.identity import Role
 from core.logging import get_logger
@@ -153,6 +154,8 @@ class Supervision:
     changed: set[UUID] | None = None
     #: Clients whose data key was destroyed (erased) while the stream was open.
     erased: set[UUID] = field(default_factory=set)
+    #: Its row in ``stream_leases`` (None: counted in this worker only, or released).
+    lease: UUID | None = None
 
     @property
     def rechecks_every_change(self) -> bool:
@@ -167,9 +170,10 @@ class Supervision:
 class StreamRegistry:
     """Every stream open in this worker: counts per principal, and who to poke on which change."""
 
-    def __init__(self, svc: AppServices, limits: StreamLimits) -> None:
+    def __init__(self, svc: AppServices, limits: StreamLimits, leases: StreamLeases | None = None) -> None:
         self.svc = svc
         self.limits = limits
+        self.leases = leases
         self._by_principal: dict[tuple[UUID, UUID, Role], set[Supervision]] = {}
         self._by_tenant: dict[UUID, set[Supervision]] = {}
         self._by_client: dict[UUID, set[Supervision]] = {}
@@ -177,16 +181,23 @@ class StreamRegistry:
         svc.store.on_key_destroyed(self._on_key_destroyed)
         svc.feed.start()  # hear clinic changes even before (or between) followers
 
-    def reserve(self, grant: StreamGrant, clients: set[UUID]) -> Supervision:
-        """A place for one more stream of this principal (``TooManyStreams`` beyond the cap);
-        give it back with ``release``."""
+    async def reserve(self, grant: StreamGrant, clients: set[UUID]) -> Supervision:
+        """A place for one more stream of this principal (``TooManyStreams`` beyond the cap):
+        counted across workers when the worker has a liveness lock (``api/stream_leases.py``),
+        else within this worker. Give it back with ``release``."""
         p = grant.principal
-        held = self._by_principal.setdefault((p.tenant_id, p.id, p.role), set())
+        key = (p.tenant_id, p.id, p.role)
         cap = self.limits.cap(p)
-        if len(held) >= cap:
+        lease = None
+        if self.leases is not None:
+            try:
+                lease = await self.leases.acquire(p, cap)
+            except Full:
+                raise TooManyStreams(cap) from None
+        elif len(self._by_principal.get(key, ())) >= cap:
             raise TooManyStreams(cap)
-        sup = Supervision(grant, set(clients))
-        held.add(sup)
+        sup = Supervision(grant, set(clients), lease=lease)
+        self._by_principal.setdefault(key, set()).add(sup)
         self._by_tenant.setdefault(p.tenant_id, set()).add(sup)
         for client in sup.clients:
             self._by_client.setdefault(client, set()).add(sup)
@@ -194,6 +205,9 @@ class StreamRegistry:
 
     def release(self, sup: Supervision) -> None:
         """Idempotent: the stream's end and its generator's finaliser may both call it."""
+        lease, sup.lease = sup.lease, None
+        if lease is not None and self.leases is not None:
+            self.leases.release(lease)
         p = sup.grant.principal
         key = (p.tenant_id, p.id, p.role)
         held = self._by_principal.get(key)
@@ -221,9 +235,6 @@ class StreamRegistry:
             entries.discard(sup)
             if not entries:
                 index.pop(key, None)
-
-    def open_streams(self, principal: Principal) -> int:
-        return len(self._by_principal.get((principal.tenant_id, principal.id, principal.role), ()))
 
     def _on_change(self, clients: Sequence[UUID], clinics: Sequence[UUID], everything: bool) -> None:
         if everything:
@@ -255,7 +266,10 @@ def registry(request: Request[Any, Any, Any], svc: AppServices) -> StreamRegistr
     state = request.app.state
     found = state.get("stream_registry")
     if found is None or found.svc is not svc:
-        found = StreamRegistry(svc, StreamLimits.from_env())
+        # The worker's liveness lock (held for its Idempotency-Key claims) also vouches for its streams.
+        liveness = getattr(state.get("idempotency"), "liveness", None)
+        leases = StreamLeases(svc.pool, liveness) if liveness is not None else None
+        found = StreamRegistry(svc, StreamLimits.from_env(), leases)
         state["stream_registry"] = found
     return found  # type: ignore[no-any-return]
 

@@ -180,11 +180,11 @@ async def _client_events(svc: AppServices, reg: StreamRegistry, sup: Supervision
         reg.release(sup)
 
 
-def _open(request: Request[Any, Any, Any], svc: AppServices, grant: StreamGrant,
-          clients: set[UUID]) -> tuple[StreamRegistry, Supervision] | Response[Any]:
+async def _open(request: Request[Any, Any, Any], svc: AppServices, grant: StreamGrant,
+                clients: set[UUID]) -> tuple[StreamRegistry, Supervision] | Response[Any]:
     reg = registry(request, svc)
     try:
-        return reg, reg.reserve(grant, clients)
+        return reg, await reg.reserve(grant, clients)
     except TooManyStreams as exc:
         return problem(429, "too_many_streams", f"{exc.cap} streams are open for you already: close one (or "
                        "follow a caseload through /caseload/stream)", instance=request.url.path,
@@ -219,7 +219,7 @@ async def stream_progress(
         after = await svc.feed.head(client_id)  # a fresh subscriber gets what changes from now on
     else:
         decode_cursor(after)  # a cursor we did not issue is a 422 now, not a stream that dies later
-    opened = _open(request, svc, bearer_grant(request, principal), {client_id})
+    opened = await _open(request, svc, bearer_grant(request, principal), {client_id})
     if isinstance(opened, Response):
         return opened
     reg, sup = opened
@@ -338,7 +338,7 @@ async def stream_caseload(
     if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR):
         raise Forbidden("the caseload stream is for clinicians and supervisors", code="role_not_allowed")
     members = await caseload(svc, principal)
-    opened = _open(request, svc, bearer_grant(request, principal), members)
+    opened = await _open(request, svc, bearer_grant(request, principal), members)
     if isinstance(opened, Response):
         return opened
     reg, sup = opened

@@ -342,3 +342,38 @@ async def test_one_caseload_stream_follows_a_clinician_s_clients(api, clinic, wo
             assert r.status_code == 201, r.text
             reason = await until_closed(response, sse, within=5)
             assert reason == {"reason": "access_revoked", "code": "staff_inactive"}, reason
+
+
+async def test_the_cap_holds_across_workers(api, clinic, servers, database):
+    from api.stream_guard import StreamLimits
+
+    cap = StreamLimits().per_client  # the two shared workers run with the defaults
+    client_id = await api.enrolled_client(clinic)
+    me = servers.token(clinic.tenant, "client", client_id)
+    stream = f"/clients/{client_id}/progress/stream"
+    held: list[Sse] = []
+    async with contextlib.AsyncExitStack() as open_:
+        https = [await open_.enter_async_context(httpx.AsyncClient(base_url=url, timeout=TIMEOUT))
+                 for url in servers.urls]
+        for i in range(cap):  # spread over both workers
+            response = await open_.enter_async_context(https[i % 2].stream("GET", stream, headers=me))
+            assert response.status_code == 200
+            held.append(Sse())
+            await read_sse(response, held[-1], ready)
+        for http in https:
+            assert_problem(await http.get(stream, headers=me), 429, "too_many_streams")
+    # all closed: the places are free again, on either worker
+    async with httpx.AsyncClient(base_url=servers.urls[1], timeout=TIMEOUT) as http:
+        async with asyncio.timeout(5):
+            while True:
+                async with http.stream("GET", stream, headers=me) as response:
+                    if response.status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:  # the table holds ids and roles only
+        columns = {r[0] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'stream_leases'")}
+    finally:
+        await conn.close()
+    assert columns == {"id", "tenant_id", "principal_id", "role", "owner", "opened_at"}
