@@ -18,14 +18,17 @@ A client reading their own records loses that right only by erasure or the grant
 their streams are not re-checked per change (the SSE fan-out stays one read per change).
 
 A refused check ends the stream with a final ``closed`` event naming the ``reason``
-(``access_revoked`` with the GET's own ``code``, ``client_erased``, ``token_expired``,
-``too_slow``) and the cursor to resume from. The grant's end closes it at that moment.
+(``access_revoked`` with the GET's own ``code``; ``client_erased``: the client's data key was
+destroyed; ``token_expired``; ``too_slow``; ``unavailable``: the check itself failed, so the
+stream fails closed) and the cursor to resume from. The grant's end closes it at that moment.
 
-Bounds (``StreamLimits``, from the environment): streams open at once per principal, per worker
-(5 for a client or proxy: a few devices; 10 for staff: the caseload stream plus the clients open
-on screen — a clinician follows a whole caseload through one ``/caseload/stream``, not one stream
-per client); a write that does not complete within ``stall_seconds`` drops the connection (the
-peer stopped reading; closing politely would wait forever for it to read what is buffered).
+Bounds (``StreamLimits``, from the environment): streams open at once per principal, across
+all workers (``api/stream_leases.py``; 5 for a client or proxy: a few devices; 10 for staff:
+the caseload stream plus the clients open on screen — a clinician follows a whole caseload
+through one ``/caseload/stream``, not one stream per client); a write that does not complete
+within ``stall_seconds`` drops the connection (the peer stopped reading; closing politely would
+wait forever for it to read what is buffered), and a stream's socket buffers at most
+``send_buffer`` bytes for it.
 """
 
 from __future__ import annotations
@@ -62,9 +65,9 @@ class StreamLimits:
     stall_seconds: float = 30.0
     #: The backstop: access is re-checked at least this often, notifications or not.
     recheck_seconds: float = 30.0
-    #: Streams open at once per client or proxy principal, per worker.
+    #: Streams open at once per client or proxy principal (across workers).
     per_client: int = 5
-    #: Streams open at once per staff principal, per worker.
+    #: Streams open at once per staff principal (across workers).
     per_staff: int = 10
     #: Kernel send buffer of a stream's socket: what a peer that stopped reading can pin.
     send_buffer: int = 128 * 1024
