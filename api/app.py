@@ -41,6 +41,7 @@ from core.compliance.signing import Signer
 from core.events.crypto import load_kek
 from core.handling import CommandHandler
 from core.logging import configure_logging, get_logger
+from core.plain_language import glossary_from_plugins, use_glossary
 from core.projections.feed import ChangeFeed
 from core.projections.queries import Fetched, fetched_weight
 from core.projections.registry import PROJECTIONS
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_runtime(settings, pool_size=20) as runtime:
             plugins = get_plugin_manager(settings.plugins_dir)
+            use_glossary(glossary_from_plugins(plugins))  # plugin jargon feeds the plain-language check
             fingerprints = settings.home / "instrument-fingerprints.json"
             registry = InstrumentRegistry.from_plugin_manager(plugins, known_fingerprints=fingerprints)
             with contextlib.suppress(OSError):
@@ -235,4 +237,3 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         logging_config=None,
         debug=False,
     )
-
