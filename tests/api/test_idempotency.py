@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import os
+import signal
 import uuid
 
 import asyncpg
@@ -14,6 +17,7 @@ import httpx
 from api.idempotency import forget_expired, key_digest
 from api.liveness import new_owner_id
 from core.errors import ConcurrencyConflict
+from tests.api.conftest import JWT_SECRET, KEK, _spawn, free_port
 from tests.api.support import active_goal, assert_problem, store_state
 
 
@@ -275,3 +279,66 @@ async def test_retention_forgets_an_old_claim_only_once_its_owner_is_gone(api, c
     finally:
         await conn.close()
         await alive.close()
+
+
+async def test_a_worker_killed_mid_request_leaves_a_key_the_next_retry_resolves(api, clinic, database,
+                                                                                 tmp_path):
+    """``kill -9`` of a real worker while its request waits inside the append (the test holds
+    the stream's row): the retry, sent to another process, is answered within 15 s, and the
+    command is recorded exactly once (here the dead worker's append did commit once the row was
+    free: PostgreSQL finishes a statement whose client is gone)."""
+    client_id = await api.enrolled_client(clinic)
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": f"measure-{uuid.uuid4()}"}
+    body = {"instrument_id": "phq9", "answers": {f"item{i}": 1 for i in range(1, 10)} | {"item9": 0},
+            "observed_at": "2024-05-04T08:00:00+02:00"}
+    stream_id = f"client-{client_id}"
+    env = {**os.environ, "DATABASE_URL": database.owner_dsn, "ALLIANCE_KEK": KEK, "ALLIANCE_JWT_SECRET": JWT_SECRET,
+           "ALLIANCE_HOME": str(tmp_path), "ALLIANCE_LOG_LEVEL": "warning"}
+    port = free_port()
+    worker = _spawn(tmp_path, port, env, 9)
+    holder = await asyncpg.connect(database.owner_dsn)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"http://127.0.0.1:{port}"
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(url + "/health")).status_code == 200:
+                            break
+                    assert worker.poll() is None, (tmp_path / "worker-9.log").read_text()[-2000:]
+                    await asyncio.sleep(0.1)
+            before = await stream_events(database.owner_dsn, stream_id)
+            lock = holder.transaction()
+            await lock.start()
+            await holder.execute("SELECT 1 FROM streams WHERE stream_id = $1 FOR UPDATE", stream_id)
+            first = asyncio.create_task(http.post(f"{url}/clients/{client_id}/measurements", json=body,
+                                                  headers=me))
+            for _ in range(300):  # until the request waits for the row (its key claimed), 15 s at most
+                if await holder.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND datname = current_database() AND pid <> pg_backend_pid()"):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the request never reached the append")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            with contextlib.suppress(httpx.HTTPError):
+                await first
+            await lock.rollback()
+
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while True:  # the caller retries with the same key, on another process
+                retry = await api.http.post(f"/clients/{client_id}/measurements", json=body, headers=me)
+                if retry.status_code != 409 or loop.time() - started > 15:
+                    break
+                await asyncio.sleep(float(retry.headers.get("retry-after", "1")))
+            print(f"\nkill -9 mid-request: the retry answered {retry.status_code} after {loop.time() - started:.2f} s")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        await holder.close()
+    assert retry.status_code == 201, retry.text
+    assert loop.time() - started < 15
+    assert await stream_events(database.owner_dsn, stream_id) == before + 1
