@@ -41,6 +41,7 @@ from core.compliance.signing import Signer
 from core.events.crypto import load_kek
 from core.handling import CommandHandler
 from core.logging import configure_logging, get_logger
+from core.notifications.service import notification_channels, notification_dispatcher
 from core.plain_language import glossary_from_plugins, use_glossary
 from core.projections.feed import ChangeFeed
 from core.projections.queries import Fetched, fetched_weight
@@ -178,6 +179,12 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 runner = ProjectionRunner(PROJECTIONS, runtime.store, dsn=runtime.target.app_dsn)
                 svc.runners.append(runner)
                 svc.tasks.append(asyncio.create_task(runner.run(), name=f"projections:{runner.name}"))
+            channels = notification_channels(plugins, settings)  # validated even when not dispatching
+            if run_projections:
+                # Risk-flag notifications and escalation: one leader among the processes, like the runner.
+                dispatcher = notification_dispatcher(runtime, channels, settings)
+                svc.runners.append(dispatcher)
+                svc.tasks.append(dispatcher.start())
             svc.signer = Signer.open(settings.signing_key_path)
             signer = svc.signer
 

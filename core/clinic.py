@@ -1,12 +1,20 @@
-"""The clinic stream: who works at a clinic (tenant) and the clinic's crisis information.
+"""The clinic stream: who works at a clinic (tenant), the clinic's crisis information, staff
+contact addresses and the risk-flag escalation policy.
 
 Stream id ``clinic-{tenant_id}``. Staff are activated and deactivated with a role
 (clinician, supervisor, auditor, admin). The first administrator is activated by the
 system (bootstrap); after that only an active administrator of the clinic manages staff.
+
+A staff member's email address is personal data: it is a sealed field, and like every
+clinic event it is sealed under the clinic's own data key (the clinic is the subject of its
+stream, see ``core/handling.py``). The address is the clinic's work contact for its staff,
+held by the clinic as controller; it is replaced or cleared with a new event, and is read
+only by the notification dispatcher when it sends (never copied into notification events).
 """
 
 from __future__ import annotations
 
+import re
 from typing import assert_never
 from uuid import UUID
 
@@ -15,11 +23,23 @@ from msgspec.structs import replace
 
 from core.authority import Command, require_not_auditor, require_tenant
 from core.errors import DomainRuleViolation, Forbidden, ValidationError
-from core.events.base import EventPayload
+from core.events.base import ERASED, EventPayload, OptionalPersonalStr
 from core.identity import Role
 
 STAFF_ROLES: frozenset[Role] = frozenset(
     {Role.CLINICIAN, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN})
+#: Who may be the clinic's duty clinician (they act on an escalated risk flag).
+DUTY_ROLES: frozenset[Role] = frozenset({Role.CLINICIAN, Role.SUPERVISOR})
+
+#: An unacknowledged risk flag escalates after this many hours unless the clinic sets another
+#: interval, never more than ``MAX_ESCALATION_HOURS`` (issue 13: default 24 h, at most 72 h).
+DEFAULT_ESCALATION_HOURS = 24.0
+MAX_ESCALATION_HOURS = 72.0
+
+#: A deliberately loose check (one @, a dot in the domain, no spaces): the SMTP server is the
+#: judge of deliverability; this only catches a name or a phone number typed in the wrong box.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MAX_EMAIL_LENGTH = 254
 
 
 def clinic_stream(tenant_id: UUID) -> str:
@@ -53,8 +73,28 @@ class CrisisInformationSet(EventPayload, tag="clinic.crisis_information_set", kw
     by_role: Role
 
 
+class StaffContactSet(EventPayload, tag="clinic.staff_contact_set", kw_only=True, frozen=True):
+    """A staff member's email address for notifications (sealed); ``None`` clears it."""
+
+    tenant_id: UUID
+    staff_id: UUID
+    email: OptionalPersonalStr = None
+    by: UUID
+    by_role: Role
+
+
+class EscalationPolicySet(EventPayload, tag="clinic.escalation_policy_set", kw_only=True, frozen=True):
+    """When an unacknowledged risk flag escalates, and to which duty clinician."""
+
+    tenant_id: UUID
+    interval_hours: float
+    duty_clinician_id: UUID | None = None
+    by: UUID
+    by_role: Role
+
+
 CLINIC_EVENT_TYPES: tuple[type[EventPayload], ...] = (
-    StaffActivated, StaffDeactivated, CrisisInformationSet)
+    StaffActivated, StaffDeactivated, CrisisInformationSet, StaffContactSet, EscalationPolicySet)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -74,7 +114,21 @@ class SetCrisisInformation(Command, tag="clinic.set_crisis_information", kw_only
     contacts: tuple[str, ...] = ()
 
 
-ClinicCommand = ActivateStaff | DeactivateStaff | SetCrisisInformation
+class SetStaffContact(Command, tag="clinic.set_staff_contact", kw_only=True, frozen=True):
+    staff_id: UUID
+    #: The staff member's work email address for notifications; ``null`` clears it.
+    email: str | None = None
+
+
+class SetEscalationPolicy(Command, tag="clinic.set_escalation_policy", kw_only=True, frozen=True):
+    #: Hours after which an unacknowledged risk flag escalates (more than 0, at most 72).
+    escalation_interval_hours: float = DEFAULT_ESCALATION_HOURS
+    #: The clinic's designated duty clinician (an active clinician or supervisor).
+    duty_clinician_id: UUID | None = None
+
+
+ClinicCommand = (ActivateStaff | DeactivateStaff | SetCrisisInformation | SetStaffContact
+                 | SetEscalationPolicy)
 
 
 # --- state --------------------------------------------------------------------------------
@@ -85,6 +139,17 @@ class ClinicState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     staff: dict[UUID, Role] = {}
     crisis_text: str | None = None
     crisis_contacts: tuple[str, ...] = ()
+    #: Staff work email addresses (personal; decrypted on read, ``ERASED`` once the key is gone).
+    staff_emails: dict[UUID, str] = {}
+    escalation_interval_hours: float = DEFAULT_ESCALATION_HOURS
+    duty_clinician: UUID | None = None
+
+    def email_of(self, staff_id: UUID) -> str | None:
+        """The address to notify ``staff_id`` at, or None (none set, erased, or not active)."""
+        email = self.staff_emails.get(staff_id)
+        if email is None or email == ERASED or staff_id not in self.staff:
+            return None
+        return email
 
     def is_active(self, staff_id: UUID, *roles: Role) -> bool:
         role = self.staff.get(staff_id)
@@ -103,6 +168,11 @@ def evolve_clinic(state: ClinicState, event: EventPayload) -> ClinicState:
             return replace(state, staff={k: v for k, v in state.staff.items() if k != staff_id})
         case CrisisInformationSet(text=text, contacts=contacts):
             return replace(state, crisis_text=text, crisis_contacts=contacts)
+        case StaffContactSet(staff_id=staff_id, email=email):
+            others = {k: v for k, v in state.staff_emails.items() if k != staff_id}
+            return replace(state, staff_emails=others if email is None else {**others, staff_id: email})
+        case EscalationPolicySet(interval_hours=hours, duty_clinician_id=duty):
+            return replace(state, escalation_interval_hours=hours, duty_clinician=duty)
         case _:
             return state
 
@@ -145,5 +215,29 @@ def decide_clinic(command: ClinicCommand, state: ClinicState) -> list[EventPaylo
             return [CrisisInformationSet(tenant_id=state.tenant_id, text=command.text,
                                          contacts=command.contacts, by=actor.id,
                                          by_role=actor.role)]
+        case SetStaffContact():
+            if command.staff_id not in state.staff:
+                raise DomainRuleViolation("This person is not active staff of the clinic.",
+                                          code="staff_not_active")
+            email = command.email.strip() if command.email is not None else None
+            if email is not None and (len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email)):
+                raise ValidationError("This is not an email address.", code="invalid_email",
+                                      field="email")
+            return [StaffContactSet(tenant_id=state.tenant_id, staff_id=command.staff_id,
+                                    email=email or None, by=actor.id, by_role=actor.role)]
+        case SetEscalationPolicy():
+            hours = command.escalation_interval_hours
+            if not 0 < hours <= MAX_ESCALATION_HOURS:
+                raise ValidationError(
+                    f"The escalation interval is more than 0 and at most {MAX_ESCALATION_HOURS:g} "
+                    "hours.", code="escalation_interval_out_of_range",
+                    field="escalation_interval_hours")
+            duty = command.duty_clinician_id
+            if duty is not None and not state.is_active(duty, *DUTY_ROLES):
+                raise DomainRuleViolation("The duty clinician must be an active clinician or "
+                                          "supervisor of this clinic.",
+                                          code="duty_clinician_not_active", field="duty_clinician_id")
+            return [EscalationPolicySet(tenant_id=state.tenant_id, interval_hours=hours,
+                                        duty_clinician_id=duty, by=actor.id, by_role=actor.role)]
         case _:
             assert_never(command)

@@ -55,6 +55,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     view_cache_seconds: float = 10.0
     #: Hours an Idempotency-Key is remembered (retries later than that run as new requests).
     idempotency_hours: float = 24.0
+    #: Outgoing mail for notifications (the built-in SMTP channel). No host: no email channel.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    #: The sender address (its domain also names the message ids).
+    smtp_from: str = "alliance@localhost"
+    #: "none" (plain, local relay), "starttls" (upgrade on the submission port) or "tls" (implicit).
+    smtp_tls: str = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = 20.0
+    #: The address staff open Alliance at; notification links point there.
+    public_url: str = "http://127.0.0.1:8000"
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -102,6 +114,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "anchor_interval": float(env.get("ALLIANCE_ANCHOR_INTERVAL", "3600")),
         "view_cache_seconds": float(env.get("ALLIANCE_VIEW_CACHE_SECONDS", "10")),
         "idempotency_hours": float(env.get("ALLIANCE_IDEMPOTENCY_HOURS", "24")),
+        "smtp_host": env.get("ALLIANCE_SMTP_HOST") or None,
+        "smtp_port": int(env.get("ALLIANCE_SMTP_PORT", "25")),
+        "smtp_from": env.get("ALLIANCE_SMTP_FROM", "alliance@localhost"),
+        "smtp_tls": env.get("ALLIANCE_SMTP_TLS", "starttls"),
+        "smtp_username": env.get("ALLIANCE_SMTP_USERNAME") or None,
+        "smtp_password": env.get("ALLIANCE_SMTP_PASSWORD") or None,
+        "smtp_timeout": float(env.get("ALLIANCE_SMTP_TIMEOUT", "20")),
+        "public_url": env.get("ALLIANCE_PUBLIC_URL", "http://127.0.0.1:8000"),
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)

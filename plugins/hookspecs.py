@@ -13,6 +13,8 @@ from typing import Any
 
 import pluggy
 
+from core.settings import Settings
+from plugins.channels.base import NotificationChannel
 from plugins.instruments import InstrumentDefinition
 
 hookspec = pluggy.HookspecMarker("alliance")
@@ -67,4 +69,18 @@ def crisis_information(tenant_id: str) -> str | None:
 
     First non-``None`` answer wins (plugins registered later are asked first), so a clinic
     plugin can give its own local numbers.
+    """
+
+
+@hookspec
+def register_notification_channels(settings: Settings) -> list[NotificationChannel]:
+    """Return the notification channels this plugin provides (e.g. email, a webhook).
+
+    Called once at start-up with the service's settings; return ``[]`` when unconfigured.
+    Each channel has a unique ``name``, an ``address_kind`` (the recipient address it needs,
+    e.g. ``"email"``, or ``None``) and an ``async send(message: OutgoingMessage)`` that
+    delivers one message or raises (``DeliveryFailed(code, permanent=...)``). The app's
+    dispatcher awaits ``send``, records every attempt as an event and retries with backoff.
+    A duplicate name or a malformed channel stops start-up naming the plugin. ``send`` must
+    never log the address, subject or body (they stay out of the message's ``repr``).
     """

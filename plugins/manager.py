@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.measures.confidence",
     "plugins.measures.sleep_quality",
     "plugins.measures.social_engagement",
+    "plugins.channels.smtp",
 )
 
 

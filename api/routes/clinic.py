@@ -65,6 +65,34 @@ async def set_crisis(request: Request, data: CrisisBody, principal: Principal,  
     return await run_command(request, svc, principal, work)
 
 
+ContactBody = body_for(k.SetStaffContact, exclude=("staff_id",))
+
+
+@post("/staff/{staff_id:uuid}/contact", operation_id="setStaffContact", tags=["clinic"], status_code=201,
+      summary="A staff member's work email for notifications (sealed like other personal data; null clears it)")
+async def set_staff_contact(request: Request, staff_id: UUID, data: ContactBody,  # type: ignore[valid-type]
+                            principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(k.SetStaffContact, data, principal, command_id, staff_id=staff_id)
+        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
+EscalationBody = body_for(k.SetEscalationPolicy)
+
+
+@post("/clinic/escalation-policy", operation_id="setEscalationPolicy", tags=["clinic"], status_code=201,
+      summary="When an unacknowledged risk flag escalates (hours, default 24, at most 72) and the duty clinician")
+async def set_escalation_policy(request: Request, data: EscalationBody,  # type: ignore[valid-type]
+                                principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(k.SetEscalationPolicy, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
 EnrolBody = body_for(c.EnrollClient, generated=("client_id", "episode_id"))
 
 
@@ -156,7 +184,8 @@ async def remove_member(request: Request, client_id: UUID, member_id: UUID,
 
 
 CLINIC_ROUTES = [
-    activate_staff, deactivate_staff, list_staff, set_crisis, enrol_client, list_clients, remove_member,
+    activate_staff, deactivate_staff, list_staff, set_crisis, set_staff_contact, set_escalation_policy,
+    enrol_client, list_clients, remove_member,
     client_route("/clients/{client_id:uuid}/care-team", c.AddCareTeamMember, operation_id="addCareTeamMember",
                  tags=("clinic",), summary="Add a clinician or supervisor to the client's care team"),
     client_route("/clients/{client_id:uuid}/primary-clinician", c.ChangePrimaryClinician,

@@ -45,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "GET /instruments/{instrument_id}": EVERYONE,
     "GET /staff": {"admin", "supervisor"},
     "POST /staff": {"admin"}, "POST /clinic/crisis-information": {"admin"},
+    "POST /staff/{staff_id}/contact": {"admin"}, "POST /clinic/escalation-policy": {"admin"},
     "GET /clients": CASELOADS, "POST /clients": CASELOADS,
     "POST /clients/{client_id}/care-team": CARE | {"admin"},
     "POST /clients/{client_id}/consents": {"client"},

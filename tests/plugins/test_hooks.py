@@ -116,3 +116,41 @@ def test_hook_crisis_information(tenant: str) -> None:
     assert get_plugin_manager().hook.crisis_information(tenant_id=tenant) is None
     answer = manager_with(clinic=Clinic()).hook.crisis_information(tenant_id=tenant)
     assert answer == ("Call 0800 123 456, day or night." if tenant == "clinic-north" else None)
+
+
+def test_hook_register_notification_channels() -> None:
+    from core.errors import ConfigurationError
+    from core.settings import Settings
+    from plugins.channels.base import OutgoingMessage
+    from plugins.channels.registry import ChannelRegistry
+
+    class Pager:
+        name = "pager"
+        address_kind = None
+
+        async def send(self, message: OutgoingMessage) -> None:
+            return None
+
+    class Clinic:
+        @hookimpl
+        def register_notification_channels(self) -> list[Any]:  # a subset of the spec's args
+            return [Pager()]
+
+    # The built-in email channel registers only when an SMTP host is set.
+    assert ChannelRegistry.from_plugin_manager(get_plugin_manager(), settings=Settings()).names == []
+    smtp = Settings(smtp_host="127.0.0.1", smtp_tls="none")
+    assert ChannelRegistry.from_plugin_manager(manager_with(clinic=Clinic()), settings=smtp).names == [
+        "email", "pager"]
+
+    class Twin(Clinic):
+        pass
+
+    class Broken:
+        @hookimpl
+        def register_notification_channels(self) -> list[Any]:
+            return [object()]
+
+    for plugins, named in (({"clinic": Clinic(), "twin": Twin()}, "twin"), ({"broken": Broken()}, "broken")):
+        with pytest.raises(ConfigurationError) as refused:
+            ChannelRegistry.from_plugin_manager(manager_with(**plugins), settings=smtp)
+        assert f"Plugin '{named}'" in str(refused.value)

@@ -1,0 +1,24 @@
+"""The dispatcher a process runs: its channels from the plugins, its settings, its clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from core.clock import SYSTEM_CLOCK, Clock
+from core.notifications.dispatcher import NotificationDispatcher
+from core.settings import Settings
+from plugins.channels.registry import ChannelRegistry
+
+
+def notification_channels(plugins: pluggy.PluginManager, settings: Settings) -> ChannelRegistry:
+    """Every installed channel, validated (a duplicate or malformed one stops start-up)."""
+    return ChannelRegistry.from_plugin_manager(plugins, settings=settings)
+
+
+def notification_dispatcher(runtime: Any, channels: ChannelRegistry, settings: Settings, *,
+                            clock: Clock = SYSTEM_CLOCK) -> NotificationDispatcher:
+    """The dispatcher on ``runtime``'s store and database (not started)."""
+    return NotificationDispatcher(runtime.store, list(channels), dsn=runtime.target.app_dsn, clock=clock,
+                                  public_url=settings.public_url)
