@@ -122,9 +122,16 @@ class StreamClosed(Exception):
         return out
 
 
-class TooManyStreams(Exception):
+class TooManyStreams(AllianceError):
+    """The principal holds as many streams as it may (429; a place frees when one ends)."""
+
+    code = "too_many_streams"
+    status = 429
+    retry_after = 5
+
     def __init__(self, cap: int) -> None:
-        super().__init__(f"{cap} streams are open already")
+        super().__init__(f"{cap} streams are open for you already: close one (or follow a caseload "
+                         "through /caseload/stream)", limit=cap)
         self.cap = cap
 
 

@@ -24,13 +24,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Request, get
+from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from api.auth import Principal
-from api.errors import problem
+from api.errors import Problem
 from api.routes.common import readable_client
 from api.state import AppServices, require_active_staff
 from api.stream_guard import (
@@ -39,7 +40,6 @@ from api.stream_guard import (
     StreamGrant,
     StreamRegistry,
     Supervision,
-    TooManyStreams,
     bearer_grant,
     check_access,
     registry,
@@ -54,8 +54,10 @@ log = get_logger("alliance.streams")
 
 HEARTBEAT_SECONDS = 15.0
 BUFFER = 64
-#: What a refused stream's 429 suggests: streams are long-lived, a place frees when one ends.
-RETRY_AFTER_SECONDS = 5
+#: Documented on both stream routes (the other problems are added for every route in api/app.py).
+TOO_MANY = {429: ResponseSpec(data_container=Problem, media_type="application/problem+json", generate_examples=False,
+                              description="The principal holds as many streams as it may (`too_many_streams`, "
+                                          "`Retry-After`)")}
 _POKE = object()
 
 
@@ -181,14 +183,9 @@ async def _client_events(svc: AppServices, reg: StreamRegistry, sup: Supervision
 
 
 async def _open(request: Request[Any, Any, Any], svc: AppServices, grant: StreamGrant,
-                clients: set[UUID]) -> tuple[StreamRegistry, Supervision] | Response[Any]:
+                clients: set[UUID]) -> tuple[StreamRegistry, Supervision]:
     reg = registry(request, svc)
-    try:
-        return reg, await reg.reserve(grant, clients)
-    except TooManyStreams as exc:
-        return problem(429, "too_many_streams", f"{exc.cap} streams are open for you already: close one (or "
-                       "follow a caseload through /caseload/stream)", instance=request.url.path,
-                       extra={"limit": exc.cap}, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return reg, await reg.reserve(grant, clients)  # TooManyStreams: 429 with Retry-After
 
 
 def _sse(events: AsyncIterator[ServerSentEventMessage], reg: StreamRegistry, sup: Supervision) -> ServerSentEvent:
@@ -198,7 +195,8 @@ def _sse(events: AsyncIterator[ServerSentEventMessage], reg: StreamRegistry, sup
 
 
 @get("/clients/{client_id:uuid}/progress/stream", operation_id="streamProgress", tags=["views"],
-     summary="Server-Sent Events of plan and progress changes; resume with Last-Event-ID",
+     summary="Server-Sent Events of plan and progress changes; resume with Last-Event-ID", responses=TOO_MANY,
+     media_type="text/event-stream",
      description="Events: `ready` (its `id` is the current cursor), `plan`, `progress`, `history` (each with "
                  "its cursor as `id`), heartbeat comments, and a final `closed` "
                  '(`{"reason": "access_revoked"|"client_erased"|"token_expired"|"too_slow"|"unavailable", '
@@ -212,17 +210,14 @@ async def stream_progress(
         name="after", description="resume after this cursor (for clients that cannot send Last-Event-ID)")] = None,
     last_event_id: Annotated[str | None, HeaderParameter(
         name="Last-Event-ID", description="the id of the last event received: resume with nothing missed")] = None,
-) -> Response[Any]:
+) -> ServerSentEvent:
     await readable_client(svc, request, principal, client_id, "stream")  # staff: access-logged like any read
     after = last_event_id or after
     if after is None:
         after = await svc.feed.head(client_id)  # a fresh subscriber gets what changes from now on
     else:
         decode_cursor(after)  # a cursor we did not issue is a 422 now, not a stream that dies later
-    opened = await _open(request, svc, bearer_grant(request, principal), {client_id})
-    if isinstance(opened, Response):
-        return opened
-    reg, sup = opened
+    reg, sup = await _open(request, svc, bearer_grant(request, principal), {client_id})
     guard = StallGuard(request, reg.limits)
     return _sse(_client_events(svc, reg, sup, guard, client_id, after, _heartbeat(heartbeat)), reg, sup)
 
@@ -249,6 +244,20 @@ async def caseload(svc: AppServices, principal: Principal) -> set[UUID]:
             continue
         mine.add(client_id)
     return mine
+
+
+def _removed_message(client: UUID, why: StreamClosed | None) -> ServerSentEventMessage:
+    return ServerSentEventMessage(event="removed", data=_json(
+        {"client_id": str(client), **(why.data(None) if why is not None else {})}))
+
+
+async def _removed(svc: AppServices, sup: Supervision, client: UUID) -> ServerSentEventMessage:
+    """A client who left the caseload, with the reason the GET would give now."""
+    try:
+        await _recheck(svc, sup, client)
+    except StreamClosed as exc:
+        return _removed_message(client, exc)
+    return _removed_message(client, None)
 
 
 async def _caseload_events(svc: AppServices, reg: StreamRegistry, sup: Supervision, guard: StallGuard,
@@ -282,7 +291,7 @@ async def _caseload_events(svc: AppServices, reg: StreamRegistry, sup: Supervisi
                         out.append(ServerSentEventMessage(event="added", data=_json({"client_id": str(client)})))
                     for client in sorted(sup.clients - now_mine):
                         reg.unfollow_client(sup, client)
-                        out.append(ServerSentEventMessage(event="removed", data=_json({"client_id": str(client)})))
+                        out.append(await _removed(svc, sup, client))
                 changed, sup.changed = sup.changed or set(), set()
                 for client in sorted(changed & sup.clients):
                     try:
@@ -293,8 +302,7 @@ async def _caseload_events(svc: AppServices, reg: StreamRegistry, sup: Supervisi
                         if exc.code in {"staff_inactive", "role_mismatch"}:
                             raise
                         reg.unfollow_client(sup, client)
-                        out.append(ServerSentEventMessage(event="removed", data=_json(
-                            {"client_id": str(client), **exc.data(None)})))
+                        out.append(_removed_message(client, exc))
                         continue
                     out.append(ServerSentEventMessage(event="changed", data=_json({"client_id": str(client)})))
             except StreamClosed as exc:
@@ -325,6 +333,7 @@ async def _caseload_events(svc: AppServices, reg: StreamRegistry, sup: Supervisi
 
 @get("/caseload/stream", operation_id="streamCaseload", tags=["views"],
      summary="Server-Sent Events naming which clients of the caller's caseload changed (clinicians)",
+     responses=TOO_MANY, media_type="text/event-stream",
      description="Events: `ready` (`{\"clients\": [...]}`), `changed` / `added` / `removed` "
                  "(`{\"client_id\"}`; ids only — read the views with the GETs), heartbeat comments, and a "
                  "final `closed` like the client stream's. Access to each client is checked again before "
@@ -334,14 +343,11 @@ async def stream_caseload(
     request: Request, principal: Principal, svc: AppServices,
     heartbeat: Annotated[float, QueryParameter(name="heartbeat", description="seconds between heartbeats")]
     = HEARTBEAT_SECONDS,
-) -> Response[Any]:
+) -> ServerSentEvent:
     if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR):
         raise Forbidden("the caseload stream is for clinicians and supervisors", code="role_not_allowed")
     members = await caseload(svc, principal)
-    opened = await _open(request, svc, bearer_grant(request, principal), members)
-    if isinstance(opened, Response):
-        return opened
-    reg, sup = opened
+    reg, sup = await _open(request, svc, bearer_grant(request, principal), members)
     sup.changed = set()
     guard = StallGuard(request, reg.limits)
     return _sse(_caseload_events(svc, reg, sup, guard, _heartbeat(heartbeat)), reg, sup)
