@@ -134,35 +134,34 @@ async def list_clients(principal: Principal, svc: AppServices,
     after = _after(cursor)
     items: list[dict[str, Any]] = []
     next_cursor: str | None = None
-    async with svc.pool.acquire() as conn:
-        while len(items) < limit:
-            # The plans are sealed with each client's data key; one erased moments ago (key gone,
-            # not re-folded yet) reads as None and is left out, as erased clients are for staff.
-            rows = await queries.plan_documents(conn, keys=svc.store.keys, tenant_id=principal.tenant_id,
-                                                after=after)
-            if not rows:
+    while len(items) < limit:
+        # The plans are sealed with each client's data key; one erased moments ago (key gone,
+        # not re-folded yet) reads as None and is left out, as erased clients are for staff.
+        rows = await queries.plan_documents(svc.pool, keys=svc.store.keys, tenant_id=principal.tenant_id,
+                                            after=after)
+        if not rows:
+            break
+        for client_id, doc, updated_at in rows:
+            after = client_id
+            if doc is None:
+                continue
+            mine = principal.role is Role.ADMIN or principal.id == doc.primary_clinician \
+                or principal.id in doc.care_team
+            if not mine or (doc.erased and principal.role is not Role.ADMIN):
+                continue
+            if discharged is not None and doc.discharged != discharged:
+                continue
+            open_flags = sum(1 for f in doc.risk_flags.values() if not f.acknowledged)
+            if open_risk is not None and (open_flags > 0) != open_risk:
+                continue
+            items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
+                          "discharged": doc.discharged, "open_risk_flags": open_flags,
+                          "goals": len(doc.goals),
+                          # PlanDoc has no time of its own: the row's last projection time
+                          "last_activity": updated_at.isoformat()})
+            if len(items) == limit:
+                next_cursor = _cursor(doc.client_id)
                 break
-            for client_id, doc, updated_at in rows:
-                after = client_id
-                if doc is None:
-                    continue
-                mine = principal.role is Role.ADMIN or principal.id == doc.primary_clinician \
-                    or principal.id in doc.care_team
-                if not mine or (doc.erased and principal.role is not Role.ADMIN):
-                    continue
-                if discharged is not None and doc.discharged != discharged:
-                    continue
-                open_flags = sum(1 for f in doc.risk_flags.values() if not f.acknowledged)
-                if open_risk is not None and (open_flags > 0) != open_risk:
-                    continue
-                items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
-                              "discharged": doc.discharged, "open_risk_flags": open_flags,
-                              "goals": len(doc.goals),
-                              # PlanDoc has no time of its own: the row's last projection time
-                              "last_activity": updated_at.isoformat()})
-                if len(items) == limit:
-                    next_cursor = _cursor(doc.client_id)
-                    break
     return Response(msgspec.json.encode({"items": items, "next_cursor": next_cursor}),
                     media_type="application/json", headers={"Cache-Control": "no-store"})
 

@@ -129,12 +129,28 @@ async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id:
     """One round trip: the client's active document of ``projection`` in ``tenant_id`` (None: any)
     and, from the same snapshot, the versions of ``streams`` (0 for a stream that does not exist);
     its rows opened with the client's data key from ``keys``."""
+    rows = await _fetch(pool, projection, client_id, tenant_id, streams)
+    versions = (rows[1][1], rows[2][1])
+    if len(rows) == 3:
+        return Fetched(versions, ())
+    # Opened once the connection is back in the pool: the key ring may read the key through the
+    # same pool, and a read holding one connection while waiting for another would deadlock a
+    # pool that concurrent reads have emptied.
+    opened = await open_rows(keys, projection.name, client_id, rows[3:])
+    if opened is None:
+        return Fetched(versions, (), erased=True)
+    return Fetched(versions, tuple(opened))
+
+
+async def _fetch(pool: asyncpg.Pool, projection: Projection[Any], client_id: UUID, tenant_id: UUID | None,
+                 streams: tuple[str, str]) -> list[Any]:
+    """The rows of ``_view_sql`` (bookkeeping rows first), following a switch of the active version."""
     async with pool.acquire() as conn:
         for _ in range(3):
             active = await _active.lookup(conn, projection)
             if active is None:  # never projected: nothing stored, versions only
                 row = await conn.fetchrow(_VERSIONS, *streams)
-                return Fetched((row[0], row[1]), ())
+                return [(-4, 1, None), (-3, row[0], None), (-2, row[1], None)]
             version, _table, sql = active
             try:
                 rows = await conn.fetch(sql, client_id, tenant_id, *streams, projection.name, version)
@@ -144,13 +160,7 @@ async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id:
             if rows[0][1] == 0:  # no longer the active version
                 _active.forget(projection.name)
                 continue
-            versions = (rows[1][1], rows[2][1])
-            if len(rows) == 3:
-                return Fetched(versions, ())
-            opened = await open_rows(keys, projection.name, client_id, rows[3:])
-            if opened is None:
-                return Fetched(versions, (), erased=True)
-            return Fetched(versions, tuple(opened))
+            return rows  # type: ignore[no-any-return]
     raise RuntimeError(f"the active version of {projection.name} kept moving")
 
 
@@ -228,18 +238,21 @@ async def read_history(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, te
     return render_history(doc, goal_id=goal_id) if doc is not None else None
 
 
-async def plan_documents(conn: asyncpg.Connection, *, keys: KeyRing, tenant_id: UUID, after: UUID,
+async def plan_documents(pool: asyncpg.Pool, *, keys: KeyRing, tenant_id: UUID, after: UUID,
                          limit: int = 500) -> list[tuple[UUID, PlanDoc | None, datetime]]:
     """A page of a clinic's stored plans (a caseload), by client id after ``after``:
     ``(client_id, document, updated_at)``, the document None when its rows are sealed with a
-    destroyed key (erased, not re-folded yet). Nothing (no page) while no plan is active."""
-    table = await conn.fetchval("SELECT table_name FROM projections.projection_versions "
-                                "WHERE name = $1 AND state = 'active'", PLAN.name)
-    if table is None:
-        return []
-    rows = await conn.fetch(f'SELECT client_id, doc, updated_at FROM projections."{table}" '
-                            "WHERE tenant_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3",
-                            tenant_id, after, limit)
+    destroyed key (erased, not re-folded yet). Nothing (no page) while no plan is active.
+    Opened after the connection is returned to the pool (the key ring may need one: see
+    ``fetch_view``)."""
+    async with pool.acquire() as conn:
+        table = await conn.fetchval("SELECT table_name FROM projections.projection_versions "
+                                    "WHERE name = $1 AND state = 'active'", PLAN.name)
+        if table is None:
+            return []
+        rows = await conn.fetch(f'SELECT client_id, doc, updated_at FROM projections."{table}" '
+                                "WHERE tenant_id = $1 AND client_id > $2 ORDER BY client_id LIMIT $3",
+                                tenant_id, after, limit)
     out: list[tuple[UUID, PlanDoc | None, datetime]] = []
     for row in rows:
         opened = await open_rows(keys, PLAN.name, row["client_id"], [(HEAD, 0, row["doc"])])

@@ -19,6 +19,11 @@ A read that started before an invalidation never stores its (possibly older) res
 it: every invalidation advances a generation, and ``put`` refuses a result fetched at an
 earlier generation than the client's last invalidation.
 
+What is held is what ``fetch_view`` returned: rows already opened with the client's data key
+(``sealing``), in this process's memory only, never written anywhere. A key's destruction
+empties the cache (the app's key-destroyed listener), and a read of rows sealed with a
+destroyed key returns nothing to hold.
+
 Who may be served from here is the caller's decision (the API serves only a client reading
 their own records: that authorization cannot change once granted; staff reads are logged
 and depend on revocable care-team membership and consent, so they always read the database).
