@@ -172,8 +172,8 @@ class Supervision:
         return self.grant.principal.role is not Role.CLIENT
 
     def poke(self) -> None:
-        self.poked = True
-        if self.wake is not None:
+        already, self.poked = self.poked, True
+        if not already and self.wake is not None:  # one wake-up per pending re-check
             self.wake()
 
 

@@ -152,8 +152,9 @@ async def _client_events(svc: AppServices, reg: StreamRegistry, sup: Supervision
                     async with asyncio.timeout(wait.timeout()):  # not wait_for: no task per event
                         item = await queue.get()
                 except TimeoutError:
-                    if task.done() and not overflow.is_set():
-                        task.result()  # surface a feed failure
+                    if task.done() and not overflow.is_set():  # the feed failed (the database went away)
+                        log.warning("stream_feed_failed", error=type(task.exception()).__name__)
+                        raise StreamClosed("unavailable") from None
                     if wait.beat_due():
                         guard.writing()
                         yield ServerSentEventMessage(comment="heartbeat")
