@@ -342,3 +342,29 @@ async def test_a_worker_killed_mid_request_leaves_a_key_the_next_retry_resolves(
     assert retry.status_code == 201, retry.text
     assert loop.time() - started < 15
     assert await stream_events(database.owner_dsn, stream_id) == before + 1
+
+
+async def test_a_live_owner_whose_request_failed_frees_the_key_at_once(api, clinic, database, monkeypatch):
+    """A 500 is no answer to keep: the owner deletes its claim, and the retry runs the command."""
+    client_id = await api.enrolled_client(clinic)
+    goal_id, _ = await active_goal(api, clinic, client_id)
+    key = f"barrier-{uuid.uuid4()}"
+    me = {**api.token(clinic.tenant, "client", client_id), "Idempotency-Key": key}
+    handler = api.services.handler
+    real = handler.handle_goal
+
+    async def broken(*args, **kwargs):
+        monkeypatch.setattr(handler, "handle_goal", real)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(handler, "handle_goal", broken)
+    failed = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Heat"}, headers=me)
+    assert_problem(failed, 500, "internal_error")
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys WHERE principal_id = $1 AND key = $2",
+                                   client_id, key_digest(api.services.mac_key, key)) == 0
+    finally:
+        await conn.close()
+    retry = await api.http.post(f"/goals/{goal_id}/barriers", json={"text": "Heat"}, headers=me)
+    assert retry.status_code == 201 and "idempotent-replayed" not in retry.headers

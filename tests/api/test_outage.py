@@ -22,6 +22,7 @@ import pytest
 
 from api.app import create_app
 from api.errors import EXCEPTION_HANDLERS, database_outage, outage_reason
+from api.liveness import HELD_SQL
 from core.database import ensure_database, with_database
 from core.settings import Settings
 from tests.api.conftest import JWT_SECRET, KEK, Api, running
@@ -188,6 +189,11 @@ async def test_an_outage_answers_503_and_a_retry_resolves_after_recovery(outage_
         assert loop.time() < deadline, ready.text
         await asyncio.sleep(0.2)
     assert ready.json()["checks"]["database"] == "ok"
+    conn = await asyncpg.connect(with_database(cluster.dsn(), "alliance"))
+    try:  # and the lock is really held again, as every other process sees it
+        assert await conn.fetchval(f"SELECT {HELD_SQL.format(key='$1')}", claims.owner)
+    finally:
+        await conn.close()
 
 
 OUTAGES = [ConnectionRefusedError(111, "Connect call failed"), ConnectionResetError(104, "reset"),
