@@ -288,9 +288,10 @@ class NotificationDispatcher:
         if not self.channels:
             return
         now = self.clock.now()
+        clinics: dict[UUID, ClinicState] = {}  # one read per clinic per round, however many flags are open
         for row in await queue.open_flags(conn, limit=1000):
             flag_id, tenant_id, client_id, raised_at = row[0], row[1], row[2], row[3]
-            clinic = await self._clinic(tenant_id)
+            clinic = clinics.get(tenant_id) or clinics.setdefault(tenant_id, await self._clinic(tenant_id))
             if now < escalation_due_at(raised_at, clinic):
                 continue
             client = await self._client(client_id)
