@@ -377,3 +377,28 @@ async def test_the_cap_holds_across_workers(api, clinic, servers, database):
     finally:
         await conn.close()
     assert columns == {"id", "tenant_id", "principal_id", "role", "owner", "opened_at"}
+
+
+async def test_a_gone_worker_s_streams_stop_counting(api, clinic, worker, database):
+    client_id = await api.enrolled_client(clinic)
+    me = worker.token(clinic.tenant, "client", client_id)
+    stream = f"/clients/{client_id}/progress/stream"
+    alive, dead = 0x5EED_0001_0000_0001, 0x5EED_0001_0000_0002
+    conn = await asyncpg.connect(database.owner_dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", alive)  # a "worker" that is still there
+        for _ in range(PER_CLIENT):
+            await conn.execute("INSERT INTO stream_leases (id, tenant_id, principal_id, role, owner) "
+                               "VALUES ($1, $2, $3, 'client', $4)", uuid.uuid4(), clinic.tenant, client_id, alive)
+        async with httpx.AsyncClient(base_url=worker.url, timeout=TIMEOUT) as http:
+            assert_problem(await http.get(stream, headers=me), 429, "too_many_streams")
+            # that worker dies (its lock goes with its session): its streams no longer count
+            await conn.execute("UPDATE stream_leases SET owner = $1 WHERE principal_id = $2", dead, client_id)
+            async with http.stream("GET", stream, headers=me) as response:
+                assert response.status_code == 200
+                await read_sse(response, Sse(), ready)
+        left = await conn.fetchval("SELECT count(*) FROM stream_leases WHERE principal_id = $1 AND owner = $2",
+                                   client_id, dead)
+        assert left == 0, "the dead worker's rows are swept by the next open"
+    finally:
+        await conn.close()
