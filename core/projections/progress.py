@@ -90,6 +90,10 @@ class Point(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     recorded_at: datetime
     goal_ids: tuple[UUID, ...] = ()
     entered_in_error: bool = False
+    #: Why the answer set was incomplete ("risk_item_unanswered"), and whether the total was
+    #: prorated by the instrument's rule: a reader must see both beside the total.
+    incomplete: str | None = None
+    prorated: bool = False
 
 
 class ReviewEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -171,7 +175,8 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
                           informant=informant_of(p.reported_by, event.actor_role),
                           relationship=p.reported_by.relationship, channel=p.reported_by.channel,
                           observed_at=p.observed_at,
-                          recorded_at=event.recorded_at, goal_ids=p.goal_ids)
+                          recorded_at=event.recorded_at, goal_ids=p.goal_ids,
+                          incomplete=p.incomplete, prorated=p.prorated)
             return replace(doc, points={**doc.points, point.measurement_id: point})
         case MeasurementEnteredInError() if p.measurement_id in doc.points:
             return replace(doc, points={**doc.points, p.measurement_id: replace(
@@ -279,7 +284,8 @@ def summarise(points: list[Point], instruments: Instruments | None) -> dict[str,
         "instrument_installed": definition is not None,
         "points": [{"measurement_id": str(pt.measurement_id), "observed_at": pt.observed_at.isoformat(),
                     "recorded_at": pt.recorded_at.isoformat(), "instrument_version": pt.instrument_version,
-                    "scores": pt.scores, "band": pt.band, "reported_by": _reporter(pt)}
+                    "scores": pt.scores, "band": pt.band, "reported_by": _reporter(pt),
+                    "incomplete": pt.incomplete, "prorated": pt.prorated}
                    for pt in points],
         "baseline": baseline, "latest": latest,
         "change": None, "reliable_change": None, "clinically_significant_change": None,

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from core.client import MeasurementRecorded, ReportedBy, RiskFlagRaised, client_stream, risk_flag_id_for
 from core.identity import Role
 from plugins.manager import InstrumentRegistry, get_plugin_manager
-from tests.api.support import build_world, phq9
+from tests.api.support import build_world, eventually, phq9
 from tests.domain.test_measurement_safety import answers_with_a_risk_answer
 
 CRISIS = "If you might harm yourself, call the clinic's crisis line now: 0000 000 000"
@@ -84,6 +84,17 @@ async def test_item9_skipped_over_http_is_recorded_incomplete_and_flagged(api: A
     recorded = next(e.payload for e in await _events(api, world.client_id)
                     if isinstance(e.payload, MeasurementRecorded) and e.payload.measurement_id == measurement_id)
     assert recorded.band is None and recorded.incomplete == "risk_item_unanswered"
+
+    # and the progress view says so beside the total
+    async def shown() -> Any:
+        r = await api.http.get(f"/clients/{world.client_id}/progress", headers=me)
+        points = [pt for m in r.json()["measures"] for pt in m["points"]
+                  if pt["measurement_id"] == str(measurement_id)]
+        return points[0] if points else None
+
+    point = await eventually(shown)
+    assert point is not None
+    assert (point["incomplete"], point["prorated"], point["band"]) == ("risk_item_unanswered", False, None)
 
 
 async def test_a_body_carrying_its_own_scores_is_refused(api: Any, world: Any) -> None:
