@@ -99,8 +99,10 @@ class _Wait:
 
 
 def _closing(exc: StreamClosed, last: str | None) -> ServerSentEventMessage:
+    # No ``id:``: EventSource keeps the last change's cursor as its Last-Event-ID anyway, and a
+    # reader counting cursors must not see the last one twice. ``resume_from`` says it.
     log.info("stream_closed", reason=exc.reason, code=exc.code)
-    return ServerSentEventMessage(event="closed", id=last or None, data=_json(exc.data(last)))
+    return ServerSentEventMessage(event="closed", data=_json(exc.data(last)))
 
 
 async def _recheck(svc: AppServices, sup: Supervision, client_id: UUID) -> None:
