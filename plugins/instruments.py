@@ -663,18 +663,19 @@ def _validated(definition: InstrumentDefinition, answers: Mapping[str, Any]
     proratable = set(definition.scoring.total) if definition.prorating is not None else set()
     allowed = definition.prorating.max_missing if definition.prorating is not None else 0
     unanswered: list[str] = []
-    missing_of_total = 0
+    missing_required = 0  # required items of the total left out, risk items aside
     for item in definition.items:
         value = answers.get(item.id)
         if value is None or value == "":
             unanswered.append(item.id)
-            if item.id in proratable:
-                missing_of_total += 1
-            # A skipped risk question is kept (and flagged): refusing would lose the other
-            # answers and the signal that it was skipped.
-            if item.required and item.id not in risk_ids and item.id not in proratable:
+            # A skipped risk question is kept (and flagged), never refused: refusing would lose
+            # the other answers and the signal that it was skipped.
+            if not item.required or item.id in risk_ids:
+                continue
+            if item.id not in proratable:
                 raise _invalid(item.id, f"Item '{item.id}' needs an answer.")
-            if missing_of_total > allowed:
+            missing_required += 1
+            if missing_required > allowed:
                 raise _invalid(item.id, f"Item '{item.id}' needs an answer: at most {allowed} "
                                         "items of the total may be left out.")
             continue
@@ -767,7 +768,10 @@ def _prorated_total(definition: InstrumentDefinition, structured: Mapping[str, A
     rule = definition.prorating
     items = definition.scoring.total
     answered = [structured[i] for i in items if structured.get(i) is not None]
-    if rule is None or not answered or len(answered) == len(items):
+    # More missing than the rule allows (a skipped risk item counted too): no prorating, the
+    # total stays a partial sum and says so.
+    if rule is None or not answered or len(answered) == len(items) \
+            or len(items) - len(answered) > rule.max_missing:
         return None
     value = total(answered) * len(items) / len(answered)
     if definition.score_range.integer:

@@ -167,6 +167,12 @@ def test_a_declared_prorating_rule_completes_the_total_and_says_so(tmp_path: Pat
     # item 9 skipped as well: prorated total, still incomplete and flagged
     scored = registry.score("phq-9-loinc", answers(item9=None, others=1))
     assert scored.prorated and scored.scores["total"] == 9.0 and scored.incomplete == "risk_item_unanswered"
+    # item 9 and another item skipped: more than the rule allows, yet the set is never refused
+    # for the skipped risk question: recorded as a partial total, incomplete and flagged
+    scored = registry.score("phq-9-loinc", {k: v for k, v in answers(item9=None, others=1).items()
+                                            if k != "/44250-9"})
+    assert not scored.prorated and scored.scores["total"] == 7.0 and scored.band is None
+    assert scored.incomplete == "risk_item_unanswered" and scored.risk_unanswered == ("/44260-8",)
 
 
 def test_the_difficulty_question_of_a_loinc_phq9_is_recorded_not_scored(tmp_path: Path) -> None:
