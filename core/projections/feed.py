@@ -25,7 +25,6 @@ import asyncpg
 
 from core.errors import ValidationError
 from core.events.crypto import KeyRing
-from core.events.crypto import KeyRing
 from core.logging import get_logger
 from core.projections.progress import Instruments
 from core.projections.queries import read_history, read_plan, read_progress
@@ -81,8 +80,6 @@ class ChangeFeed:
                  poll_interval: float = 5.0, page: int = 200, views: ViewCache[Any] | None = None,
                  probe_interval: float = 2.0) -> None:
         self._pool = pool
-        #: Opens the read models' sealed rows when a view is delivered.
-        self.keys = keys
         #: Opens the read models' sealed rows when a view is delivered.
         self.keys = keys
         self._dsn = dsn

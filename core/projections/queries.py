@@ -11,6 +11,7 @@ stored: the caller then answers from the store, where the erased client's words 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from core.projections.base import Projection
 from core.projections.history import HISTORY, HistoryDoc, render_history
 from core.projections.plan import PLAN, PlanDoc, render_plan
 from core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
-from core.projections.sealing import HEAD, open_rows
+from core.projections.sealing import HEAD, Row, keys_live, open_rows
 
 
 class _Rendered:
@@ -55,6 +56,40 @@ class _Rendered:
 
 
 _rendered = _Rendered()
+
+
+class _Opened:
+    """The last rows opened per (projection, client), by their exact stored bytes (per process, bounded).
+
+    A view polled by a frontend reads the same stored rows again and again; they are opened
+    (decrypted) once, and served again while the stored bytes are the same (any write seals
+    anew, with a new nonce, so changes them) and every key that sealed them still exists (an
+    erasure destroys it: nothing opened before is served after). Measured: a progress read of
+    90 item rows spends about 0.3 ms opening them, more than the rest of the read.
+    """
+
+    def __init__(self, size: int = 5_000) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, UUID], tuple[tuple[bytes, ...], list[Row]]] = OrderedDict()
+
+    async def open(self, keys: KeyRing, projection: str, client_id: UUID, rows: Sequence[Row]) -> list[Row] | None:
+        stored = tuple(r[2] for r in rows)
+        entry = self._entries.get((projection, client_id))
+        if entry is not None and entry[0] == stored and await keys_live(keys, client_id, stored):
+            self._entries.move_to_end((projection, client_id))
+            return entry[1]
+        opened = await open_rows(keys, projection, client_id, rows)
+        if opened is None:
+            self._entries.pop((projection, client_id), None)
+            return None
+        self._entries[projection, client_id] = (stored, opened)
+        self._entries.move_to_end((projection, client_id))
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return opened
+
+
+_opened = _Opened()
 
 class ActiveTables:
     """Which table holds each projection's active version, learnt once per process.
@@ -136,7 +171,7 @@ async def fetch_view(pool: asyncpg.Pool, projection: Projection[Any], client_id:
     # Opened once the connection is back in the pool: the key ring may read the key through the
     # same pool, and a read holding one connection while waiting for another would deadlock a
     # pool that concurrent reads have emptied.
-    opened = await open_rows(keys, projection.name, client_id, rows[3:])
+    opened = await _opened.open(keys, projection.name, client_id, [(r[0], r[1], r[2]) for r in rows[3:]])
     if opened is None:
         return Fetched(versions, (), erased=True)
     return Fetched(versions, tuple(opened))

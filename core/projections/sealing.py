@@ -113,6 +113,15 @@ def key_ids(rows: Iterable[bytes]) -> set[UUID]:
     return {UUID(bytes=bytes(data[1:_PREFIX])) for data in rows if data[0] == SEALED}
 
 
+async def keys_live(keys: KeyRing, client_id: UUID, rows: Iterable[bytes]) -> bool:
+    """Whether every key that sealed these rows still exists (rows held opened in memory may be
+    served again only then: a destroyed key means the client was erased since)."""
+    for key_id in key_ids(rows):
+        if (await keys.key_for_read(client_id, key_id)).destroyed:
+            return False
+    return True
+
+
 async def open_rows(keys: KeyRing, projection: str, client_id: UUID, rows: Sequence[Row]) -> list[Row] | None:
     """The plaintext of one client's stored rows ``(part, ord, data)`` (the head as part ``HEAD``).
 
