@@ -264,7 +264,8 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
         view = await asof.progress_as_of(svc.store, client_id, now(), **scope)
     if view is None:  # enrolled, nothing measured yet: an empty view, not a 404
         view = render_progress(initial_progress(client_id, principal.tenant_id), instruments=svc.instruments)
-    return _json(view)
+    client = await visible_client(svc, principal, client_id, known_version=fetched.versions[0])
+    return _json(await _with_open_flag_crisis(svc, principal, client, view))
 
 
 @get("/clients/{client_id:uuid}/history", operation_id="getHistory", tags=["views"],
@@ -273,14 +274,24 @@ async def get_history(request: Request, client_id: UUID, principal: Principal, s
                       as_of: Annotated[str | None, AS_OF] = None,
                       goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
                       ) -> Response[dict[str, Any]]:
-    await readable_client(svc, request, principal, client_id, "history")
+    client = await readable_client(svc, request, principal, client_id, "history")
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id}
     if as_of is not None:
         return _json(await asof.history_as_of(svc.store, client_id, _as_of(as_of), **scope))
     view = await queries.read_history(svc.pool, client_id, keys=svc.store.keys, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.history_as_of(svc.store, client_id, now(), **scope)
-    return _json(view)
+    return _json(await _with_open_flag_crisis(svc, principal, client, view))
+
+
+async def _with_open_flag_crisis(svc: AppServices, principal: Principal, client: Any,
+                                 view: dict[str, Any] | None) -> dict[str, Any] | None:
+    """While a risk flag is open, every current view carries the clinic's crisis information (the plan
+    always does), so a client who answered a risk question sees it wherever they look until a clinician
+    has acknowledged the flag. As-of views show the past and carry none."""
+    if view is None or not client.open_risk_flags:
+        return view
+    return {**view, "crisis_information": await _crisis_information(svc, principal.tenant_id)}
 
 
 CLIENT_ROUTES = [

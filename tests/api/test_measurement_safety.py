@@ -159,3 +159,38 @@ async def test_any_risk_answer_above_threshold_raises_a_flag_over_http(api: Any,
 
 def r_events(events: list[Any], measurement_id: uuid.UUID) -> list[Any]:
     return [e for e in events if isinstance(e.payload, RiskFlagRaised) and e.payload.measurement_id == measurement_id]
+
+
+async def test_crisis_information_is_in_every_current_view_until_the_flag_is_acknowledged(api: Any) -> None:
+    """Given a client who answered item 9 above 0, when they look at their progress or history, then the
+    clinic's crisis information is there (not only in the plan); once a clinician acknowledged the flag
+    with the action taken, those views no longer carry it (the plan always does)."""
+    clinic = await api.clinic()
+    w = await build_world(api, clinic)
+    r = await api.http.post("/clinic/crisis-information", json={"text": CRISIS, "contacts": ["0000 000 000"]},
+                            headers=api.token(clinic.tenant, "admin", clinic.admin))
+    assert r.status_code == 201, r.text
+    me = api.token(clinic.tenant, "client", w.client_id)
+    for view in ("progress", "history"):
+        r = await api.http.get(f"/clients/{w.client_id}/{view}", headers=me)
+        assert r.status_code == 200, r.text
+        assert "crisis_information" not in r.json(), view  # no open flag yet
+    r = await api.http.post(f"/clients/{w.client_id}/measurements", headers=me, json={
+        "instrument_id": "phq9", "answers": phq9(6, item9=1), "observed_at": _observed()})
+    assert r.status_code == 201, r.text
+    flag_id = r.json()["risk"]["flag_id"]
+    for view in ("progress", "history"):
+        r = await api.http.get(f"/clients/{w.client_id}/{view}", headers=me)
+        assert r.json()["crisis_information"]["text"] == CRISIS, view
+    clin = api.token(clinic.tenant, "clinician", clinic.clinician)
+    r = await api.http.post(f"/clients/{w.client_id}/risk-flags/{flag_id}/acknowledgement", headers=clin,
+                            json={"action_taken": "Phoned the client; safety plan reviewed together"})
+    assert r.status_code == 201, r.text
+
+    async def cleared() -> bool:
+        views = [await api.http.get(f"/clients/{w.client_id}/{v}", headers=me) for v in ("progress", "history")]
+        return all("crisis_information" not in v.json() for v in views)
+
+    assert await eventually(cleared)
+    r = await api.http.get(f"/clients/{w.client_id}/plan", headers=me)
+    assert r.json()["crisis_information"]["text"] == CRISIS
