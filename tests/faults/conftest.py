@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.faults.cluster import Cluster
-from tests.faults.service import Service
+from tests.faults.service import Service, logged_errors
 from tests.faults.world import Clinic, bootstrap_clinic
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +42,16 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path.name.startswith("test_") and not _requested(config):
         return True
     return None
+
+
+#: Seconds one trial may take before pytest-timeout fails it (the suite's budget is 8 minutes).
+TRIAL_TIMEOUT = 150
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.timeout(TRIAL_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +83,17 @@ def shared_service(cluster: Cluster, workdir: Path) -> Iterator[Service]:
 
 
 @pytest.fixture
-def service(shared_service: Service, cluster: Cluster) -> Service:
-    """The shared service, running and healthy at the start of every trial, whatever the last one did."""
+def service(shared_service: Service, cluster: Cluster) -> Iterator[Service]:
+    """The shared service, running and healthy at the start of every trial, whatever the last one did;
+    after the trial, the errors its log gained (by event, class and route: a figure of the trial)."""
     if not cluster.running():
         cluster.start()
     if shared_service.proc is None or shared_service.proc.poll() is not None:
         shared_service.start()
     shared_service.wait_healthy()
-    return shared_service
+    offset = shared_service.log.stat().st_size if shared_service.log.exists() else 0
+    yield shared_service
+    print(f"[server log] errors during the trial: {logged_errors(shared_service.log, offset)}")
 
 
 @pytest.fixture

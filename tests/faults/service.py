@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -143,6 +144,25 @@ class Service:
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*alliance_command(), *args], env=self.env, cwd=self.code, capture_output=True,
                               text=True, timeout=timeout)
+
+
+def logged_errors(log: Path, offset: int = 0) -> dict[str, int]:
+    """Error and warning lines of a service's JSON log after ``offset``, counted by event, error
+    class and route (the log holds no request text, so this is safe to print)."""
+    counts: dict[str, int] = {}
+    if not log.exists():
+        return counts
+    with log.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict) and line.get("level") in ("error", "critical"):
+                key = " ".join(str(line[k]) for k in ("event", "error", "route") if k in line)
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def leadership_lock_keys(service: Service) -> list[int]:

@@ -20,6 +20,7 @@ from tests.faults.world import active_goal, canary, connection_per_worker, enrol
 WARM_READS_PER_WORKER = 8
 READS_PER_WORKER = 16  # >= 32 in all with two workers
 RECOVERY_SECONDS = 15.0
+READ_SECONDS = 5.0  # a read that hangs is a failure, not a stalled trial
 
 
 async def test_erasure_after_a_database_restart_shows_no_erased_text(service, clinic, http, cluster) -> None:
@@ -42,7 +43,7 @@ async def test_erasure_after_a_database_restart_shows_no_erased_text(service, cl
         for own in workers.values():
             for n in range(WARM_READS_PER_WORKER):
                 target, headers = reads(_now())[n % 4]
-                r = await own.get(target, headers=headers)
+                r = await own.get(target, headers=headers, timeout=READ_SECONDS)
                 assert r.status_code == 200, r.text
                 warm_hits += text in r.text
         assert warm_hits == WARM_READS_PER_WORKER * len(workers), "the canary was not readable before the erasure"
@@ -60,7 +61,7 @@ async def test_erasure_after_a_database_restart_shows_no_erased_text(service, cl
         for pid, own in workers.items():
             for n in range(READS_PER_WORKER):
                 target, headers = reads(before_erasure if n % 2 else _now())[n % 3]
-                r = await own.get(target, headers=headers)
+                r = await own.get(target, headers=headers, timeout=READ_SECONDS)
                 statuses.append(r.status_code)
                 hits[pid] += text in r.text
     finally:

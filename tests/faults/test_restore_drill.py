@@ -47,7 +47,7 @@ async def test_restore_from_a_backup_older_than_an_erasure_then_reapply(workdir,
         statuses, hits = [], 0
         for n in range(READS):
             target, headers = reads[n % len(reads)]
-            r = await http.get(target, headers=headers)
+            r = await http.get(target, headers=headers, timeout=5.0)
             statuses.append(r.status_code)
             hits += text in r.text
         kept_plan = await http.get(f"{url}/clients/{kept}/plan", headers=clinic.client_headers(kept))

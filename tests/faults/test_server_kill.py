@@ -25,7 +25,7 @@ from tests.faults.world import (
     enrol_client,
     eventually,
     measurement,
-    retry_until_resolved,
+    retry_all,
     send,
     status_counts,
     until,
@@ -78,7 +78,7 @@ async def test_kill_9_mid_load_then_retries_with_the_same_keys(service, clinic, 
     await asyncio.to_thread(service.start)
     restart_seconds = time.monotonic() - restart_started
 
-    await asyncio.gather(*(retry_until_resolved(clinic, http, item, within=RECOVERY_SECONDS) for item in sent))
+    await retry_all(clinic, http, sent, within=RECOVERY_SECONDS)
     unresolved = [i for i in sent if not (isinstance(i.final_status, int) and 200 <= i.final_status < 300)]
     counts = await measurement_counts(cluster.dsn("alliance"), clients)
     acked_items = [i for i in sent if isinstance(i.first_status, int) and 200 <= i.first_status < 300]

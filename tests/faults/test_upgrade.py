@@ -9,6 +9,7 @@ projections verify.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -53,10 +54,18 @@ async def test_a_database_of_the_previous_main_reads_the_same_after_upgrade(clus
             old_view = {k: v for k, v in old_view.items() if k not in READ_TIME}
         differences += [f"{key}: {d}" for d in _differences(old_view, new_view, "")]
     events = await _count(dsn)
+    kinds: dict[str, int] = {}  # by view and field, list indices and client ids left out
+    examples: dict[str, str] = {}
+    for d in differences:
+        kind = re.sub(r"\[\d+\]", "[]", d.split(": ", 1)[0] + ": " + d.split(": ", 2)[1])
+        kind = re.sub(r"^[0-9a-f-]{36}/", "", kind)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        examples.setdefault(kind, d[:300])
     print(f"\n[upgrade] previous main {PREVIOUS_MAIN}: {events} events, {len(clients)} clients, "
           f"{len(before)} views read; migrate: {migrated.stdout.strip()!r}; rebuild: "
-          f"{' | '.join(rebuilt.stdout.split(chr(10))[:3])!r}; views differing={len(differences)} "
-          f"{differences[:5]}; verify_exit={verify.returncode} projections_verify_exit={projections.returncode}")
+          f"{' | '.join(rebuilt.stdout.split(chr(10))[:3])!r}; differences={len(differences)} by field "
+          f"{kinds}, first of each: {list(examples.values())}; verify_exit={verify.returncode} "
+          f"projections_verify_exit={projections.returncode}")
     assert not differences, differences[:10]
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert projections.returncode == 0, projections.stdout + projections.stderr

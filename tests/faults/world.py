@@ -139,6 +139,24 @@ async def retry_until_resolved(clinic: Clinic, http: httpx.AsyncClient, item: Ke
         await asyncio.sleep(0.2)
 
 
+async def retry_all(clinic: Clinic, http: httpx.AsyncClient, items: list[Keyed], *, within: float = 15.0,
+                    concurrency: int = 32) -> None:
+    """Retry every item until resolved, all within one bound: ``within`` seconds from now for the
+    retries to start, plus one attempt's own time. An item not yet tried by then stays unresolved."""
+    deadline = time.monotonic() + within
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: Keyed) -> None:
+        async with gate:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                item.final_status = "not retried within the bound"
+                return
+            await retry_until_resolved(clinic, http, item, within=left)
+
+    await asyncio.gather(*(one(item) for item in items))
+
+
 async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 15.0, every: float = 0.1) -> Any:
     """The first truthy result of ``check`` within ``within`` seconds, else the last (falsy) one."""
     deadline = time.monotonic() + within
