@@ -93,7 +93,7 @@ def service(shared_service: Service, cluster: Cluster) -> Iterator[Service]:
     shared_service.wait_healthy()
     offset = shared_service.log.stat().st_size if shared_service.log.exists() else 0
     yield shared_service
-    print(f"[server log] errors during the trial: {logged_errors(shared_service.log, offset)}")
+    print(f"\n[server log] errors during the trial: {logged_errors(shared_service.log, offset)}")
 
 
 @pytest.fixture

@@ -157,7 +157,9 @@ def logged_errors(log: Path, offset: int = 0) -> dict[str, int]:
         for raw in f:
             try:
                 line = json.loads(raw)
-            except ValueError:
+            except ValueError:  # uvicorn's own tracebacks are plain text
+                if raw.startswith(b"Traceback"):
+                    counts["traceback (plain text)"] = counts.get("traceback (plain text)", 0) + 1
                 continue
             if isinstance(line, dict) and line.get("level") in ("error", "critical"):
                 key = " ".join(str(line[k]) for k in ("event", "error", "route") if k in line)
