@@ -6,13 +6,14 @@ import core.client
 import core.clinic
 import core.consent
 import core.goal
+import core.notifications.events
 from core.catalog import ALL_EVENT_TYPES
 from core.events.base import EventPayload
 from core.events.codec import EventCodec
 
 
 def test_every_payload_type_is_catalogued_once():
-    defined = {obj for module in (core.client, core.clinic, core.consent, core.goal)
+    defined = {obj for module in (core.client, core.clinic, core.consent, core.goal, core.notifications.events)
                for obj in vars(module).values()
                if isinstance(obj, type) and issubclass(obj, EventPayload) and obj is not EventPayload}
     assert defined == set(ALL_EVENT_TYPES)

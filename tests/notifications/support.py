@@ -65,7 +65,7 @@ class SmtpServer:
             self._controller = None
 
 
-async def eventually(check: Any, *, within: float = 10.0, what: str = "condition") -> Any:
+async def eventually(check: Any, *, within: float = 30.0, what: str = "condition") -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy; bounded."""
     deadline = asyncio.get_running_loop().time() + within
     while True:

@@ -113,7 +113,7 @@ async def _crash_and_restart(api: Any, smtp: SmtpServer, team: Team, hanging: Ha
     first.start()
     try:
         await answer_phq9(api, team, item9=1)
-        await asyncio.wait_for(hanging.entered.wait(), 10)  # the request is committed, the send under way
+        await asyncio.wait_for(hanging.entered.wait(), 30)  # the request is committed, the send under way
     finally:
         await first.stop()  # the crash: nothing after this point of the first process happens
     assert hanging.message is not None
