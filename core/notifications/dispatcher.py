@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,6 +81,11 @@ log = get_logger("alliance.notifications")
 #: How long one channel may take to send one message before the attempt counts as failed.
 SEND_TIMEOUT = 60.0
 
+#: (tenant id, recipient id, address kind) → the recipient's address, or None. One per
+#: ``recipient_kind``: staff addresses come from the clinic stream; a process that notifies
+#: clients (reminders) passes its own lookup for ``"client"``.
+AddressLookup = Callable[[UUID, UUID, str], Awaitable[str | None]]
+
 
 def lock_key(name: str) -> int:
     digest = hashlib.blake2b(f"alliance.notifications.run.{name}".encode(), digest_size=8).digest()
@@ -120,6 +125,7 @@ class NotificationDispatcher:
     def __init__(self, store: EventStore, channels: Sequence[NotificationChannel], *, dsn: str,
                  clock: Clock = SYSTEM_CLOCK, public_url: str = "http://127.0.0.1:8000",
                  retry: RetryPolicy | None = None, composers: Mapping[str, Composer] | None = None,
+                 addresses: Mapping[str, AddressLookup] | None = None,
                  name: str = "notifications", batch_size: int = 500, poll_interval: float = 1.0,
                  standby_interval: float = 1.0) -> None:
         self.store = store
@@ -129,6 +135,7 @@ class NotificationDispatcher:
         self.public_url = public_url
         self.retry = retry or RetryPolicy()
         self.composers: dict[str, Composer] = dict(COMPOSERS if composers is None else composers)
+        self.addresses: dict[str, AddressLookup] = {"staff": self._staff_address, **(addresses or {})}
         self.name = name
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -395,6 +402,12 @@ class NotificationDispatcher:
         return None, False
 
     async def _address(self, request: NotificationRequested, tenant_id: UUID, address_kind: str) -> str | None:
-        if request.recipient_kind != "staff" or address_kind != "email":
-            return None  # client addresses: the reminders' issue adds them
-        return (await self._clinic(tenant_id)).email_of(request.recipient_id)
+        lookup = self.addresses.get(request.recipient_kind)
+        return None if lookup is None else await lookup(tenant_id, request.recipient_id, address_kind)
+
+    async def _staff_address(self, tenant_id: UUID, staff_id: UUID, address_kind: str) -> str | None:
+        """A staff member's work email, read when sending (an address changed since the request
+        is the one used; a deactivated member has none)."""
+        if address_kind != "email":
+            return None
+        return (await self._clinic(tenant_id)).email_of(staff_id)

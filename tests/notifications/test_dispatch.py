@@ -312,3 +312,41 @@ async def test_logs_carry_ids_never_the_address_or_the_message(notify_api, monke
     assert "notification_failed" in err and str(nid) in err  # the log is there, by id
     for secret in (team.email(team.primary), team.email(team.member), "needs attention", "risk flag"):
         assert secret not in err
+
+
+async def test_any_process_may_request_a_notification_of_its_own_kind(notify_api, smtp) -> None:
+    """What the reminders will do: record a ``notification.requested`` of their own kind for a
+    client, and pass the dispatcher a composer for that kind and an address lookup for clients."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from core.events.envelope import NewEvent
+    from core.identity import Role
+    from core.notifications.events import NotificationRequested, notification_stream, request_event_id
+    from core.notifications.messages import COMPOSERS, Text
+
+    team = await care_team(notify_api)
+    reminder_id = uuid.uuid4()
+    nid = notification_id_for("reminder.due", reminder_id, team.client, "email")
+    request = NotificationRequested(notification_id=nid, kind="reminder.due", channel="email",
+                                    recipient_kind="client", recipient_id=team.client, client_id=team.client,
+                                    reference_id=reminder_id, reason="schedule", requested_at=datetime.now(UTC))
+    await notify_api.services.store.append(notification_stream(nid), [NewEvent(
+        event_id=request_event_id(nid), payload=request, tenant_id=team.tenant, subject_id=team.client,
+        actor_id=uuid.uuid4(), actor_role=Role.SYSTEM, occurred_at=datetime.now(UTC))], 0)
+
+    async def client_address(tenant_id: uuid.UUID, client_id: uuid.UUID, kind: str) -> str | None:
+        return "client-reminder@home.example" if (tenant_id, client_id, kind) == (team.tenant, team.client,
+                                                                                  "email") else None
+
+    composers = {**COMPOSERS, "reminder.due": lambda r, url: Text("A questionnaire is ready", "It is ready.")}
+    d = dispatcher(notify_api, [email_channel(smtp)], SettableClock(), composers=composers,
+                   addresses={"client": client_address})
+    d.start()
+    try:
+        mails = await eventually(lambda: smtp.inbox.to("client-reminder@home.example"), what="the reminder")
+        sent = await eventually(lambda: sent_of(notify_api, nid), what="its sent event")
+    finally:
+        await d.stop()
+    assert [m["Subject"] for m in mails] == ["A questionnaire is ready"]
+    assert [e.payload.attempt for e in sent] == [1]
