@@ -23,12 +23,16 @@ fill, verify, the caseload) goes through here, so there is one format and one pl
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from core.events.crypto import DataKey, KeyRing, seal
+from cryptography.exceptions import InvalidTag
+
+from core.errors import ConfigurationError
+from core.events.crypto import NONCE_BYTES, DataKey, KeyRing
 
 SEALED = 0x01
 UNSEALED = 0x00
@@ -49,31 +53,30 @@ def keys_of(store: Any) -> KeyRing:
     return keys  # type: ignore[no-any-return]
 
 
-def _aad(prefix: bytes, name: bytes, client: UUID, part: int, ord_: int) -> bytes:
-    return prefix + name + b"\x00" + client.bytes + _PLACE.pack(part, ord_)
-
-
 class RowSealer:
     """Seals the rows of one client in one projection, with one key (None: stored unsealed)."""
 
-    __slots__ = ("_cipher", "_name", "_prefix", "client")
+    __slots__ = ("_aad", "_encrypt", "_prefix", "client")
 
     def __init__(self, projection: str, client: UUID, key: DataKey | None) -> None:
         if key is not None and key.cipher is None:
             raise ValueError("a destroyed key seals nothing")
-        self._name = projection.encode()
         self.client = client
-        self._cipher = key.cipher if key is not None else None
         self._prefix = bytes((SEALED,)) + key.key_id.bytes if key is not None else bytes((UNSEALED,))
+        # Per row only the place and a fresh nonce differ: the rest is built once (a rebuild seals
+        # every row of every client; the per-call work was a third of the sealing cost, measured).
+        self._aad = self._prefix + projection.encode() + b"\x00" + client.bytes
+        self._encrypt = key.cipher.encrypt if key is not None and key.cipher is not None else None
 
     @property
     def sealed(self) -> bool:
-        return self._cipher is not None
+        return self._encrypt is not None
 
     def seal(self, part: int, ord_: int, plaintext: bytes) -> bytes:
-        if self._cipher is None:
+        if self._encrypt is None:
             return self._prefix + plaintext
-        return self._prefix + seal(self._cipher, plaintext, _aad(self._prefix, self._name, self.client, part, ord_))
+        nonce = os.urandom(NONCE_BYTES)
+        return self._prefix + nonce + self._encrypt(nonce, plaintext, self._aad + _PLACE.pack(part, ord_))
 
     def head(self, plaintext: bytes) -> bytes:
         return self.seal(HEAD, 0, plaintext)
@@ -110,7 +113,8 @@ async def sealer_after_refold(keys: KeyRing, projection: str, client_id: UUID, k
 
 def key_ids(rows: Iterable[bytes]) -> set[UUID]:
     """The data keys that sealed these stored rows (empty: none was sealed)."""
-    return {UUID(bytes=bytes(data[1:_PREFIX])) for data in rows if data[0] == SEALED}
+    # distinct prefixes first: a read opens some hundred rows sealed with one key
+    return {UUID(bytes=bytes(prefix)) for prefix in {data[1:_PREFIX] for data in rows if data[0] == SEALED}}
 
 
 async def keys_live(keys: KeyRing, client_id: UUID, rows: Iterable[bytes]) -> bool:
@@ -130,8 +134,8 @@ async def open_rows(keys: KeyRing, projection: str, client_id: UUID, rows: Seque
     the personal fields read erased), never from these rows. One key lookup per read (the key
     ring caches keys per process). Tampered rows raise ``ConfigurationError`` (not "erased").
     """
-    name = projection.encode()
-    opened: dict[bytes, DataKey] = {}
+    name = projection.encode() + b"\x00" + client_id.bytes
+    ciphers: dict[bytes, Any] = {}
     out: list[Row] = []
     for part, ord_, data in rows:
         data = bytes(data)
@@ -141,11 +145,15 @@ async def open_rows(keys: KeyRing, projection: str, client_id: UUID, rows: Seque
         if data[0] != SEALED:
             raise ValueError(f"a {projection} row of an unknown format ({data[0]:#04x})")
         prefix = data[:_PREFIX]
-        key = opened.get(prefix)
-        if key is None:
-            key = opened[prefix] = await keys.key_for_read(client_id, UUID(bytes=prefix[1:]))
-        plain = key.decrypt(data[_PREFIX:], _aad(prefix, name, client_id, part, ord_))
-        if plain is None:
+        cipher = ciphers.get(prefix)
+        if cipher is None:
+            cipher = ciphers[prefix] = (await keys.key_for_read(client_id, UUID(bytes=prefix[1:]))).cipher
+        if cipher is None:  # destroyed
             return None
+        try:
+            plain = cipher.decrypt(data[_PREFIX:_PREFIX + NONCE_BYTES], data[_PREFIX + NONCE_BYTES:],
+                                   prefix + name + _PLACE.pack(part, ord_))
+        except InvalidTag as exc:  # tampered (or moved) ciphertext is not "erased": say so
+            raise ConfigurationError(f"a {projection} row failed authentication (tampered or moved?)") from exc
         out.append((part, ord_, plain))
     return out
