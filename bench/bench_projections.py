@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_projections.py                 # default: 50,000 events, < 2 min
     .venv/bin/python bench/bench_projections.py --events 1000000 # the issue's figure
     .venv/bin/python bench/bench_projections.py --events 1000000 --keep-db alliance_bench_1m --only rebuild
-        # fills the named database once (kept afterwards, fixed KEK), then times read_all and rebuild only
+        # fills the named database once (kept afterwards, fixed KEK), then times read_all, rebuild and reads only
 
 Prints, from one run: ``read_all`` alone over every event (the baseline), the rebuild of all
 projections (events/s and the ratio to the baseline), append → projected → notified in
@@ -101,6 +101,23 @@ async def role_rebuild(dsn: str, kek: bytes, batch: int) -> None:
 
 
 # --- phases -----------------------------------------------------------------------------------
+
+async def read_phase(pool: asyncpg.Pool, store: PostgresEventStore, client: UUID, tenant: UUID, reads: int) -> None:
+    """Plan and progress read latency of one client (rows opened with its data key), ``reads`` of each."""
+    from plugins.manager import InstrumentRegistry, get_plugin_manager
+    registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
+    for name, read in (("plan", lambda: read_plan(pool, client, keys=store.keys, tenant_id=tenant)),
+                       ("progress", lambda: read_progress(pool, client, keys=store.keys, tenant_id=tenant,
+                                                          instruments=registry))):
+        times = []
+        for _ in range(reads):
+            t = time.perf_counter()
+            view = await read()
+            times.append((time.perf_counter() - t) * 1000)
+            assert view is not None
+        print(f"{name} read of one client ({await count_events(store):,} events stored): "
+              f"p50={pct(times, 50):.2f} ms p99={pct(times, 99):.2f} ms")
+
 
 async def generate(store: PostgresEventStore, n_events: int, per_client: int, workers: int) -> list[Client]:
     """≈ ``n_events`` over ``n_events / per_client`` clients, appended by concurrent writers."""
@@ -243,6 +260,10 @@ async def main(args: argparse.Namespace) -> None:
         print(f"rebuild of all projections ({', '.join(p.name for p in PROJECTIONS)}): {n:,} events in "
               f"{secs:.2f} s = {n / secs:,.0f} events/s; ratio to read_all = {n / secs / base_rate:.2f}")
         if args.only == "rebuild":
+            # the reads of the rows just rebuilt: the client with the most events (the same one each run)
+            client, tenant = await pool.fetchrow("SELECT subject_id, min(tenant_id::text)::uuid FROM events "
+                                                 "GROUP BY subject_id ORDER BY count(*) DESC, subject_id LIMIT 1")
+            await read_phase(pool, store, client, tenant, args.reads)
             return
         if not clients:  # a reused database: fresh clients to append to and follow
             clients = await generate(store, args.subscribed * 30, 30, args.workers)
@@ -273,20 +294,8 @@ async def main(args: argparse.Namespace) -> None:
               f"(rebuild took {done['rebuilt']:.1f} s, {'within' if done['rebuilt'] <= args.seconds else 'beyond'} "
               f"the {args.seconds:.0f} s window)")
 
-        from plugins.manager import InstrumentRegistry, get_plugin_manager
-        registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
         target = clients[len(clients) // 2]
-        for name, read in (("plan", lambda: read_plan(pool, target.client, keys=store.keys, tenant_id=target.tenant)),
-                           ("progress", lambda: read_progress(pool, target.client, keys=store.keys,
-                                                               tenant_id=target.tenant, instruments=registry))):
-            times = []
-            for _ in range(args.reads):
-                t = time.perf_counter()
-                view = await read()
-                times.append((time.perf_counter() - t) * 1000)
-                assert view is not None
-            print(f"{name} read of one client ({await count_events(store):,} events stored): "
-                  f"p50={pct(times, 50):.2f} ms p99={pct(times, 99):.2f} ms")
+        await read_phase(pool, store, target.client, target.tenant, args.reads)
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -312,7 +321,7 @@ if __name__ == "__main__":
     parser.add_argument("--keep-db", metavar="NAME",
                         help="use database NAME (filled with --events when empty) and keep it afterwards")
     parser.add_argument("--only", choices=["all", "rebuild"], default="all",
-                        help="rebuild: stop after read_all and the rebuild (skip the latency phases)")
+                        help="rebuild: read_all, the rebuild and the plan/progress reads only (no latency phases)")
     parser.add_argument("--role", choices=["main", "runner", "subscriber", "rebuild"], default="main")
     parser.add_argument("--dsn")
     parser.add_argument("--clients", default="")
