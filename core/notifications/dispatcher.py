@@ -78,6 +78,9 @@ from plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingM
 
 log = get_logger("alliance.notifications")
 
+#: After a wake-up that found nothing readable: look again after these pauses (≈ 0.2 s in all).
+_RETRY_DELAYS = (0.002, 0.005, *(0.01,) * 5, *(0.05,) * 3)
+
 #: How long one channel may take to send one message before the attempt counts as failed.
 SEND_TIMEOUT = 60.0
 
@@ -200,10 +203,12 @@ class NotificationDispatcher:
         await conn.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
         checkpoint = self.checkpoint = await queue.load_checkpoint(conn, self.name)
         log.info("notifications_leading", dispatcher=self.name, checkpoint=checkpoint)
+        retry = len(_RETRY_DELAYS)
         while True:
             self._wake.clear()
             events = await self.store.read_all(after=checkpoint, limit=self.batch_size)
             if events:
+                retry = 0
                 await self._follow(events)
                 checkpoint = self.checkpoint = await queue.fold(conn, self.name, after=checkpoint, events=events)
             await self._escalate(conn)
@@ -211,10 +216,18 @@ class NotificationDispatcher:
             self._rounds += 1
             if len(events) == self.batch_size:
                 continue
+            if not events and retry < len(_RETRY_DELAYS):
+                # Woken, nothing readable yet: the append is below the store's read horizon once
+                # every older transaction has ended (see the projection runner). Look again soon.
+                await asyncio.sleep(_RETRY_DELAYS[retry])
+                retry += 1
+                continue
             try:
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+                retry = 0
             except TimeoutError:
+                retry = len(_RETRY_DELAYS)
                 await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
 
     # -- reading the states the policy decides on ----------------------------

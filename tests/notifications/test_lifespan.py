@@ -5,6 +5,7 @@ failure 3 of issue 13: "after a flag is raised, nobody is told")."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -44,9 +45,11 @@ async def app_api(database, inbox_server, tmp_path_factory) -> AsyncIterator[Api
 
 async def test_the_served_app_emails_the_primary_clinician_when_a_flag_is_raised(app_api, inbox_server) -> None:
     team = await care_team(app_api)
+    started = time.perf_counter()
     await answer_phq9(app_api, team, item9=1)
     mails = await eventually(lambda: inbox_server.inbox.to(team.email(team.primary)), within=15,
                              what="the primary clinician's email")
+    print(f"\nPHQ-9 POST -> email accepted by the SMTP server: {(time.perf_counter() - started) * 1000:.0f} ms")
     assert len(mails) == 1
     body = str(mails[0].get_payload(decode=True).decode())
     assert "A risk flag needs attention." in body
