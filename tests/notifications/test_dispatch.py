@@ -350,3 +350,38 @@ async def test_any_process_may_request_a_notification_of_its_own_kind(notify_api
         await d.stop()
     assert [m["Subject"] for m in mails] == ["A questionnaire is ready"]
     assert [e.payload.attempt for e in sent] == [1]
+
+
+async def test_the_standby_takes_over_when_the_leaders_session_dies(notify_api, smtp, database) -> None:
+    import asyncpg
+
+    from core.notifications.dispatcher import lock_key
+
+    team = await care_team(notify_api)
+    clock = SettableClock()
+    a = dispatcher(notify_api, [email_channel(smtp)], clock)
+    a.start()
+    b: NotificationDispatcher | None = None
+    owner = await asyncpg.connect(database.owner_dsn)
+    try:
+        await eventually(lambda: a.leading, what="a leading")
+        b = dispatcher(notify_api, [email_channel(smtp)], clock)
+        b.start()
+        await asyncio.sleep(0.3)
+        assert not b.leading  # standby while a holds the lock
+        # the leader's database session dies (its lock with it)
+        key = lock_key("notifications")
+        killed = await owner.fetchval(  # a bigint advisory key is held as (classid, objid) = (high, low) halves
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+            (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+        assert killed
+        await answer_phq9(notify_api, team, item9=1)
+        mails = await eventually(lambda: smtp.inbox.to(team.email(team.primary)), what="delivery after failover")
+        assert len(mails) == 1
+        assert b.leading or a.leading
+    finally:
+        await owner.close()
+        await a.stop()
+        if b is not None:
+            await b.stop()
