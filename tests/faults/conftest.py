@@ -10,6 +10,7 @@ swaps data directories or runs other code), printing its figures and asserting t
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -67,8 +68,15 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
+    """Homes of the trials' services; their logs are copied to ``ALLIANCE_FAULTS_KEEP_LOGS`` (a
+    folder) when set, e.g. as CI artifacts, before the rest is removed."""
     path = Path(tempfile.mkdtemp(prefix="alliance-faults-home-"))
     yield path
+    if keep := os.environ.get("ALLIANCE_FAULTS_KEEP_LOGS"):
+        for log in path.rglob("*.log"):
+            target = Path(keep) / log.relative_to(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, target)
     shutil.rmtree(path, ignore_errors=True)
 
 
