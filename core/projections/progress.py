@@ -377,7 +377,13 @@ def achievement_status(goal: GoalState, measures: list[dict[str, Any]], gas: dic
 def render_goal_progress(doc: ProgressDoc, goal: GoalState, instruments: Instruments | None
                          ) -> dict[str, Any]:
     measures = []
-    for instrument_id, schedule in goal.measures.items():
+    # The measures attached to the goal, then any rating of this one goal (per_goal, e.g. confidence)
+    # recorded without being attached: the client-wide list no longer shows those, so the goal must.
+    rated_here = [pt.instrument_id for pt in doc.points.values()
+                  if goal.goal_id in pt.goal_ids and not pt.entered_in_error and pt.instrument_id != GAS_ID
+                  and pt.instrument_id not in goal.measures and per_goal(instruments, pt.instrument_id)]
+    schedules: dict[str, str | None] = {**dict(goal.measures), **dict.fromkeys(rated_here)}
+    for instrument_id, schedule in schedules.items():
         if instrument_id == GAS_ID:
             continue
         pts = series(doc, instrument_id, goal.goal_id, own_goal_only=per_goal(instruments, instrument_id))

@@ -74,6 +74,19 @@ async def test_a_confidence_rating_naming_no_goal_counts_for_no_goal() -> None:
     assert all(m["instrument_id"] != "confidence" for m in view["measures"])
 
 
+async def test_a_rating_of_a_goal_without_that_measure_attached_still_shows_with_its_goal() -> None:
+    # Given a goal with no confidence measure attached, rated for confidence (the demo's Jo does this)
+    c = Client().enrol()
+    gid = c.goal()
+    rate(c, 5, gid, instrument="confidence")
+    # When progress is read
+    view = await progress_of(c)
+    # Then the rating is shown with the goal it names (it is not pooled client-wide, so it must not vanish)
+    [goal] = view["goals"]
+    [measure] = [m for m in goal["measures"] if m["instrument_id"] == "confidence"]
+    assert [p["scores"]["total"] for p in measure["points"]] == [5] and measure["schedule"] is None
+
+
 async def test_withdrawn_declined_and_unagreed_goals_are_out_achieved_goals_are_in() -> None:
     c = Client().enrol()
     achieved, withdrawn = scaled_goal(c), scaled_goal(c)
