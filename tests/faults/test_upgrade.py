@@ -9,6 +9,7 @@ projections verify.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from typing import Any
@@ -72,6 +73,11 @@ async def test_a_database_of_the_previous_main_reads_the_same_after_upgrade(clus
         new_view = after.get(key)
         if isinstance(old_view, dict) and isinstance(new_view, dict):
             old_view = {k: v for k, v in old_view.items() if k not in READ_TIME}
+            if key.endswith("/progress") and (moved := _moved_ratings(old_view, new_view)):
+                old_view, new_view, pairs = moved
+                declared[MOVED] = declared.get(MOVED, 0) + len(pairs)
+                for was, now in pairs:  # the moved series itself must read the same
+                    differences += [f"{key} (moved): {d}" for d in _differences(was, now, "/measures[]", declared)]
         differences += [f"{key}: {d}" for d in _differences(old_view, new_view, "", declared)]
     events = await _count(dsn)
     kinds: dict[str, int] = {}  # by view and field, list indices and client ids left out
@@ -128,6 +134,39 @@ async def _views_served_by(service: Service, http: httpx.AsyncClient,
         return views
     finally:
         await asyncio.to_thread(service.stop)
+
+
+MOVED = "dc2d7e7/d4de4ad a rating of one goal left the client-wide measures for its goal"
+
+
+def _moved_ratings(old: dict[str, Any], new: dict[str, Any]
+                   ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[Any, Any]]] | None:
+    """The declared move of a rating of one goal (e.g. confidence) from the client-wide ``measures``
+    to the goal it names, checked: the same instrument and the same measurements, now under a goal
+    that had no such series. Returns the views with the moved series taken out of both and the
+    (old, new) pairs of moved series, to be compared on their own; or None."""
+    old_measures, new_measures = old.get("measures"), new.get("measures")
+    if not isinstance(old_measures, list) or not isinstance(new_measures, list):
+        return None
+    still = {m.get("instrument_id") for m in new_measures}
+    old_goals = {g.get("goal_id"): g for g in old.get("goals", [])}
+    new = json.loads(json.dumps(new))
+    kept: list[Any] = []
+    moved: list[tuple[Any, Any]] = []
+    for series in old_measures:
+        ids = sorted(p.get("measurement_id") for p in series.get("points", []))
+        target = None if series.get("instrument_id") in still else next(
+            ((g, m) for g in new.get("goals", []) for m in g.get("measures", [])
+             if m.get("instrument_id") == series.get("instrument_id")
+             and sorted(p.get("measurement_id") for p in m.get("points", [])) == ids
+             and not any(o.get("instrument_id") == m.get("instrument_id")
+                         for o in old_goals.get(g.get("goal_id"), {}).get("measures", []))), None)
+        if target is None:
+            kept.append(series)
+            continue
+        target[0]["measures"].remove(target[1])
+        moved.append((series, target[1]))
+    return ({**old, "measures": kept}, new, moved) if moved else None
 
 
 def _differences(old: Any, new: Any, path: str, declared: dict[str, int]) -> list[str]:
