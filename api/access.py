@@ -15,11 +15,11 @@ from uuid import UUID
 
 import asyncpg
 
-from api.auth import Principal
-from core.client import ClientState
-from core.consent import ConsentScope
-from core.errors import Forbidden, NotFound
-from core.identity import Role
+from alliance.api.auth import Principal
+from alliance.core.client import ClientState
+from alliance.core.consent import ConsentScope
+from alliance.core.errors import Forbidden, NotFound
+from alliance.core.identity import Role
 
 ReadKind = Literal["plan", "progress", "history", "goal", "export", "admin", "stream", "fhir"]
 

@@ -24,33 +24,33 @@ from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlR
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import TokenVerifier
-from api.errors import EXCEPTION_HANDLERS, Problem
-from api.idempotency import Claims, forget_expired
-from api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
-from api.routes.clients import CLIENT_ROUTES
-from api.routes.clinic import CLINIC_ROUTES
-from api.routes.compliance import COMPLIANCE_ROUTES
-from api.routes.goals import GOAL_ROUTES
-from api.routes.stream import STREAM_ROUTES
-from api.routes.system import SYSTEM_ROUTES
-from api.state import AppServices, derive_mac_key, provide_principal, provide_services
-from core.compliance.anchors import write_anchor
-from core.compliance.receipts import issue_receipts
-from core.compliance.signing import Signer
-from core.events.crypto import load_kek
-from core.handling import CommandHandler
-from core.logging import configure_logging, get_logger
-from core.notifications.service import notification_channels, notification_dispatcher
-from core.plain_language import glossary_from_plugins, use_glossary
-from core.projections.feed import ChangeFeed
-from core.projections.queries import Fetched, fetched_weight
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import ProjectionRunner
-from core.projections.view_cache import ViewCache
-from core.runtime import open_runtime
-from core.settings import Settings, load_settings
-from plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
+from alliance.api.auth import TokenVerifier
+from alliance.api.errors import EXCEPTION_HANDLERS, Problem
+from alliance.api.idempotency import Claims, forget_expired
+from alliance.api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
+from alliance.api.routes.clients import CLIENT_ROUTES
+from alliance.api.routes.clinic import CLINIC_ROUTES
+from alliance.api.routes.compliance import COMPLIANCE_ROUTES
+from alliance.api.routes.goals import GOAL_ROUTES
+from alliance.api.routes.stream import STREAM_ROUTES
+from alliance.api.routes.system import SYSTEM_ROUTES
+from alliance.api.state import AppServices, derive_mac_key, provide_principal, provide_services
+from alliance.core.compliance.anchors import write_anchor
+from alliance.core.compliance.receipts import issue_receipts
+from alliance.core.compliance.signing import Signer
+from alliance.core.events.crypto import load_kek
+from alliance.core.handling import CommandHandler
+from alliance.core.logging import configure_logging, get_logger
+from alliance.core.notifications.service import notification_channels, notification_dispatcher
+from alliance.core.plain_language import glossary_from_plugins, use_glossary
+from alliance.core.projections.feed import ChangeFeed
+from alliance.core.projections.queries import Fetched, fetched_weight
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import ProjectionRunner
+from alliance.core.projections.view_cache import ViewCache
+from alliance.core.runtime import open_runtime
+from alliance.core.settings import Settings, load_settings
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
 
 log = get_logger("alliance.http")
 

@@ -18,9 +18,9 @@ import jwt
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 
-from core.errors import Forbidden
-from core.identity import Actor, Role
-from core.settings import Settings
+from alliance.core.errors import Forbidden
+from alliance.core.identity import Actor, Role
+from alliance.core.settings import Settings
 
 API_ROLES = (Role.CLIENT, Role.PROXY, Role.CLINICIAN, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN)
 STAFF_ROLES = (Role.CLINICIAN, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN)

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.errors import AllianceError
-from core.logging import configure_logging
-from core.settings import Settings, load_settings
+from alliance.core.errors import AllianceError
+from alliance.core.logging import configure_logging
+from alliance.core.settings import Settings, load_settings
 
 console = Console(stderr=True)
 out = Console()
@@ -52,8 +52,8 @@ def main(ctx: click.Context) -> None:
 @click.pass_obj
 def migrate(settings: Settings) -> None:
     """Apply pending database migrations (as the database owner)."""
-    from core.database import resolve_target
-    from core.migrations import apply_migrations
+    from alliance.core.database import resolve_target
+    from alliance.core.migrations import apply_migrations
 
     async def go() -> int:
         target = await resolve_target(settings)
@@ -84,14 +84,14 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
     import msgspec
 
     if export_file:
-        from core.compliance.export import verify_export_file
+        from alliance.core.compliance.export import verify_export_file
 
         result = verify_export_file(Path(export_file), _public_keys(settings, export_file))
         _print_result(result, as_json, f"export {export_file}")
         sys.exit(EXIT_OK if result.ok else EXIT_CHECK_FAILED)
 
-    from core.events.verify import verify_store
-    from core.runtime import open_runtime
+    from alliance.core.events.verify import verify_store
+    from alliance.core.runtime import open_runtime
 
     receipt = msgspec.json.decode(Path(receipt_file).read_bytes()) if receipt_file else None
 
@@ -99,7 +99,7 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
         ok = True
         async with open_runtime(settings) as rt:
             if receipt_file:
-                from core.compliance.receipts import verify_receipt
+                from alliance.core.compliance.receipts import verify_receipt
 
                 assert receipt is not None
                 result = await verify_receipt(receipt, rt.pool, _public_keys(settings, receipt_file))
@@ -123,8 +123,8 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
                           f"{b.reason}")
             ok = report.ok
             if anchors:
-                from core.compliance.anchors import check_against_anchors
-                from core.compliance.signing import Signer
+                from alliance.core.compliance.anchors import check_against_anchors
+                from alliance.core.compliance.signing import Signer
 
                 with console.status("checking against anchors"):
                     result = await check_against_anchors(rt.pool, settings.anchor_path,
@@ -140,7 +140,7 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
 
 def _public_keys(settings: Settings, _document: str) -> Any:
     """The server's public keys (every key ever used) from the signing-key directory."""
-    from core.compliance.signing import Signer
+    from alliance.core.compliance.signing import Signer
 
     return Signer.open(settings.signing_key_path)
 
@@ -162,9 +162,9 @@ async def _verify_scores(rt: Any, settings: Settings, as_json: bool) -> bool:
     """Re-derive every stored measurement from its answers with the recorded instrument version
     (where installed): total, subscales, band, risk items, completeness and prorating. Every
     difference is named; none is repaired (the stored event is the record)."""
-    from core.client import MeasurementRecorded, RiskFlagRaised
-    from core.events.store import START
-    from plugins.manager import InstrumentRegistry, get_plugin_manager
+    from alliance.core.client import MeasurementRecorded, RiskFlagRaised
+    from alliance.core.events.store import START
+    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
     registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
     skipped = 0
@@ -196,7 +196,7 @@ async def _verify_scores(rt: Any, settings: Settings, as_json: bool) -> bool:
 
 def _score_differences(registry: Any, p: Any, flagged: dict[Any, tuple[str, ...]]) -> list[str]:
     """Each way the stored measurement ``p`` differs from its answers re-scored now."""
-    from core.errors import ValidationError
+    from alliance.core.errors import ValidationError
 
     where = f"{p.measurement_id} ({p.instrument_id}@{p.instrument_version})"
     try:
@@ -251,8 +251,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
 
     import uvicorn
 
-    from core.database import resolve_target
-    from core.migrations import apply_migrations
+    from alliance.core.database import resolve_target
+    from alliance.core.migrations import apply_migrations
 
     async def prepare() -> str:
         target = await resolve_target(settings)
@@ -265,12 +265,12 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
     owner_dsn = asyncio.run(prepare())
     os.environ["DATABASE_URL"] = owner_dsn
     if demo:
-        from api.demo import load_demo
+        from alliance.api.demo import load_demo
 
         asyncio.run(load_demo(load_settings(), console=console, only_if_absent=True,
                               base_url=f"http://{host}:{port}"))
     console.print(f"Alliance on http://{host}:{port}  (OpenAPI viewer: http://{host}:{port}/schema)")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
+    uvicorn.run("alliance.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
                 access_log=False, lifespan="on")
 
 
@@ -283,8 +283,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
 @click.pass_obj
 def token(settings: Settings, tenant: str, role: str, sub: str, ttl: int) -> None:
     """Print a development bearer token (HS256 with ALLIANCE_JWT_SECRET)."""
-    from api.auth import issue_token
-    from core.identity import Role
+    from alliance.api.auth import issue_token
+    from alliance.core.identity import Role
 
     out.print(issue_token(settings, tenant=_uuid(tenant, "--tenant"), role=Role(role), sub=_uuid(sub, "--sub"),
                           ttl_seconds=ttl), soft_wrap=True)
@@ -304,10 +304,10 @@ def clinic_bootstrap(settings: Settings, tenant: str, admin_id: str) -> None:
     import uuid
     from datetime import UTC, datetime
 
-    from core.clinic import ActivateStaff
-    from core.handling import CommandHandler
-    from core.identity import Actor, Role
-    from core.runtime import open_runtime
+    from alliance.core.clinic import ActivateStaff
+    from alliance.core.handling import CommandHandler
+    from alliance.core.identity import Actor, Role
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:
@@ -325,7 +325,7 @@ def clinic_bootstrap(settings: Settings, tenant: str, admin_id: str) -> None:
 @click.pass_obj
 def demo(settings: Settings) -> None:
     """Load a realistic synthetic clinic (clients, goals at every stage, months of measurements)."""
-    from api.demo import load_demo
+    from alliance.api.demo import load_demo
 
     async def go() -> int:
         await load_demo(settings, console=console, only_if_absent=False)
@@ -346,8 +346,8 @@ def replay(settings: Settings, client_id: str, as_of: str | None, as_json: bool)
     import msgspec
     from rich.table import Table
 
-    from core.projections.asof import history_as_of
-    from core.runtime import open_runtime
+    from alliance.core.projections.asof import history_as_of
+    from alliance.core.runtime import open_runtime
 
     moment = datetime.now(UTC)
     if as_of:
@@ -392,11 +392,11 @@ def erase(settings: Settings, client_id: str, tenant: str, admin_id: str, reason
     """Right to erasure: destroy the client's data key (refused while a legal hold is in place)."""
     import uuid
 
-    from core.compliance.erasure_flow import erase_client
-    from core.compliance.signing import Signer
-    from core.handling import CommandHandler
-    from core.identity import Actor, Role
-    from core.runtime import open_runtime
+    from alliance.core.compliance.erasure_flow import erase_client
+    from alliance.core.compliance.signing import Signer
+    from alliance.core.handling import CommandHandler
+    from alliance.core.identity import Actor, Role
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:
@@ -416,9 +416,9 @@ def erase(settings: Settings, client_id: str, tenant: str, admin_id: str, reason
 @click.pass_obj
 def reapply_erasures_cmd(settings: Settings) -> None:
     """After a restore from backup: destroy again every key the erasure ledger says was destroyed."""
-    from core.compliance.erasure import reapply_erasures
-    from core.compliance.signing import Signer
-    from core.runtime import open_runtime
+    from alliance.core.compliance.erasure import reapply_erasures
+    from alliance.core.compliance.signing import Signer
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:
@@ -436,9 +436,9 @@ def reapply_erasures_cmd(settings: Settings) -> None:
 @click.pass_obj
 def anchor(settings: Settings) -> None:
     """Verify the store and write a signed anchor of every chain head outside the database."""
-    from core.compliance.anchors import write_anchor
-    from core.compliance.signing import Signer
-    from core.runtime import open_runtime
+    from alliance.core.compliance.anchors import write_anchor
+    from alliance.core.compliance.signing import Signer
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:
@@ -464,8 +464,8 @@ def projections_status(settings: Settings, as_json: bool) -> None:
     import msgspec
     from rich.table import Table
 
-    from core.projections.rebuild import status
-    from core.runtime import open_runtime
+    from alliance.core.projections.rebuild import status
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:
@@ -490,8 +490,8 @@ def projections_status(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def projections_rebuild(settings: Settings, names: tuple[str, ...]) -> None:
     """Build a new version of NAMES (default: all) beside the live one, then switch readers."""
-    from core.projections.rebuild import RebuildProgress, rebuild
-    from core.runtime import open_runtime
+    from alliance.core.projections.rebuild import RebuildProgress, rebuild
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:
@@ -520,8 +520,8 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...]) -> None:
 @click.pass_obj
 def projections_verify(settings: Settings, names: tuple[str, ...]) -> None:
     """Compare a fresh replay with the live tables; exit 1 on any difference."""
-    from core.projections.rebuild import verify as verify_projections
-    from core.runtime import open_runtime
+    from alliance.core.projections.rebuild import verify as verify_projections
+    from alliance.core.runtime import open_runtime
 
     async def go() -> int:
         async with open_runtime(settings) as rt:

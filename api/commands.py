@@ -23,10 +23,10 @@ from uuid import UUID
 import msgspec
 from litestar import Response
 
-from api.auth import Principal
-from api.input_limits import BoundedBody, bounded, text_limit
-from core.authority import Command
-from core.handling import Outcome
+from alliance.api.auth import Principal
+from alliance.api.input_limits import BoundedBody, bounded, text_limit
+from alliance.core.authority import Command
+from alliance.core.handling import Outcome
 
 CONTEXT_FIELDS = frozenset({"command_id", "actor", "at", "tenant_id", "goal_id", "client_id"})
 _BODIES: dict[tuple[type, frozenset[str], frozenset[str], frozenset[str]], type[msgspec.Struct]] = {}

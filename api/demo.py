@@ -16,15 +16,15 @@ from uuid import UUID
 
 from rich.console import Console
 
-from core import client as c
-from core import goal as g
-from core.clinic import ActivateStaff, SetCrisisInformation
-from core.errors import AllianceError
-from core.handling import CommandHandler
-from core.identity import Actor, Role
-from core.runtime import open_runtime
-from core.settings import Settings
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core import client as c
+from alliance.core import goal as g
+from alliance.core.clinic import ActivateStaff, SetCrisisInformation
+from alliance.core.errors import AllianceError
+from alliance.core.handling import CommandHandler
+from alliance.core.identity import Actor, Role
+from alliance.core.runtime import open_runtime
+from alliance.core.settings import Settings
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
 DEMO = uuid.UUID("5d3a1c7e-0b4e-4c55-9a51-6f7c2d8e9a10")
 
@@ -232,7 +232,7 @@ async def _load(loader: Loader) -> None:
 
 async def load_demo(settings: Settings, *, console: Console, only_if_absent: bool,
                     base_url: str = "http://127.0.0.1:8000") -> None:
-    from api.auth import issue_token
+    from alliance.api.auth import issue_token
 
     async with open_runtime(settings) as rt:
         exists = await rt.store.stream_version(f"clinic-{TENANT}") > 0

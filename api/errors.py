@@ -19,8 +19,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.exceptions import ValidationException as LitestarValidation
 
-from core.errors import AllianceError, DatabaseUnavailable
-from core.logging import get_logger
+from alliance.core.errors import AllianceError, DatabaseUnavailable
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.api")
 

@@ -40,11 +40,11 @@ from uuid import UUID
 import asyncpg
 from litestar import Request, Response
 
-from api.auth import Principal
-from api.errors import alliance_error_handler
-from api.liveness import HELD_SQL, Liveness
-from core.errors import AllianceError, ConcurrencyConflict, RequestInProgress, ValidationError
-from core.logging import get_logger
+from alliance.api.auth import Principal
+from alliance.api.errors import alliance_error_handler
+from alliance.api.liveness import HELD_SQL, Liveness
+from alliance.core.errors import AllianceError, ConcurrencyConflict, RequestInProgress, ValidationError
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.idempotency")
 

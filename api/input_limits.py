@@ -24,7 +24,7 @@ import msgspec.inspect as mi
 from litestar import Request
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from core.errors import AllianceError, ConfigurationError, ValidationError
+from alliance.core.errors import AllianceError, ConfigurationError, ValidationError
 
 #: Maximum characters (code points) of each kind of text.
 LABEL = 200  # a name, an id, a schedule, a pace ("three mornings a week")

@@ -22,7 +22,7 @@ import secrets
 
 import asyncpg
 
-from core.logging import get_logger
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.liveness")
 

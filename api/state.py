@@ -13,16 +13,16 @@ import pluggy
 from litestar import Request
 from litestar.datastructures import State
 
-from api.auth import Principal, TokenVerifier, bearer_token
-from core.clinic import ClinicState
-from core.errors import Forbidden
-from core.handling import CommandHandler
-from core.identity import Role
-from core.projections.feed import ChangeFeed
-from core.projections.queries import Fetched
-from core.projections.view_cache import ViewCache
-from core.runtime import Runtime
-from plugins.manager import InstrumentRegistry
+from alliance.api.auth import Principal, TokenVerifier, bearer_token
+from alliance.core.clinic import ClinicState
+from alliance.core.errors import Forbidden
+from alliance.core.handling import CommandHandler
+from alliance.core.identity import Role
+from alliance.core.projections.feed import ChangeFeed
+from alliance.core.projections.queries import Fetched
+from alliance.core.projections.view_cache import ViewCache
+from alliance.core.runtime import Runtime
+from alliance.plugins.manager import InstrumentRegistry
 
 
 @dataclass

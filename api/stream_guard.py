@@ -47,14 +47,14 @@ from uuid import UUID
 import jwt
 from litestar import Request
 
-from api.access import authorize_client
-from api.auth import Principal
-from api.routes.common import visible_client
-from api.state import AppServices, require_active_staff
-from api.stream_leases import Full, StreamLeases
-from core.errors import AllianceError
-from core.identity import Role
-from core.logging import get_logger
+from alliance.api.access import authorize_client
+from alliance.api.auth import Principal
+from alliance.api.routes.common import visible_client
+from alliance.api.state import AppServices, require_active_staff
+from alliance.api.stream_leases import Full, StreamLeases
+from alliance.core.errors import AllianceError
+from alliance.core.identity import Role
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.streams")
 

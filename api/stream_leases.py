@@ -19,9 +19,9 @@ from uuid import UUID
 
 import asyncpg
 
-from api.auth import Principal
-from api.liveness import HELD_SQL
-from core.logging import get_logger
+from alliance.api.auth import Principal
+from alliance.api.liveness import HELD_SQL
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.streams")
 

@@ -8,7 +8,7 @@ Phases: hello-world (the ceiling); reads with the view cache off (every read a d
 trip); then the service as configured by default: clients reading their own plan/progress,
 clinicians reading them (never cached, each access-logged), the 70/25/5 mix, SSE fan-out.
 
-The service runs as it does in production: ``python -m uvicorn api.app:create_app --factory
+The service runs as it does in production: ``python -m uvicorn alliance.api.app:create_app --factory
 --workers 2`` on a free loopback port (plus ``--log-level warning --no-access-log``, so uvicorn
 does not print a line per request), with ``DATABASE_URL`` = the bench database's owner DSN and
 its own ``ALLIANCE_HOME``. The ceiling, a bare Litestar hello-world route
@@ -155,21 +155,21 @@ class Seed:
 
 
 def bench_settings_for(db: BenchDatabase, home: Path) -> Any:
-    from core.settings import Settings
+    from alliance.core.settings import Settings
     return Settings(database_url=db.owner_dsn, kek=KEK, home=home, log_level="warning", jwt_secret=JWT_SECRET,
                     app_role_password=os.environ.get("ALLIANCE_APP_ROLE_PASSWORD"), anchor_interval=0)
 
 
 async def seed(db: BenchDatabase, home: Path, n_clients: int, measurements: int) -> Seed:
-    from api.auth import issue_token
-    from core import client as c
-    from core import goal as g
-    from core.clinic import ActivateStaff
-    from core.handling import CommandHandler
-    from core.identity import Actor, Role
-    from core.logging import configure_logging
-    from core.runtime import open_runtime
-    from plugins.manager import InstrumentRegistry, get_plugin_manager
+    from alliance.api.auth import issue_token
+    from alliance.core import client as c
+    from alliance.core import goal as g
+    from alliance.core.clinic import ActivateStaff
+    from alliance.core.handling import CommandHandler
+    from alliance.core.identity import Actor, Role
+    from alliance.core.logging import configure_logging
+    from alliance.core.runtime import open_runtime
+    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
     settings = bench_settings_for(db, home)
     configure_logging(fmt="console", level="warning")
@@ -727,7 +727,7 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
                "ALLIANCE_ANCHOR_INTERVAL": "0", "PYTHONPATH": str(ROOT)}
 
         if sse_only:
-            api = spawn("alliance", "api.app:create_app", env, work)
+            api = spawn("alliance", "alliance.api.app:create_app", env, work)
             servers.append(api)
             await wait_ready(api, "/ready", caught_up=True)
         else:
@@ -742,7 +742,7 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             servers.remove(hello)
 
             # 2. the service without its view cache: every read is a database round trip
-            uncached = spawn("alliance-no-view-cache", "api.app:create_app",
+            uncached = spawn("alliance-no-view-cache", "alliance.api.app:create_app",
                              {**env, "ALLIANCE_VIEW_CACHE_SECONDS": "0"}, work)
             servers.append(uncached)
             await wait_ready(uncached, "/ready", caught_up=True)
@@ -753,7 +753,7 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             servers.remove(uncached)
 
             # 3. the service as configured by default: client reads, staff reads, then the 70/25/5 mix
-            api = spawn("alliance", "api.app:create_app", env, work)
+            api = spawn("alliance", "alliance.api.app:create_app", env, work)
             servers.append(api)
             await wait_ready(api, "/ready", caught_up=True)
             await run_wrk(api.port, "reads", 2, connections, script, data, work)  # warm-up (plans cached, etc.)

@@ -30,15 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from core.database import create_app_pool, ensure_database, with_database, with_user
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.migrations import apply_migrations
-from core.projections.feed import ChangeFeed
-from core.projections.queries import read_plan, read_progress
-from core.projections.rebuild import rebuild
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import ProjectionRunner
+from alliance.core.database import create_app_pool, ensure_database, with_database, with_user
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.migrations import apply_migrations
+from alliance.core.projections.feed import ChangeFeed
+from alliance.core.projections.queries import read_plan, read_progress
+from alliance.core.projections.rebuild import rebuild
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import ProjectionRunner
 from tests.database import APP_ROLE, TEST_KEK, create_test_database, drop_test_database, test_settings
 from tests.projections.helpers import Client, domain_codec
 
@@ -104,7 +104,7 @@ async def role_rebuild(dsn: str, kek: bytes, batch: int) -> None:
 
 async def read_phase(pool: asyncpg.Pool, store: PostgresEventStore, client: UUID, tenant: UUID, reads: int) -> None:
     """Plan and progress read latency of one client (rows opened with its data key), ``reads`` of each."""
-    from plugins.manager import InstrumentRegistry, get_plugin_manager
+    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
     registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
     for name, read in (("plan", lambda: read_plan(pool, client, keys=store.keys, tenant_id=tenant)),
                        ("progress", lambda: read_progress(pool, client, keys=store.keys, tenant_id=tenant,
@@ -222,7 +222,7 @@ async def kept_database(name: str) -> tuple[str, str, str]:
     settings = test_settings()
     admin = settings.database_url
     if not admin:
-        from core.database import start_embedded
+        from alliance.core.database import start_embedded
         admin = start_embedded(settings)
     await ensure_database(admin, name)
     owner = with_database(admin, name)
@@ -328,7 +328,7 @@ if __name__ == "__main__":
     parser.add_argument("--live", default="plan,progress,history",
                         help="projections the runner process runs during the latency phases")
     ns = parser.parse_args()
-    from core.logging import configure_logging
+    from alliance.core.logging import configure_logging
     configure_logging(fmt="console", level="warning")
     if ns.role == "runner":
         asyncio.run(role_runner(ns.dsn, base64.b64decode(os.environ["ALLIANCE_BENCH_KEK"]),

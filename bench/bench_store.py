@@ -42,6 +42,15 @@ from uuid import UUID
 
 import asyncpg
 
+from alliance.core.database import create_app_pool
+from alliance.core.events.base import EventPayload, PersonalStr
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.envelope import NewEvent
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.store import START
+from alliance.core.identity import Role
+from alliance.core.logging import configure_logging
 from bench.harness import (
     BenchDatabase,
     Results,
@@ -54,15 +63,6 @@ from bench.harness import (
     progress,
     timed_sync,
 )
-from core.database import create_app_pool
-from core.events.base import EventPayload, PersonalStr
-from core.events.codec import EventCodec
-from core.events.crypto import PostgresKeyRing
-from core.events.envelope import NewEvent
-from core.events.postgres import PostgresEventStore
-from core.events.store import START
-from core.identity import Role
-from core.logging import configure_logging
 
 
 # -- the workload --------------------------------------------------------------

@@ -29,9 +29,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.database import database_name, ensure_database, start_embedded, with_database, with_user
-from core.migrations import apply_migrations
-from core.settings import Settings, load_settings
+from alliance.core.database import database_name, ensure_database, start_embedded, with_database, with_user
+from alliance.core.migrations import apply_migrations
+from alliance.core.settings import Settings, load_settings
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 

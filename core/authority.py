@@ -19,11 +19,11 @@ from uuid import UUID
 
 import msgspec
 
-from core.errors import Forbidden
-from core.identity import Actor, Role
+from alliance.core.errors import Forbidden
+from alliance.core.identity import Actor, Role
 
 if TYPE_CHECKING:
-    from core.client import ClientState
+    from alliance.core.client import ClientState
 
 Party = Literal["client", "clinician"]
 

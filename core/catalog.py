@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from core.client import CLIENT_EVENT_TYPES, CLIENT_UPCASTERS
-from core.clinic import CLINIC_EVENT_TYPES
-from core.events.base import EventPayload
-from core.goal import GOAL_EVENT_TYPES
-from core.notifications.events import NOTIFICATION_EVENT_TYPES
+from alliance.core.client import CLIENT_EVENT_TYPES, CLIENT_UPCASTERS
+from alliance.core.clinic import CLINIC_EVENT_TYPES
+from alliance.core.events.base import EventPayload
+from alliance.core.goal import GOAL_EVENT_TYPES
+from alliance.core.notifications.events import NOTIFICATION_EVENT_TYPES
 
 ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     *CLIENT_EVENT_TYPES, *GOAL_EVENT_TYPES, *CLINIC_EVENT_TYPES, *NOTIFICATION_EVENT_TYPES)

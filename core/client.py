@@ -18,7 +18,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from core.authority import (
+from alliance.core.authority import (
     CLINICAL_ROLES,
     Command,
     by_of,
@@ -30,8 +30,8 @@ from core.authority import (
     require_not_auditor,
     require_tenant,
 )
-from core.clinic import ClinicState
-from core.consent import (
+from alliance.core.clinic import ClinicState
+from alliance.core.consent import (
     ConsentEvent,
     ConsentGranted,
     ConsentMode,
@@ -40,16 +40,16 @@ from core.consent import (
     consent_in_force,
     current_text_version,
 )
-from core.errors import ConfigurationError, DomainRuleViolation, Forbidden, NotFound, ValidationError
-from core.events.base import (
+from alliance.core.errors import ConfigurationError, DomainRuleViolation, Forbidden, NotFound, ValidationError
+from alliance.core.events.base import (
     EventPayload,
     OptionalPersonalStr,
     PersonalMap,
     PersonalStr,
     PersonalTexts,
 )
-from core.identity import Actor, Role
-from plugins.instruments import ScoredMeasurement
+from alliance.core.identity import Actor, Role
+from alliance.plugins.instruments import ScoredMeasurement
 
 #: Namespace for risk-flag ids derived from a measurement id (stable across retries).
 RISK_FLAG_NAMESPACE = UUID("3b0d2f5e-8f61-4c7e-9a57-0c2b6f1e4d21")

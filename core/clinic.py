@@ -21,10 +21,10 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from core.authority import Command, require_not_auditor, require_tenant
-from core.errors import DomainRuleViolation, Forbidden, ValidationError
-from core.events.base import ERASED, EventPayload, OptionalPersonalStr
-from core.identity import Role
+from alliance.core.authority import Command, require_not_auditor, require_tenant
+from alliance.core.errors import DomainRuleViolation, Forbidden, ValidationError
+from alliance.core.events.base import ERASED, EventPayload, OptionalPersonalStr
+from alliance.core.identity import Role
 
 STAFF_ROLES: frozenset[Role] = frozenset(
     {Role.CLINICIAN, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN})

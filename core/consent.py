@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Literal, Protocol
 from uuid import UUID
 
-from core.events.base import EventPayload
-from core.identity import Role
+from alliance.core.events.base import EventPayload
+from alliance.core.identity import Role
 
 
 class ConsentScope(enum.StrEnum):

@@ -17,8 +17,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from core.logging import get_logger
-from core.settings import Settings
+from alliance.core.logging import get_logger
+from alliance.core.settings import Settings
 
 log = get_logger("alliance.database")
 

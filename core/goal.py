@@ -24,7 +24,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from core.authority import (
+from alliance.core.authority import (
     Command,
     Party,
     by_of,
@@ -34,17 +34,17 @@ from core.authority import (
     require_not_auditor,
     require_tenant,
 )
-from core.client import ClientState
-from core.consent import ConsentScope
-from core.errors import DomainRuleViolation, NotFound, ValidationError
-from core.events.base import (
+from alliance.core.client import ClientState
+from alliance.core.consent import ConsentScope
+from alliance.core.errors import DomainRuleViolation, NotFound, ValidationError
+from alliance.core.events.base import (
     EventPayload,
     OptionalPersonalStr,
     PersonalMap,
     PersonalStr,
     PersonalTexts,
 )
-from core.identity import Role
+from alliance.core.identity import Role
 
 #: The SMART facets a goal may carry as text (the due date is a separate field).
 FACET_KEYS: tuple[str, ...] = ("specific", "measure", "target", "achievable", "relevant")

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from core.authority import Command
-from core.client import (
+from alliance.core.authority import Command
+from alliance.core.client import (
     AddCareTeamMember,
     ChangePrimaryClinician,
     ClientState,
@@ -48,13 +48,13 @@ from core.client import (
     evolve_client,
     initial_client_state,
 )
-from core.clinic import ClinicState, clinic_stream, decide_clinic, evolve_clinic, initial_clinic_state
-from core.errors import AllianceError, ConcurrencyConflict, PreconditionFailed
-from core.events.base import EventPayload
-from core.events.envelope import NewEvent, RecordedEvent, derive_event_id
-from core.events.store import EventStore, StreamAppend
-from core.goal import GoalCommandUnion, GoalState, decide_goal, evolve_goal, goal_stream, initial_goal_state
-from core.logging import get_logger
+from alliance.core.clinic import ClinicState, clinic_stream, decide_clinic, evolve_clinic, initial_clinic_state
+from alliance.core.errors import AllianceError, ConcurrencyConflict, PreconditionFailed
+from alliance.core.events.base import EventPayload
+from alliance.core.events.envelope import NewEvent, RecordedEvent, derive_event_id
+from alliance.core.events.store import EventStore, StreamAppend
+from alliance.core.goal import GoalCommandUnion, GoalState, decide_goal, evolve_goal, goal_stream, initial_goal_state
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.handling")
 

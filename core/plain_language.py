@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from core.errors import ConfigurationError
+from alliance.core.errors import ConfigurationError
 
 DEFAULT_GLOSSARY: dict[str, str] = {
     "cognitive restructuring": "changing unhelpful thoughts",

@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core.database import DatabaseTarget, create_app_pool, resolve_target
-from core.events.base import EventPayload
-from core.events.codec import EventCodec
-from core.events.crypto import PostgresKeyRing, load_kek
-from core.events.postgres import PostgresEventStore
-from core.migrations import apply_migrations
-from core.settings import Settings
+from alliance.core.database import DatabaseTarget, create_app_pool, resolve_target
+from alliance.core.events.base import EventPayload
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.crypto import PostgresKeyRing, load_kek
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.migrations import apply_migrations
+from alliance.core.settings import Settings
 
 
 def domain_codec() -> EventCodec:
-    from core import catalog
+    from alliance.core import catalog
 
     return EventCodec(catalog.ALL_EVENT_TYPES, getattr(catalog, "UPCASTERS", {}))
 

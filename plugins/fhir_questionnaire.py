@@ -39,9 +39,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from core.errors import ConfigurationError
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.core.errors import ConfigurationError
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     LOINC,
     Band,
     ChoiceOption,

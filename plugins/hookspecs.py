@@ -13,9 +13,9 @@ from typing import Any
 
 import pluggy
 
-from core.settings import Settings
-from plugins.channels.base import NotificationChannel
-from plugins.instruments import InstrumentDefinition
+from alliance.core.settings import Settings
+from alliance.plugins.channels.base import NotificationChannel
+from alliance.plugins.instruments import InstrumentDefinition
 
 hookspec = pluggy.HookspecMarker("alliance")
 hookimpl = pluggy.HookimplMarker("alliance")

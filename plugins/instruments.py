@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from core.errors import ValidationError
+from alliance.core.errors import ValidationError
 
 __all__ = [
     "KNOWN_RISK_QUESTIONS",

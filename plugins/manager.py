@@ -25,10 +25,10 @@ from typing import Any
 import pluggy
 import structlog
 
-from core.errors import ConfigurationError, NotFound
-from plugins import hookspecs
-from plugins.fhir_questionnaire import QuestionnairePlugin, questionnaire_plugin
-from plugins.instruments import (
+from alliance.core.errors import ConfigurationError, NotFound
+from alliance.plugins import hookspecs
+from alliance.plugins.fhir_questionnaire import QuestionnairePlugin, questionnaire_plugin
+from alliance.plugins.instruments import (
     InstrumentDefinition,
     ScoredMeasurement,
     Scorer,
@@ -36,7 +36,7 @@ from plugins.instruments import (
     instrument_key,
     score,
 )
-from plugins.scoring_guard import DEFAULT_TIMEOUT, InstrumentFailed, guarded_scorer
+from alliance.plugins.scoring_guard import DEFAULT_TIMEOUT, InstrumentFailed, guarded_scorer
 
 log = structlog.get_logger("alliance.plugins")
 
@@ -61,7 +61,8 @@ def get_plugin_manager(plugins_dir: Path | None = None) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
-        pm.register(importlib.import_module(module_name), name=module_name)
+        # Registered under their historical names (stable identifiers); imported from the `alliance` package.
+        pm.register(importlib.import_module(f"alliance.{module_name}"), name=module_name)
     try:
         pm.load_setuptools_entrypoints(PROJECT_NAME)
     except Exception as exc:

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import structlog
 
-from core.errors import ValidationError
-from plugins.instruments import InstrumentDefinition, Scorer
+from alliance.core.errors import ValidationError
+from alliance.plugins.instruments import InstrumentDefinition, Scorer
 
 log = structlog.get_logger("alliance.plugins")
 

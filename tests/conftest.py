@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.database import create_app_pool
+from alliance.core.database import create_app_pool
 from tests.database import create_test_database, drop_test_database
 
 
@@ -46,6 +46,6 @@ database, app_pool = own_database("alliance_test")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from core.logging import configure_logging
+    from alliance.core.logging import configure_logging
 
     configure_logging(fmt="console", level="warning")

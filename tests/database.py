@@ -10,9 +10,9 @@ from pathlib import Path
 
 import asyncpg
 
-from core.database import database_name, ensure_database, start_embedded, with_database, with_user
-from core.migrations import apply_migrations
-from core.settings import Settings, load_settings
+from alliance.core.database import database_name, ensure_database, start_embedded, with_database, with_user
+from alliance.core.migrations import apply_migrations
+from alliance.core.settings import Settings, load_settings
 
 APP_ROLE = "alliance_app"
 

@@ -10,22 +10,22 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import QueryParameter
 
-from api.access import ReadKind
-from api.auth import Principal
-from api.commands import CommandResult, body_for, build, result_response
-from api.input_limits import MAX_ITEMS, Answers, BoundedBody, Label, limited
-from api.routes.common import readable_client, run_command, visible_client
-from api.routes.goals import _receipts
-from api.state import AppServices, now
-from core import client as c
-from core.clinic import clinic_stream
-from core.consent import ConsentScope
-from core.errors import NotFound, ValidationError
-from core.identity import Role
-from core.projections import asof, queries
-from core.projections.base import Projection
-from core.projections.plan import PLAN
-from core.projections.progress import PROGRESS, initial_progress, render_progress
+from alliance.api.access import ReadKind
+from alliance.api.auth import Principal
+from alliance.api.commands import CommandResult, body_for, build, result_response
+from alliance.api.input_limits import MAX_ITEMS, Answers, BoundedBody, Label, limited
+from alliance.api.routes.common import readable_client, run_command, visible_client
+from alliance.api.routes.goals import _receipts
+from alliance.api.state import AppServices, now
+from alliance.core import client as c
+from alliance.core.clinic import clinic_stream
+from alliance.core.consent import ConsentScope
+from alliance.core.errors import NotFound, ValidationError
+from alliance.core.identity import Role
+from alliance.core.projections import asof, queries
+from alliance.core.projections.base import Projection
+from alliance.core.projections.plan import PLAN
+from alliance.core.projections.progress import PROGRESS, initial_progress, render_progress
 
 
 def client_route(path: str, command: type[c.Command], *, operation_id: str, summary: str,

@@ -8,16 +8,16 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import QueryParameter
 
-from api.auth import Principal, require_role
-from api.commands import body_for, build, result_response
-from api.routes.clients import client_route
-from api.routes.common import run_command, visible_client
-from api.state import AppServices
-from core import client as c
-from core import clinic as k
-from core.errors import Forbidden, ValidationError
-from core.identity import Role
-from core.projections import queries
+from alliance.api.auth import Principal, require_role
+from alliance.api.commands import body_for, build, result_response
+from alliance.api.routes.clients import client_route
+from alliance.api.routes.common import run_command, visible_client
+from alliance.api.state import AppServices
+from alliance.core import client as c
+from alliance.core import clinic as k
+from alliance.core.errors import Forbidden, ValidationError
+from alliance.core.identity import Role
+from alliance.core.projections import queries
 
 ActivateBody = body_for(k.ActivateStaff)
 

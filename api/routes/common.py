@@ -9,15 +9,15 @@ from uuid import UUID
 
 from litestar import Request, Response
 
-from api.access import ReadKind, authorize_client, client_not_found, record_access
-from api.auth import Principal
-from api.idempotency import command_id_for, idempotency_key, run_idempotent
-from api.state import AppServices
-from core.client import ClientState
-from core.errors import NotFound
-from core.goal import GoalState
-from core.handling import Loaded
-from core.identity import Role
+from alliance.api.access import ReadKind, authorize_client, client_not_found, record_access
+from alliance.api.auth import Principal
+from alliance.api.idempotency import command_id_for, idempotency_key, run_idempotent
+from alliance.api.state import AppServices
+from alliance.core.client import ClientState
+from alliance.core.errors import NotFound
+from alliance.core.goal import GoalState
+from alliance.core.handling import Loaded
+from alliance.core.identity import Role
 
 
 async def visible_client(svc: AppServices, principal: Principal, client_id: UUID, *,
@@ -84,7 +84,7 @@ def if_match(request: Request[Any, Any, Any]) -> int | None:
     raw = request.headers.get("if-match")
     if raw is None:
         return None
-    from core.errors import ValidationError
+    from alliance.core.errors import ValidationError
 
     value = raw.strip().removeprefix("W/").strip('"')
     if not value.isdigit():

@@ -8,21 +8,21 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import QueryParameter
 
-from api.auth import Principal, require_role
-from api.input_limits import BoundedBody, Statement
-from api.routes.common import readable_client, run_command, visible_client
-from api.state import AppServices, now
-from core.authority import require_not_auditor
-from core.compliance.anchors import heads_digest, latest_anchor
-from core.compliance.erasure_flow import erase_client
-from core.compliance.export import build_export
-from core.compliance.fhir import build_bundle
-from core.compliance.receipts import verify_receipt
-from core.compliance.report import VerifyResult
-from core.compliance.signing import document_signature_problem
-from core.errors import ValidationError
-from core.identity import Role
-from core.projections import asof
+from alliance.api.auth import Principal, require_role
+from alliance.api.input_limits import BoundedBody, Statement
+from alliance.api.routes.common import readable_client, run_command, visible_client
+from alliance.api.state import AppServices, now
+from alliance.core.authority import require_not_auditor
+from alliance.core.compliance.anchors import heads_digest, latest_anchor
+from alliance.core.compliance.erasure_flow import erase_client
+from alliance.core.compliance.export import build_export
+from alliance.core.compliance.fhir import build_bundle
+from alliance.core.compliance.receipts import verify_receipt
+from alliance.core.compliance.report import VerifyResult
+from alliance.core.compliance.signing import document_signature_problem
+from alliance.core.errors import ValidationError
+from alliance.core.identity import Role
+from alliance.core.projections import asof
 
 
 def _json(value: Any, status: int = 200, media_type: str = "application/json") -> Response:

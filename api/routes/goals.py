@@ -8,16 +8,16 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, get, post
 
-from api.access import authorize_client, record_access
-from api.auth import Principal
-from api.commands import CommandResult, body_for, build, result_response
-from api.input_limits import BoundedBody, Statement
-from api.routes.common import if_match, run_command, visible_client, visible_goal
-from api.state import AppServices, now
-from core import goal as g
-from core.errors import ValidationError
-from core.goal import fhir_lifecycle_status
-from core.projections.plan import render_goal
+from alliance.api.access import authorize_client, record_access
+from alliance.api.auth import Principal
+from alliance.api.commands import CommandResult, body_for, build, result_response
+from alliance.api.input_limits import BoundedBody, Statement
+from alliance.api.routes.common import if_match, run_command, visible_client, visible_goal
+from alliance.api.state import AppServices, now
+from alliance.core import goal as g
+from alliance.core.errors import ValidationError
+from alliance.core.goal import fhir_lifecycle_status
+from alliance.core.projections.plan import render_goal
 
 RECEIPT_EVENT_TYPES = frozenset({"goal.agreed", "goal.activated", "goal.change_accepted", "consent.granted",
                                  "consent.withdrawn"})

@@ -30,11 +30,11 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from api.auth import Principal
-from api.errors import Problem
-from api.routes.common import readable_client
-from api.state import AppServices, require_active_staff
-from api.stream_guard import (
+from alliance.api.auth import Principal
+from alliance.api.errors import Problem
+from alliance.api.routes.common import readable_client
+from alliance.api.state import AppServices, require_active_staff
+from alliance.api.stream_guard import (
     StallGuard,
     StreamClosed,
     StreamGrant,
@@ -45,10 +45,10 @@ from api.stream_guard import (
     registry,
     seconds_left,
 )
-from core.errors import Forbidden
-from core.identity import Role
-from core.logging import get_logger
-from core.projections.feed import Change, decode_cursor
+from alliance.core.errors import Forbidden
+from alliance.core.identity import Role
+from alliance.core.logging import get_logger
+from alliance.core.projections.feed import Change, decode_cursor
 
 log = get_logger("alliance.streams")
 

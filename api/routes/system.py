@@ -6,12 +6,12 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
-from api.auth import Principal
-from api.errors import database_outage, outage_reason
-from api.state import AppServices
-from core.errors import NotFound
-from core.migrations import pending_migrations
-from core.projections.rebuild import lag
+from alliance.api.auth import Principal
+from alliance.api.errors import database_outage, outage_reason
+from alliance.api.state import AppServices
+from alliance.core.errors import NotFound
+from alliance.core.migrations import pending_migrations
+from alliance.core.projections.rebuild import lag
 
 #: /ready fails when a projection is further behind than this.
 READY_MAX_LAG_EVENTS = 1000

@@ -5,13 +5,13 @@ verbs (``api/``) wire them. Every check answers with ``report.VerifyResult`` (``
 named ``problems``).
 """
 
-from core.compliance.anchors import check_against_anchors, latest_anchor, write_anchor
-from core.compliance.erasure import erase_subject, reapply_erasures, record_erasure
-from core.compliance.export import build_export, verify_export_file
-from core.compliance.fhir import build_bundle, check_bundle, check_codes
-from core.compliance.receipts import issue_receipt, issue_receipts, verify_receipt
-from core.compliance.report import Problem, VerifyResult
-from core.compliance.signing import Signer, verify
+from alliance.core.compliance.anchors import check_against_anchors, latest_anchor, write_anchor
+from alliance.core.compliance.erasure import erase_subject, reapply_erasures, record_erasure
+from alliance.core.compliance.export import build_export, verify_export_file
+from alliance.core.compliance.fhir import build_bundle, check_bundle, check_codes
+from alliance.core.compliance.receipts import issue_receipt, issue_receipts, verify_receipt
+from alliance.core.compliance.report import Problem, VerifyResult
+from alliance.core.compliance.signing import Signer, verify
 
 __all__ = [
     "Problem",

@@ -31,11 +31,11 @@ from typing import Any
 
 import msgspec
 
-from core.compliance.report import VerifyResult, break_code
-from core.compliance.rows import EVENT_COLUMNS, Source, iso, snapshot
-from core.compliance.signing import Keys, Signer, canonical_json, document_signature_problem, sign_document
-from core.events.codec import GENESIS_HASH
-from core.events.verify import check_event, verify_store
+from alliance.core.compliance.report import VerifyResult, break_code
+from alliance.core.compliance.rows import EVENT_COLUMNS, Source, iso, snapshot
+from alliance.core.compliance.signing import Keys, Signer, canonical_json, document_signature_problem, sign_document
+from alliance.core.events.codec import GENESIS_HASH
+from alliance.core.events.verify import check_event, verify_store
 
 ANCHOR_KIND = "alliance.anchor"
 ANCHOR_FORMAT = 1

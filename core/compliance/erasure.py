@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from core.compliance.report import VerifyResult
-from core.compliance.rows import iso
-from core.compliance.signing import Keys, Signer, document_signature_problem, sign_document
-from core.events.crypto import KeyRing
+from alliance.core.compliance.report import VerifyResult
+from alliance.core.compliance.rows import iso
+from alliance.core.compliance.signing import Keys, Signer, document_signature_problem, sign_document
+from alliance.core.events.crypto import KeyRing
 
 LEDGER_KIND = "alliance.erasure"
 LEDGER_FORMAT = 1

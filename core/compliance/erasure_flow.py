@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 
-from core.client import CompleteErasure, RequestErasure, decide_client
-from core.compliance.erasure import erase_subject
-from core.compliance.signing import Signer
-from core.errors import ValidationError
-from core.handling import CommandHandler
-from core.identity import Actor
-from core.logging import get_logger
+from alliance.core.client import CompleteErasure, RequestErasure, decide_client
+from alliance.core.compliance.erasure import erase_subject
+from alliance.core.compliance.signing import Signer
+from alliance.core.errors import ValidationError
+from alliance.core.handling import CommandHandler
+from alliance.core.identity import Actor
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.erasure")
 

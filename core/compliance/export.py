@@ -38,11 +38,11 @@ from uuid import UUID
 
 import msgspec
 
-from core.compliance.report import VerifyResult, break_code
-from core.compliance.rows import EVENT_COLUMNS, Source, iso, json_to_row, row_to_json, snapshot
-from core.compliance.signing import Keys, Signer, document_signature_problem, sign_document
-from core.events.codec import GENESIS_HASH
-from core.events.verify import check_event
+from alliance.core.compliance.report import VerifyResult, break_code
+from alliance.core.compliance.rows import EVENT_COLUMNS, Source, iso, json_to_row, row_to_json, snapshot
+from alliance.core.compliance.signing import Keys, Signer, document_signature_problem, sign_document
+from alliance.core.events.codec import GENESIS_HASH
+from alliance.core.events.verify import check_event
 
 EXPORT_KIND = "alliance.history_export"
 EXPORT_FORMAT = 1

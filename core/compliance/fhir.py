@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from core.client import (
+from alliance.core.client import (
     ClientDischarged,
     ClientEnrolled,
     ClientState,
@@ -45,9 +45,9 @@ from core.client import (
     informant_of,
     initial_client_state,
 )
-from core.consent import ConsentGranted, ConsentWithdrawn
-from core.events.envelope import RecordedEvent
-from core.goal import (
+from alliance.core.consent import ConsentGranted, ConsentWithdrawn
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.goal import (
     GoalDeclined,
     GoalProposed,
     GoalState,
@@ -56,7 +56,7 @@ from core.goal import (
     fhir_lifecycle_status,
     initial_goal_state,
 )
-from core.identity import Role
+from alliance.core.identity import Role
 
 FhirVersion = Literal["R5", "R4B"]
 

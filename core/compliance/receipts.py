@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from core.compliance.report import VerifyResult, break_code
-from core.compliance.rows import EVENT_COLUMNS, Source, iso, snapshot
-from core.compliance.signing import Keys, Signer, document_signature_problem, sign_document
-from core.errors import NotFound
-from core.events.codec import GENESIS_HASH
-from core.events.envelope import RecordedEvent
-from core.events.verify import check_event
+from alliance.core.compliance.report import VerifyResult, break_code
+from alliance.core.compliance.rows import EVENT_COLUMNS, Source, iso, snapshot
+from alliance.core.compliance.signing import Keys, Signer, document_signature_problem, sign_document
+from alliance.core.errors import NotFound
+from alliance.core.events.codec import GENESIS_HASH
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.events.verify import check_event
 
 RECEIPT_KIND = "alliance.receipt"
 RECEIPT_FORMAT = 1

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from core.errors import ConfigurationError
+from alliance.core.errors import ConfigurationError
 
 ALG = "EdDSA"
 SIGNATURE_FIELD = "signature"

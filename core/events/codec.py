@@ -24,8 +24,8 @@ from uuid import UUID
 import msgspec
 from msgspec import inspect as mi
 
-from core.errors import ConfigurationError, EventDecodeError, ValidationError
-from core.events.base import ERASED, EventPayload
+from alliance.core.errors import ConfigurationError, EventDecodeError, ValidationError
+from alliance.core.events.base import ERASED, EventPayload
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 

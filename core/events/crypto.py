@@ -42,7 +42,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from core.errors import AllianceError, ConfigurationError
+from alliance.core.errors import AllianceError, ConfigurationError
 
 NONCE_BYTES = 12
 

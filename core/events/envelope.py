@@ -13,8 +13,8 @@ from uuid import UUID
 
 import msgspec
 
-from core.events.base import EventPayload
-from core.identity import Role
+from alliance.core.events.base import EventPayload
+from alliance.core.identity import Role
 
 #: Namespace for event ids derived from a command id (uuid5), so that a retried
 #: command produces the very same event ids and the store records it once.

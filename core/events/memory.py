@@ -15,11 +15,11 @@ from uuid import UUID
 
 import msgspec
 
-from core.errors import ConcurrencyConflict, ValidationError
-from core.events.codec import GENESIS_HASH, HASH_SCHEME, EventCodec, chain_hash
-from core.events.crypto import KeyRing, MemoryKeyRing
-from core.events.envelope import NewEvent, RecordedEvent
-from core.events.store import (
+from alliance.core.errors import ConcurrencyConflict, ValidationError
+from alliance.core.events.codec import GENESIS_HASH, HASH_SCHEME, EventCodec, chain_hash
+from alliance.core.events.crypto import KeyRing, MemoryKeyRing
+from alliance.core.events.envelope import NewEvent, RecordedEvent
+from alliance.core.events.store import (
     START,
     AppendResult,
     PreparedEvent,

@@ -37,11 +37,11 @@ from uuid import UUID
 
 import asyncpg
 
-from core.errors import ConcurrencyConflict, OutcomeUnknown, ValidationError
-from core.events.codec import HASH_SCHEME, EventCodec
-from core.events.crypto import KEYS_CHANNEL, KeyRing
-from core.events.envelope import NewEvent, RecordedEvent
-from core.events.store import (
+from alliance.core.errors import ConcurrencyConflict, OutcomeUnknown, ValidationError
+from alliance.core.events.codec import HASH_SCHEME, EventCodec
+from alliance.core.events.crypto import KEYS_CHANNEL, KeyRing
+from alliance.core.events.envelope import NewEvent, RecordedEvent
+from alliance.core.events.store import (
     START,
     AppendResult,
     PreparedEvent,
@@ -52,7 +52,7 @@ from core.events.store import (
     validate_expected_version,
     validate_stream_id,
 )
-from core.logging import get_logger
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.store")
 

@@ -18,11 +18,11 @@ from uuid import UUID
 
 import msgspec
 
-from core.errors import EventDecodeError, ValidationError
-from core.events.codec import HASH_SCHEME, EventCodec, content_digest
-from core.events.crypto import DataKey, KeyRing, seal
-from core.events.envelope import MAX_STREAM_ID_LENGTH, NewEvent, RecordedEvent
-from core.identity import Role
+from alliance.core.errors import EventDecodeError, ValidationError
+from alliance.core.events.codec import HASH_SCHEME, EventCodec, content_digest
+from alliance.core.events.crypto import DataKey, KeyRing, seal
+from alliance.core.events.envelope import MAX_STREAM_ID_LENGTH, NewEvent, RecordedEvent
+from alliance.core.identity import Role
 
 #: The checkpoint before the first event.
 START = "0.0"

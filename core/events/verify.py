@@ -15,7 +15,7 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-from core.events.codec import GENESIS_HASH, chain_hash, content_digest
+from alliance.core.events.codec import GENESIS_HASH, chain_hash, content_digest
 
 
 class Break(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,5 +1,5 @@
 """Versioned SQL migrations (``NNNN_name.sql``) and the runner that applies them."""
 
-from core.migrations.runner import apply_migrations, pending_migrations
+from alliance.core.migrations.runner import apply_migrations, pending_migrations
 
 __all__ = ["apply_migrations", "pending_migrations"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
-from core.errors import ConfigurationError
-from core.logging import get_logger
+from alliance.core.errors import ConfigurationError
+from alliance.core.logging import get_logger
 
 log = get_logger("alliance.migrations")
 

@@ -40,17 +40,17 @@ from uuid import UUID
 
 import asyncpg
 
-from core.client import ClientState, client_stream, evolve_client, initial_client_state
-from core.clinic import ClinicState, clinic_stream, evolve_clinic, initial_clinic_state
-from core.clock import SYSTEM_CLOCK, Clock
-from core.errors import ConcurrencyConflict, ValidationError
-from core.events.envelope import NewEvent, RecordedEvent
-from core.events.postgres import EVENTS_CHANNEL
-from core.events.store import EventStore, StreamAppend
-from core.handling import StateCache, load
-from core.logging import get_logger
-from core.notifications import queue
-from core.notifications.events import (
+from alliance.core.client import ClientState, client_stream, evolve_client, initial_client_state
+from alliance.core.clinic import ClinicState, clinic_stream, evolve_clinic, initial_clinic_state
+from alliance.core.clock import SYSTEM_CLOCK, Clock
+from alliance.core.errors import ConcurrencyConflict, ValidationError
+from alliance.core.events.envelope import NewEvent, RecordedEvent
+from alliance.core.events.postgres import EVENTS_CHANNEL
+from alliance.core.events.store import EventStore, StreamAppend
+from alliance.core.handling import StateCache, load
+from alliance.core.logging import get_logger
+from alliance.core.notifications import queue
+from alliance.core.notifications.events import (
     DISPATCHER_ACTOR_ID,
     DISPATCHER_ROLE,
     RISK_FLAG_ESCALATED,
@@ -66,15 +66,15 @@ from core.notifications.events import (
     notification_stream,
     request_event_id,
 )
-from core.notifications.messages import COMPOSERS, Composer
-from core.notifications.policy import (
+from alliance.core.notifications.messages import COMPOSERS, Composer
+from alliance.core.notifications.policy import (
     Recipient,
     RetryPolicy,
     decide_escalation,
     escalation_due_at,
     raised_recipients,
 )
-from plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
+from alliance.plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
 
 log = get_logger("alliance.notifications")
 

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from core.events.base import EventPayload
-from core.identity import Role
+from alliance.core.events.base import EventPayload
+from alliance.core.identity import Role
 
 #: Namespace of every id derived here (notification ids, attempt event ids, decision ids).
 NOTIFICATION_NAMESPACE = UUID("9a2d6c1e-4b7f-4e0a-8c35-6d1f0b2e7a94")

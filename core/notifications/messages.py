@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.notifications.events import RISK_FLAG_ESCALATED, RISK_FLAG_RAISED, NotificationRequested
+from alliance.core.notifications.events import RISK_FLAG_ESCALATED, RISK_FLAG_RAISED, NotificationRequested
 
 
 @dataclass(frozen=True)

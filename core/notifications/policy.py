@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from core.client import ClientState
-from core.clinic import DUTY_ROLES, MAX_ESCALATION_HOURS, ClinicState
-from core.identity import Role
+from alliance.core.client import ClientState
+from alliance.core.clinic import DUTY_ROLES, MAX_ESCALATION_HOURS, ClinicState
+from alliance.core.identity import Role
 
 
 @dataclass(frozen=True)

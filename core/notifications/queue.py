@@ -15,9 +15,14 @@ from uuid import UUID
 
 import asyncpg
 
-from core.events.envelope import RecordedEvent
-from core.events.store import START
-from core.notifications.events import EscalationDecided, NotificationFailed, NotificationRequested, NotificationSent
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.events.store import START
+from alliance.core.notifications.events import (
+    EscalationDecided,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
+)
 
 RISK_FLAG_RAISED_EVENT = "risk.flag_raised"
 RISK_FLAG_ACKNOWLEDGED_EVENT = "risk.flag_acknowledged"

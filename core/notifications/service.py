@@ -6,10 +6,10 @@ from typing import Any
 
 import pluggy
 
-from core.clock import SYSTEM_CLOCK, Clock
-from core.notifications.dispatcher import NotificationDispatcher
-from core.settings import Settings
-from plugins.channels.registry import ChannelRegistry
+from alliance.core.clock import SYSTEM_CLOCK, Clock
+from alliance.core.notifications.dispatcher import NotificationDispatcher
+from alliance.core.settings import Settings
+from alliance.plugins.channels.registry import ChannelRegistry
 
 
 def notification_channels(plugins: pluggy.PluginManager, settings: Settings) -> ChannelRegistry:

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from core.events.store import EventStore
-from core.projections.base import Projection
-from core.projections.history import HISTORY, render_history
-from core.projections.plan import PLAN, render_plan
-from core.projections.progress import PROGRESS, Instruments, render_progress
+from alliance.core.events.store import EventStore
+from alliance.core.projections.base import Projection
+from alliance.core.projections.history import HISTORY, render_history
+from alliance.core.projections.plan import PLAN, render_plan
+from alliance.core.projections.progress import PROGRESS, Instruments, render_progress
 
 
 async def document_as_of(store: EventStore, projection: Projection[Any], client_id: UUID,

@@ -19,9 +19,9 @@ from uuid import UUID
 
 import msgspec
 
-from core.client import ClientErased
-from core.events.envelope import RecordedEvent
-from core.projections.parts import Layout, Part
+from alliance.core.client import ClientErased
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.projections.parts import Layout, Part
 
 D = TypeVar("D")
 

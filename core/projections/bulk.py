@@ -34,12 +34,12 @@ from uuid import UUID
 
 import asyncpg
 
-from core.events.crypto import SubjectErased
-from core.events.envelope import RecordedEvent
-from core.events.store import START, EventStore, parse_checkpoint
-from core.projections.base import ERASURE_EVENT
-from core.projections.runner import ADVANCE, Target, VersionMoved, refold_client
-from core.projections.sealing import RowSealer, keys_of, sealer, sealer_after_refold
+from alliance.core.events.crypto import SubjectErased
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.events.store import START, EventStore, parse_checkpoint
+from alliance.core.projections.base import ERASURE_EVENT
+from alliance.core.projections.runner import ADVANCE, Target, VersionMoved, refold_client
+from alliance.core.projections.sealing import RowSealer, keys_of, sealer, sealer_after_refold
 
 #: About this many rows (heads and items) per write transaction.
 WRITE_ROWS = 10_000

@@ -23,13 +23,13 @@ from uuid import UUID
 
 import asyncpg
 
-from core.errors import ValidationError
-from core.events.crypto import KeyRing
-from core.logging import get_logger
-from core.projections.progress import Instruments
-from core.projections.queries import read_history, read_plan, read_progress
-from core.projections.runner import CHANGES_CHANNEL, CLINIC_CHANGE_PREFIX
-from core.projections.view_cache import ViewCache
+from alliance.core.errors import ValidationError
+from alliance.core.events.crypto import KeyRing
+from alliance.core.logging import get_logger
+from alliance.core.projections.progress import Instruments
+from alliance.core.projections.queries import read_history, read_plan, read_progress
+from alliance.core.projections.runner import CHANGES_CHANNEL, CLINIC_CHANGE_PREFIX
+from alliance.core.projections.view_cache import ViewCache
 
 log = get_logger("alliance.feed")
 

@@ -15,13 +15,13 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from core.client import CLIENT_EVENT_TYPES, ClientErased
-from core.consent import ConsentGranted, ConsentWithdrawn
-from core.events.envelope import RecordedEvent
-from core.goal import GOAL_EVENT_TYPES, ChangeAccepted, GoalProposed, GoalRestated, GoalRevised
-from core.projections.base import FoldContext, Projection, to_builtins
-from core.projections.parts import Part
-from core.projections.plan import goal_id_of
+from alliance.core.client import CLIENT_EVENT_TYPES, ClientErased
+from alliance.core.consent import ConsentGranted, ConsentWithdrawn
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.goal import GOAL_EVENT_TYPES, ChangeAccepted, GoalProposed, GoalRestated, GoalRevised
+from alliance.core.projections.base import FoldContext, Projection, to_builtins
+from alliance.core.projections.parts import Part
+from alliance.core.projections.plan import goal_id_of
 
 NAME = "history"
 VERSION = 1

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from plugins.instruments import (
+from alliance.plugins.instruments import (
     ChangeResult,
     InstrumentDefinition,
     gas_t_score,

@@ -16,8 +16,8 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from core.authority import other_party
-from core.client import (
+from alliance.core.authority import other_party
+from alliance.core.client import (
     CareTeamMemberAdded,
     CareTeamMemberRemoved,
     ClientDischarged,
@@ -30,9 +30,9 @@ from core.client import (
     RiskFlagAcknowledged,
     RiskFlagRaised,
 )
-from core.consent import ConsentGranted, ConsentWithdrawn
-from core.events.envelope import RecordedEvent
-from core.goal import (
+from alliance.core.consent import ConsentGranted, ConsentWithdrawn
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.goal import (
     GOAL_EVENT_TYPES,
     GoalState,
     evolve_goal,
@@ -41,9 +41,9 @@ from core.goal import (
     is_due,
     is_overdue,
 )
-from core.plain_language import hints_for
-from core.projections.base import FoldContext, Projection, to_builtins
-from core.smart import assess_smart
+from alliance.core.plain_language import hints_for
+from alliance.core.projections.base import FoldContext, Projection, to_builtins
+from alliance.core.smart import assess_smart
 
 NAME = "plan"
 VERSION = 1

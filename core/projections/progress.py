@@ -26,7 +26,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from core.client import (
+from alliance.core.client import (
     ClientErased,
     FeedbackGiven,
     MeasurementEnteredInError,
@@ -35,8 +35,8 @@ from core.client import (
     RiskFlagRaised,
     informant_of,
 )
-from core.events.envelope import RecordedEvent
-from core.goal import (
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.goal import (
     AttainmentScaleSet,
     ChangeAccepted,
     GoalActivated,
@@ -57,12 +57,12 @@ from core.goal import (
     evolve_goal,
     initial_goal_state,
 )
-from core.plain_language import hints_for
-from core.projections.base import FoldContext, Projection, to_builtins
-from core.projections.outcomes import change_index, gas_summary, measure_indicators, paired_indicators
-from core.projections.parts import Part
-from core.projections.plan import RiskFlag, apply_risk, goal_id_of
-from plugins.instruments import (
+from alliance.core.plain_language import hints_for
+from alliance.core.projections.base import FoldContext, Projection, to_builtins
+from alliance.core.projections.outcomes import change_index, gas_summary, measure_indicators, paired_indicators
+from alliance.core.projections.parts import Part
+from alliance.core.projections.plan import RiskFlag, apply_risk, goal_id_of
+from alliance.plugins.instruments import (
     InstrumentDefinition,
     clinically_significant_change,
     reliable_change,

@@ -19,12 +19,12 @@ from uuid import UUID
 
 import asyncpg
 
-from core.events.crypto import KeyRing
-from core.projections.base import Projection
-from core.projections.history import HISTORY, HistoryDoc, render_history
-from core.projections.plan import PLAN, PlanDoc, render_plan
-from core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
-from core.projections.sealing import HEAD, Row, keys_live, open_rows
+from alliance.core.events.crypto import KeyRing
+from alliance.core.projections.base import Projection
+from alliance.core.projections.history import HISTORY, HistoryDoc, render_history
+from alliance.core.projections.plan import PLAN, PlanDoc, render_plan
+from alliance.core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
+from alliance.core.projections.sealing import HEAD, Row, keys_live, open_rows
 
 
 class _Rendered:

@@ -30,14 +30,14 @@ from uuid import UUID
 
 import asyncpg
 
-from core.errors import AllianceError
-from core.events.envelope import RecordedEvent
-from core.events.store import START, EventStore, parse_checkpoint
-from core.logging import get_logger
-from core.projections.base import Projection, fold
-from core.projections.bulk import WRITE_ROWS, Build, Endings, collector_paused
-from core.projections.registry import PROJECTIONS, get_projection
-from core.projections.runner import (
+from alliance.core.errors import AllianceError
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.events.store import START, EventStore, parse_checkpoint
+from alliance.core.logging import get_logger
+from alliance.core.projections.base import Projection, fold
+from alliance.core.projections.bulk import WRITE_ROWS, Build, Endings, collector_paused
+from alliance.core.projections.registry import PROJECTIONS, get_projection
+from alliance.core.projections.runner import (
     CHANGES_CHANNEL,
     Target,
     apply_batch,
@@ -47,7 +47,7 @@ from core.projections.runner import (
     emit_changes,
     lock_key,
 )
-from core.projections.sealing import HEAD, keys_of, open_rows
+from alliance.core.projections.sealing import HEAD, keys_of, open_rows
 
 log = get_logger("alliance.projections")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import NotFound
-from core.projections.base import Projection
-from core.projections.history import HISTORY
-from core.projections.plan import PLAN
-from core.projections.progress import PROGRESS
+from alliance.core.errors import NotFound
+from alliance.core.projections.base import Projection
+from alliance.core.projections.history import HISTORY
+from alliance.core.projections.plan import PLAN
+from alliance.core.projections.progress import PROGRESS
 
 PROJECTIONS: tuple[Projection[Any], ...] = (PLAN, PROGRESS, HISTORY)
 

@@ -39,13 +39,13 @@ from uuid import UUID
 
 import asyncpg
 
-from core.events.crypto import SubjectErased
-from core.events.envelope import RecordedEvent
-from core.events.postgres import EVENTS_CHANNEL
-from core.events.store import START, EventStore, parse_checkpoint
-from core.logging import get_logger
-from core.projections.base import ERASURE_EVENT, Projection
-from core.projections.sealing import HEAD, RowSealer, keys_of, open_rows, sealer, sealer_after_refold
+from alliance.core.events.crypto import SubjectErased
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.events.postgres import EVENTS_CHANNEL
+from alliance.core.events.store import START, EventStore, parse_checkpoint
+from alliance.core.logging import get_logger
+from alliance.core.projections.base import ERASURE_EVENT, Projection
+from alliance.core.projections.sealing import HEAD, RowSealer, keys_of, open_rows, sealer, sealer_after_refold
 
 log = get_logger("alliance.projections")
 

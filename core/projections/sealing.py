@@ -31,8 +31,8 @@ from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 
-from core.errors import ConfigurationError
-from core.events.crypto import NONCE_BYTES, DataKey, KeyRing
+from alliance.core.errors import ConfigurationError
+from alliance.core.events.crypto import NONCE_BYTES, DataKey, KeyRing
 
 SEALED = 0x01
 UNSEALED = 0x00

@@ -1,6 +1,6 @@
 """Notification channels: the plugin-facing types, the registry, and the built-in SMTP channel."""
 
-from plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
-from plugins.channels.registry import ChannelRegistry
+from alliance.plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
+from alliance.plugins.channels.registry import ChannelRegistry
 
 __all__ = ["ChannelRegistry", "DeliveryFailed", "NotificationChannel", "OutgoingMessage"]

@@ -13,8 +13,8 @@ from typing import Any
 import pluggy
 import structlog
 
-from core.errors import ConfigurationError
-from plugins.channels.base import CHANNEL_NAME, NotificationChannel
+from alliance.core.errors import ConfigurationError
+from alliance.plugins.channels.base import CHANNEL_NAME, NotificationChannel
 
 log = structlog.get_logger("alliance.plugins")
 

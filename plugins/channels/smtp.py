@@ -12,10 +12,10 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from core.errors import ConfigurationError
-from core.settings import Settings
-from plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
-from plugins.hookspecs import hookimpl
+from alliance.core.errors import ConfigurationError
+from alliance.core.settings import Settings
+from alliance.plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
+from alliance.plugins.hookspecs import hookimpl
 
 TLS_MODES = ("none", "starttls", "tls")
 

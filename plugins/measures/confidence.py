@@ -6,8 +6,8 @@ The goal is the one the measurement serves (the event's ``goal_ids``), so the pr
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import InstrumentDefinition, IntegerResponse, Item, ScoreRange, Scoring
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import InstrumentDefinition, IntegerResponse, Item, ScoreRange, Scoring
 
 CONFIDENCE = InstrumentDefinition(
     id="confidence",

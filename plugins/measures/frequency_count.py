@@ -8,8 +8,8 @@ The behaviour's name is the client's words, kept as free text.
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     ChoiceOption,
     ChoiceResponse,
     Direction,

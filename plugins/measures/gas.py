@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     Band,
     ChoiceOption,
     ChoiceResponse,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     FreeTextResponse,
     InstrumentDefinition,
     IntegerResponse,

@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     LOINC,
     Band,
     ChoiceOption,

@@ -9,8 +9,8 @@ is kept as context and not scored.
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     Band,
     InstrumentDefinition,
     IntegerResponse,

@@ -6,8 +6,8 @@ is a subscale, because a count and a rating should not be added together.
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     InstrumentDefinition,
     IntegerResponse,
     Item,

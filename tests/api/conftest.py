@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from api.auth import issue_token
-from core.clinic import ActivateStaff
-from core.handling import CommandHandler
-from core.identity import Actor, Role
-from core.settings import Settings
+from alliance.api.app import create_app
+from alliance.api.auth import issue_token
+from alliance.core.clinic import ActivateStaff
+from alliance.core.handling import CommandHandler
+from alliance.core.identity import Actor, Role
+from alliance.core.settings import Settings
 
 KEK = base64.b64encode(bytes(range(32))).decode()
 JWT_SECRET = "test-secret-for-alliance-api-tests-0123456789"
@@ -144,7 +144,7 @@ class Servers:
 def _spawn(home: Path, port: int, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
     with open(home / f"worker-{index}.log", "wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "alliance.api.app:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[2])
 

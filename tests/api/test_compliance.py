@@ -18,9 +18,9 @@ import asyncpg
 import pytest
 import structlog
 
-from core.compliance.fhir import check_bundle
-from core.events.verify import verify_store
-from core.projections.rebuild import rebuild
+from alliance.core.compliance.fhir import check_bundle
+from alliance.core.events.verify import verify_store
+from alliance.core.projections.rebuild import rebuild
 from tests.api.conftest import KEK
 from tests.api.support import active_goal, assert_problem, eventually, phq9
 
@@ -32,7 +32,7 @@ NO_DATABASE = "postgresql://nobody@127.0.0.1:1/none"
 async def alliance(api: Any, database: Any, *args: str, dsn: str | None = None, log_level: str = "warning"
                    ) -> tuple[int, str]:
     """Run the CLI against the test database and the app's home (keys, anchors, ledger); (exit code, output)."""
-    command = [str(ALLIANCE)] if ALLIANCE.exists() else [sys.executable, "-m", "api.cli"]
+    command = [str(ALLIANCE)] if ALLIANCE.exists() else [sys.executable, "-m", "alliance.api.cli"]
     env = {**os.environ, "DATABASE_URL": dsn or database.owner_dsn, "ALLIANCE_KEK": KEK,
            "ALLIANCE_HOME": str(api.settings.home), "ALLIANCE_LOG_LEVEL": log_level, "NO_COLOR": "1",
            "COLUMNS": "200"}

@@ -14,9 +14,9 @@ import uuid
 import asyncpg
 import httpx
 
-from api.idempotency import forget_expired, key_digest
-from api.liveness import new_owner_id
-from core.errors import ConcurrencyConflict
+from alliance.api.idempotency import forget_expired, key_digest
+from alliance.api.liveness import new_owner_id
+from alliance.core.errors import ConcurrencyConflict
 from tests.api.conftest import JWT_SECRET, KEK, _spawn, free_port
 from tests.api.support import active_goal, assert_problem, store_state
 

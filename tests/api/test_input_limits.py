@@ -15,10 +15,10 @@ import httpx
 import msgspec
 import pytest
 
-from api.app import create_app
-from api.input_limits import DEFAULT_BODY_BYTES, LABEL, MAX_DEPTH, MAX_ITEMS, NOTE, STATEMENT
-from core.settings import Settings
-from core.smart import FACETS
+from alliance.api.app import create_app
+from alliance.api.input_limits import DEFAULT_BODY_BYTES, LABEL, MAX_DEPTH, MAX_ITEMS, NOTE, STATEMENT
+from alliance.core.settings import Settings
+from alliance.core.smart import FACETS
 from tests.api.support import active_goal, assert_problem, phq9
 
 _APP = create_app(Settings(database_url="postgresql://unused/unused", kek=base64.b64encode(bytes(range(32))).decode(),

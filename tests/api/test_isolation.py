@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from api.app import create_app
-from core.settings import Settings
+from alliance.api.app import create_app
+from alliance.core.settings import Settings
 from tests.api.support import (
     EXAMPLES,
     assert_problem,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from core.client import MeasurementRecorded, ReportedBy, RiskFlagRaised, client_stream, risk_flag_id_for
-from core.identity import Role
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.client import MeasurementRecorded, ReportedBy, RiskFlagRaised, client_stream, risk_flag_id_for
+from alliance.core.identity import Role
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.api.support import build_world, eventually, phq9
 from tests.domain.test_measurement_safety import answers_with_a_risk_answer
 

@@ -20,11 +20,11 @@ import asyncpg
 import httpx
 import pytest
 
-from api.app import create_app
-from api.errors import EXCEPTION_HANDLERS, database_outage, outage_reason
-from api.liveness import HELD_SQL
-from core.database import ensure_database, with_database
-from core.settings import Settings
+from alliance.api.app import create_app
+from alliance.api.errors import EXCEPTION_HANDLERS, database_outage, outage_reason
+from alliance.api.liveness import HELD_SQL
+from alliance.core.database import ensure_database, with_database
+from alliance.core.settings import Settings
 from tests.api.conftest import JWT_SECRET, KEK, Api, running
 from tests.api.support import active_goal, assert_problem
 from tests.support_cluster import PrivateCluster

@@ -13,8 +13,8 @@ import asyncpg
 import jwt
 import pytest
 
-from api.app import create_app
-from core.settings import Settings
+from alliance.api.app import create_app
+from alliance.core.settings import Settings
 from tests.api.conftest import JWT_SECRET
 from tests.api.support import (
     PROBLEM_JSON,

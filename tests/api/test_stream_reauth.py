@@ -24,8 +24,8 @@ import asyncpg
 import httpx
 import pytest
 
-from api.auth import issue_token
-from core.identity import Role
+from alliance.api.auth import issue_token
+from alliance.core.identity import Role
 from tests.api.conftest import JWT_SECRET, KEK, _spawn, _stop, _tail, free_port
 from tests.api.support import assert_problem, phq9
 from tests.api.test_sse import Sse, read_sse
@@ -276,7 +276,7 @@ async def test_a_reader_that_stops_reading_is_disconnected(api, clinic, worker, 
 
 
 async def test_audit_verify_reports_only_the_auditor_s_clinic(api, clinic, database):
-    from core.compliance.anchors import write_anchor
+    from alliance.core.compliance.anchors import write_anchor
 
     other = await api.clinic()
     for _ in range(3):
@@ -345,7 +345,7 @@ async def test_one_caseload_stream_follows_a_clinician_s_clients(api, clinic, wo
 
 
 async def test_the_cap_holds_across_workers(api, clinic, servers, database):
-    from api.stream_guard import StreamLimits
+    from alliance.api.stream_guard import StreamLimits
 
     cap = StreamLimits().per_client  # the two shared workers run with the defaults
     client_id = await api.enrolled_client(clinic)

@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.client import MeasurementRecorded, ReportedBy, client_stream
-from core.events.envelope import NewEvent
-from core.identity import Role
+from alliance.core.client import MeasurementRecorded, ReportedBy, client_stream
+from alliance.core.events.envelope import NewEvent
+from alliance.core.identity import Role
 from tests.api.support import phq9
 from tests.api.test_compliance import alliance
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from core.catalog import ALL_EVENT_TYPES
-from core.compliance.signing import Signer
-from core.events.codec import EventCodec
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.compliance.signing import Signer
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
 from tests.compliance.helpers import History
 from tests.conftest import own_database
 

@@ -9,15 +9,15 @@ from uuid import UUID
 
 import asyncpg
 
-from core.client import ClientEnrolled, MeasurementRecorded, ReportedBy, client_stream
-from core.consent import ConsentGranted, ConsentScope
-from core.events.base import EventPayload
-from core.events.codec import GENESIS_HASH, chain_hash, content_digest
-from core.events.envelope import NewEvent
-from core.goal import GoalActivated, GoalAgreed, GoalProposed, MeasureAttached, goal_stream
-from core.identity import Role
-from plugins.measures.gad7 import GAD7
-from plugins.measures.phq9 import PHQ9
+from alliance.core.client import ClientEnrolled, MeasurementRecorded, ReportedBy, client_stream
+from alliance.core.consent import ConsentGranted, ConsentScope
+from alliance.core.events.base import EventPayload
+from alliance.core.events.codec import GENESIS_HASH, chain_hash, content_digest
+from alliance.core.events.envelope import NewEvent
+from alliance.core.goal import GoalActivated, GoalAgreed, GoalProposed, MeasureAttached, goal_stream
+from alliance.core.identity import Role
+from alliance.plugins.measures.gad7 import GAD7
+from alliance.plugins.measures.phq9 import PHQ9
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 CANARY = "canary-words-7f3a"

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
-from core.compliance.anchors import anchor_files, check_against_anchors, latest_anchor, write_anchor
-from core.events.codec import GENESIS_HASH
-from core.events.verify import check_event
+from alliance.core.compliance.anchors import anchor_files, check_against_anchors, latest_anchor, write_anchor
+from alliance.core.events.codec import GENESIS_HASH
+from alliance.core.events.verify import check_event
 from tests.compliance.helpers import Rewrite, stream_rows
 
 

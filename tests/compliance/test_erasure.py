@@ -3,12 +3,12 @@ from __future__ import annotations
 import json
 import uuid
 
-from core.catalog import ALL_EVENT_TYPES
-from core.compliance.erasure import LEDGER_FILE, erase_subject, read_ledger, reapply_erasures, record_erasure
-from core.events.base import ERASED
-from core.events.codec import EventCodec
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.compliance.erasure import LEDGER_FILE, erase_subject, read_ledger, reapply_erasures, record_erasure
+from alliance.core.events.base import ERASED
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
 from tests.compliance.conftest import KEK
 from tests.compliance.helpers import CANARY
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import base64
 import json
 
-from core.compliance.export import build_export, verify_export_file
-from core.compliance.signing import Signer, sign_document
+from alliance.core.compliance.export import build_export, verify_export_file
+from alliance.core.compliance.signing import Signer, sign_document
 from tests.compliance.helpers import CANARY
 
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from core.client import ClientEnrolled, MeasurementEnteredInError
-from core.compliance.fhir import (
+from alliance.core.client import ClientEnrolled, MeasurementEnteredInError
+from alliance.core.compliance.fhir import (
     ACCEPTANCE_URL,
     build_bundle,
     check_bundle,
@@ -15,12 +15,12 @@ from core.compliance.fhir import (
     check_references,
     validate_resources,
 )
-from core.consent import ConsentScope, ConsentWithdrawn
-from core.events.envelope import NewEvent, RecordedEvent
-from core.goal import GoalActivated, GoalAgreed, GoalDeclined, GoalRevised, MeasureAttached
-from core.identity import Role
-from plugins.measures.gad7 import GAD7
-from plugins.measures.phq9 import PHQ9
+from alliance.core.consent import ConsentScope, ConsentWithdrawn
+from alliance.core.events.envelope import NewEvent, RecordedEvent
+from alliance.core.goal import GoalActivated, GoalAgreed, GoalDeclined, GoalRevised, MeasureAttached
+from alliance.core.identity import Role
+from alliance.plugins.measures.gad7 import GAD7
+from alliance.plugins.measures.phq9 import PHQ9
 from tests.compliance.helpers import History
 
 INSTRUMENTS = [PHQ9, GAD7]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.compliance.fhir import build_bundle, check_codes, validate_resources
-from plugins.measures.gad7 import GAD7
-from plugins.measures.phq9 import PHQ9
+from alliance.core.compliance.fhir import build_bundle, check_codes, validate_resources
+from alliance.plugins.measures.gad7 import GAD7
+from alliance.plugins.measures.phq9 import PHQ9
 from tests.compliance.helpers import History
 from tests.compliance.test_fhir import history_events, resources
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from core.compliance.receipts import issue_receipt, issue_receipts, verify_receipt
-from core.compliance.signing import Signer
+from alliance.core.compliance.receipts import issue_receipt, issue_receipts, verify_receipt
+from alliance.core.compliance.signing import Signer
 
 
 async def _agreement(store, history):
@@ -37,7 +37,7 @@ async def test_changed_receipt_is_named(store, history, signer, app_pool):
     result = await verify_receipt(forged, app_pool, signer.jwks())
     assert result.codes == ["signature_invalid"]
     stranger = Signer.open(signer.directory.parent / "stranger")
-    from core.compliance.signing import sign_document
+    from alliance.core.compliance.signing import sign_document
     result = await verify_receipt(sign_document(forged, stranger), app_pool, signer.jwks())
     assert result.codes == ["unknown_signing_key"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from core.compliance.signing import (
+from alliance.core.compliance.signing import (
     Signer,
     b64url_decode,
     document_signature_problem,

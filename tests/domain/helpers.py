@@ -10,12 +10,12 @@ from uuid import UUID
 
 import pytest
 
-from core.client import ClientEnrolled, ClientState, evolve_client, initial_client_state
-from core.consent import ConsentGranted, ConsentScope
-from core.errors import AllianceError
-from core.events.base import EventPayload
-from core.goal import GoalState, evolve_goal, initial_goal_state
-from core.identity import Actor, Role
+from alliance.core.client import ClientEnrolled, ClientState, evolve_client, initial_client_state
+from alliance.core.consent import ConsentGranted, ConsentScope
+from alliance.core.errors import AllianceError
+from alliance.core.events.base import EventPayload
+from alliance.core.goal import GoalState, evolve_goal, initial_goal_state
+from alliance.core.identity import Actor, Role
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 TENANT = UUID("00000000-0000-0000-0000-0000000000a1")
@@ -62,7 +62,7 @@ def goal_cmd(cls: type[C], actor: Actor, **fields: Any) -> C:
 
 def enrolled(*scopes: ConsentScope, team: Iterable[Actor] = ()) -> list[EventPayload]:
     """Events of a client enrolled with CLINICIAN as primary, given consents (self, at T0-1d)."""
-    from core.client import CareTeamMemberAdded
+    from alliance.core.client import CareTeamMemberAdded
 
     events: list[EventPayload] = [ClientEnrolled(
         client_id=CLIENT_ID, tenant_id=TENANT, episode_id=EPISODE,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import core.client
-import core.clinic
-import core.consent
-import core.goal
-import core.notifications.events
-from core.catalog import ALL_EVENT_TYPES
-from core.events.base import EventPayload
-from core.events.codec import EventCodec
+import alliance.core.client
+import alliance.core.clinic
+import alliance.core.consent
+import alliance.core.goal
+import alliance.core.notifications.events
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.events.base import EventPayload
+from alliance.core.events.codec import EventCodec
 
 
 def test_every_payload_type_is_catalogued_once():
-    defined = {obj for module in (core.client, core.clinic, core.consent, core.goal, core.notifications.events)
+    modules = (alliance.core.client, alliance.core.clinic, alliance.core.consent, alliance.core.goal,
+               alliance.core.notifications.events)
+    defined = {obj for module in modules
                for obj in vars(module).values()
                if isinstance(obj, type) and issubclass(obj, EventPayload) and obj is not EventPayload}
     assert defined == set(ALL_EVENT_TYPES)

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from core.authority import require_tenant
-from core.client import (
+from alliance.core.authority import require_tenant
+from alliance.core.client import (
     SYSTEM_ACTOR_ID,
     AcknowledgeRiskFlag,
     AddCareTeamMember,
@@ -53,15 +53,15 @@ from core.client import (
     decide_client,
     risk_flag_id_for,
 )
-from core.clinic import StaffActivated, evolve_clinic, initial_clinic_state
-from core.consent import (
+from alliance.core.clinic import StaffActivated, evolve_clinic, initial_clinic_state
+from alliance.core.consent import (
     ConsentGranted,
     ConsentScope,
     ConsentWithdrawn,
     consent_in_force,
 )
-from core.identity import Role
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.identity import Role
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.domain.helpers import (
     ADMIN,
     ALL_SCOPES,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.clinic import (
+from alliance.core.clinic import (
     ActivateStaff,
     CrisisInformationSet,
     DeactivateStaff,
@@ -14,7 +14,7 @@ from core.clinic import (
     evolve_clinic,
     initial_clinic_state,
 )
-from core.identity import Role
+from alliance.core.identity import Role
 from tests.domain.helpers import ADMIN, AUDITOR, CLINICIAN, OTHER_TENANT, SYSTEM, TENANT, cmd, raises
 
 

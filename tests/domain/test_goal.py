@@ -6,9 +6,9 @@ from datetime import date, timedelta
 
 import pytest
 
-from core.client import CareTeamMemberRemoved, ClientDischarged, ProxyAuthorised
-from core.consent import ConsentScope, ConsentWithdrawn
-from core.goal import (
+from alliance.core.client import CareTeamMemberRemoved, ClientDischarged, ProxyAuthorised
+from alliance.core.consent import ConsentScope, ConsentWithdrawn
+from alliance.core.goal import (
     AcceptChange,
     AddMilestone,
     AgreeGoal,
@@ -57,7 +57,7 @@ from core.goal import (
     is_due,
     is_overdue,
 )
-from core.identity import Role
+from alliance.core.identity import Role
 from tests.domain.helpers import (
     ALL_SCOPES,
     AUDITOR,

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from core.client import RecordMeasurement, ReportedBy, decide_client
-from core.errors import ValidationError
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.client import RecordMeasurement, ReportedBy, decide_client
+from alliance.core.errors import ValidationError
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.domain.helpers import ALL_SCOPES, CLIENT, T0, cmd, enrolled, fold_client, new_id
 
 REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())

@@ -7,8 +7,8 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.plain_language import DEFAULT_GLOSSARY, check_plain_language, merged_glossary
-from core.smart import FACETS, assess_smart
+from alliance.core.plain_language import DEFAULT_GLOSSARY, check_plain_language, merged_glossary
+from alliance.core.smart import FACETS, assess_smart
 
 
 def test_empty_goal_gets_every_suggestion():

@@ -23,8 +23,8 @@ from uuid import UUID
 
 import pytest
 
-from core.catalog import ALL_EVENT_TYPES
-from core.client import (
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.client import (
     AddCareTeamMember,
     CareTeamMemberRemoved,
     EnrollClient,
@@ -37,16 +37,16 @@ from core.client import (
     WithdrawConsent,
     client_stream,
 )
-from core.clinic import ActivateStaff
-from core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn, consent_in_force
-from core.errors import AllianceError, ConcurrencyConflict, PreconditionFailed
-from core.events.codec import EventCodec
-from core.events.crypto import MemoryKeyRing, PostgresKeyRing
-from core.events.envelope import derive_event_id
-from core.events.memory import MemoryEventStore
-from core.events.postgres import PostgresEventStore
-from core.events.store import parse_checkpoint
-from core.goal import (
+from alliance.core.clinic import ActivateStaff
+from alliance.core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn, consent_in_force
+from alliance.core.errors import AllianceError, ConcurrencyConflict, PreconditionFailed
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.crypto import MemoryKeyRing, PostgresKeyRing
+from alliance.core.events.envelope import derive_event_id
+from alliance.core.events.memory import MemoryEventStore
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.store import parse_checkpoint
+from alliance.core.goal import (
     AgreeGoal,
     GoalAgreed,
     GoalProposed,
@@ -59,9 +59,9 @@ from core.goal import (
     ReviseGoal,
     goal_stream,
 )
-from core.handling import CommandHandler, Outcome
-from core.identity import Actor, Role
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.handling import CommandHandler, Outcome
+from alliance.core.identity import Actor, Role
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.database import TEST_KEK
 
 #: Measurements are scored by the installed instruments (handed to every handler).
@@ -736,7 +736,7 @@ async def test_eight_writers_in_each_of_two_processes_on_one_stream_lose_nothing
     """Two workers (two handlers, each with its own pool, cache and in-process locks, as two
     processes have) with 8 writers each, all on one client's stream: every command is valid,
     so every one is recorded, exactly once; none is refused for having lost a race."""
-    from core.database import create_app_pool
+    from alliance.core.database import create_app_pool
 
     w = await setup_world(pg_store)
     per_writer = 25

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.client import (
+from alliance.core.client import (
     SYSTEM_ACTOR_ID,
     MeasurementRecorded,
     RecordMeasurement,
@@ -26,11 +26,11 @@ from core.client import (
     risk_flag_id_for,
     upcast_measurement_v1,
 )
-from core.consent import ConsentScope
-from core.errors import ConfigurationError
-from core.identity import Role
-from plugins.instruments import ChoiceResponse, InstrumentDefinition, IntegerResponse, NumberResponse
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.consent import ConsentScope
+from alliance.core.errors import ConfigurationError
+from alliance.core.identity import Role
+from alliance.plugins.instruments import ChoiceResponse, InstrumentDefinition, IntegerResponse, NumberResponse
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.domain.helpers import CLIENT, CLINICIAN, PROXY, T0, cmd, enrolled, fold_client, new_id, raises
 
 REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
@@ -130,7 +130,7 @@ def test_a_proxy_reports_as_proxy_with_a_relationship_never_as_self() -> None:
 
 
 def decide_proxy() -> list[Any]:
-    from core.client import ProxyAuthorised
+    from alliance.core.client import ProxyAuthorised
 
     return [ProxyAuthorised(proxy_id=PROXY.id, basis="minor", by=CLINICIAN.id, by_role=Role.CLINICIAN)]
 
@@ -190,7 +190,7 @@ def answers_with_a_risk_answer(draw: st.DrawFn, definition: InstrumentDefinition
 
     answers = draw(valid_answers(definition))
     risk = draw(st.sampled_from(definition.risk_items))
-    from plugins.instruments import _risk_fired
+    from alliance.plugins.instruments import _risk_fired
 
     firing = [v for v in _values(definition, risk.item_id) if _risk_fired(risk, v)]
     value = draw(st.sampled_from(firing))

@@ -11,20 +11,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.errors import ConfigurationError
-from core.events.crypto import MemoryKeyRing
-from core.events.memory import MemoryEventStore
-from core.plain_language import (
+from alliance.core.errors import ConfigurationError
+from alliance.core.events.crypto import MemoryKeyRing
+from alliance.core.events.memory import MemoryEventStore
+from alliance.core.plain_language import (
     DEFAULT_GLOSSARY,
     check_plain_language,
     glossary_from_plugins,
     glossary_in_force,
     use_glossary,
 )
-from core.projections.base import fold
-from core.projections.plan import PLAN, render_plan
-from plugins.hookspecs import hookimpl
-from plugins.manager import get_plugin_manager
+from alliance.core.projections.base import fold
+from alliance.core.projections.plan import PLAN, render_plan
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.manager import get_plugin_manager
 from tests.plugins.helpers import manager_with
 from tests.projections.helpers import Client, domain_codec
 

@@ -15,9 +15,9 @@ from uuid import UUID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.authority import Command
-from core.catalog import ALL_EVENT_TYPES
-from core.client import (
+from alliance.core.authority import Command
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.client import (
     AddCareTeamMember,
     ClientState,
     GrantConsent,
@@ -30,11 +30,11 @@ from core.client import (
     decide_client,
     evolve_client,
 )
-from core.consent import ConsentScope, consent_in_force
-from core.errors import AllianceError
-from core.events.base import EventPayload
-from core.events.codec import EventCodec
-from core.goal import (
+from alliance.core.consent import ConsentScope, consent_in_force
+from alliance.core.errors import AllianceError
+from alliance.core.events.base import EventPayload
+from alliance.core.events.codec import EventCodec
+from alliance.core.goal import (
     IN_PLAY,
     STOPPING_COMMANDS,
     AcceptChange,
@@ -58,8 +58,8 @@ from core.goal import (
     decide_goal,
     evolve_goal,
 )
-from core.identity import Role
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.identity import Role
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.domain.helpers import (
     ALL_SCOPES,
     AUDITOR,

@@ -4,10 +4,10 @@ import uuid
 from datetime import UTC, datetime
 from uuid import UUID
 
-from core.events.base import EventPayload
-from core.events.codec import EventCodec
-from core.events.envelope import NewEvent
-from core.identity import Role
+from alliance.core.events.base import EventPayload
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.envelope import NewEvent
+from alliance.core.identity import Role
 from tests.events.sample_events import SAMPLE_EVENTS, SAMPLE_UPCASTERS
 
 

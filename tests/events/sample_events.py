@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from core.events.base import EventPayload, OptionalPersonalStr, PersonalMap, PersonalStr, PersonalTexts
+from alliance.core.events.base import EventPayload, OptionalPersonalStr, PersonalMap, PersonalStr, PersonalTexts
 
 
 class NoteTaken(EventPayload, tag="test.note_taken"):

@@ -9,11 +9,11 @@ import uuid
 import asyncpg
 import pytest
 
-from core.errors import ConfigurationError, OutcomeUnknown
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.migrations import apply_migrations
-from core.migrations.runner import load_migrations
+from alliance.core.errors import ConfigurationError, OutcomeUnknown
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.migrations import apply_migrations
+from alliance.core.migrations.runner import load_migrations
 from tests.database import APP_ROLE, create_test_database, drop_test_database
 from tests.events.helpers import new_event, sample_codec
 from tests.events.sample_events import Counted, NoteTaken
@@ -139,7 +139,7 @@ async def test_migrations_are_idempotent_and_safe_concurrently():
     finally:
         await drop_test_database(admin, owner)
     # a fresh database migrated by three processes at once: applied exactly once
-    from core.database import ensure_database, with_database
+    from alliance.core.database import ensure_database, with_database
     name = f"alliance_migrate_{uuid.uuid4().hex[:10]}"
     await ensure_database(admin, name)
     fresh = with_database(admin, name)

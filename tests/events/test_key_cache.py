@@ -14,10 +14,10 @@ import uuid
 
 import asyncpg
 
-from core.database import create_app_pool
-from core.events.base import ERASED
-from core.events.crypto import KEY_CACHE_SECONDS, PostgresKeyRing
-from core.events.postgres import PostgresEventStore
+from alliance.core.database import create_app_pool
+from alliance.core.events.base import ERASED
+from alliance.core.events.crypto import KEY_CACHE_SECONDS, PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
 from tests.database import TEST_KEK
 from tests.events.helpers import new_event, sample_codec
 from tests.events.sample_events import NoteTaken

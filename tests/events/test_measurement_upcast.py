@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from core.client import MeasurementRecorded, ReportedBy, RiskFlagRaised, informant_of
-from core.events.codec import EncodedPayload
-from core.events.crypto import MemoryKeyRing, PostgresKeyRing
-from core.events.envelope import NewEvent
-from core.events.memory import MemoryEventStore
-from core.events.postgres import PostgresEventStore
-from core.identity import Role
-from core.runtime import domain_codec
+from alliance.core.client import MeasurementRecorded, ReportedBy, RiskFlagRaised, informant_of
+from alliance.core.events.codec import EncodedPayload
+from alliance.core.events.crypto import MemoryKeyRing, PostgresKeyRing
+from alliance.core.events.envelope import NewEvent
+from alliance.core.events.memory import MemoryEventStore
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.identity import Role
+from alliance.core.runtime import domain_codec
 from tests.database import TEST_KEK
 
 MEASUREMENT_ID = uuid.UUID("6f1c1d7e-3c1a-4b8e-9a0c-2d4e5f607182")

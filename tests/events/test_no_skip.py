@@ -16,8 +16,8 @@ from collections import defaultdict
 
 import asyncpg
 
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import _APPEND, PostgresEventStore
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import _APPEND, PostgresEventStore
 from tests.database import TEST_KEK
 from tests.events.helpers import new_event, sample_codec
 from tests.events.sample_events import Counted

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.errors import ConcurrencyConflict, EventDecodeError, ValidationError
-from core.events.base import ERASED
-from core.events.crypto import MemoryKeyRing, PostgresKeyRing
-from core.events.memory import MemoryEventStore
-from core.events.postgres import PostgresEventStore
-from core.events.store import START, StreamAppend
+from alliance.core.errors import ConcurrencyConflict, EventDecodeError, ValidationError
+from alliance.core.events.base import ERASED
+from alliance.core.events.crypto import MemoryKeyRing, PostgresKeyRing
+from alliance.core.events.memory import MemoryEventStore
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.store import START, StreamAppend
 from tests.events.helpers import new_event, read_all_settled, sample_codec
 from tests.events.sample_events import Counted, NoteTaken, Renamed
 
@@ -148,7 +148,7 @@ async def test_event_not_matching_its_schema_is_refused_before_writing(store, id
 
 
 async def test_unknown_event_type_is_refused(store, ids):
-    from core.events.base import EventPayload
+    from alliance.core.events.base import EventPayload
 
     class Stranger(EventPayload, tag="test.stranger"):
         x: int = 1
@@ -263,7 +263,7 @@ async def test_upcasters_apply_on_read(store, ids, app_pool):
     s = stream()
     codec = store.codec
     original = codec.encode
-    from core.events.codec import EncodedPayload
+    from alliance.core.events.codec import EncodedPayload
 
     def old_encode(payload):
         if isinstance(payload, Renamed):

@@ -7,9 +7,9 @@ import uuid
 import asyncpg
 import pytest
 
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.events.verify import verify_store
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.verify import verify_store
 from tests.events.helpers import new_event, sample_codec
 from tests.events.sample_events import Counted, NoteTaken
 

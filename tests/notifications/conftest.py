@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from api.app import create_app
+from alliance.api.app import create_app
 from tests.api.conftest import Api, api_settings, running
 from tests.conftest import own_database
 from tests.notifications.support import SmtpServer

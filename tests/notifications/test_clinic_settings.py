@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from core.clinic import DEFAULT_ESCALATION_HOURS
+from alliance.core.clinic import DEFAULT_ESCALATION_HOURS
 from tests.notifications.support import care_team
 
 

@@ -10,12 +10,12 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from core.clock import SettableClock
-from core.notifications.dispatcher import NotificationDispatcher
-from core.notifications.events import RISK_FLAG_ESCALATED, RISK_FLAG_RAISED, notification_id_for
-from core.notifications.policy import RetryPolicy
-from plugins.channels.base import OutgoingMessage
-from plugins.channels.smtp import SmtpChannel
+from alliance.core.clock import SettableClock
+from alliance.core.notifications.dispatcher import NotificationDispatcher
+from alliance.core.notifications.events import RISK_FLAG_ESCALATED, RISK_FLAG_RAISED, notification_id_for
+from alliance.core.notifications.policy import RetryPolicy
+from alliance.plugins.channels.base import OutgoingMessage
+from alliance.plugins.channels.smtp import SmtpChannel
 from tests.notifications.support import (
     SmtpServer,
     Team,
@@ -289,7 +289,7 @@ async def test_logs_carry_ids_never_the_address_or_the_message(notify_api, monke
 
     import structlog
 
-    from core.notifications import dispatcher as module
+    from alliance.core.notifications import dispatcher as module
 
     written = io.StringIO()  # every log line of the dispatcher, rendered as in production (JSON)
     monkeypatch.setattr(module, "log", structlog.wrap_logger(
@@ -320,10 +320,10 @@ async def test_any_process_may_request_a_notification_of_its_own_kind(notify_api
     import uuid
     from datetime import UTC, datetime
 
-    from core.events.envelope import NewEvent
-    from core.identity import Role
-    from core.notifications.events import NotificationRequested, notification_stream, request_event_id
-    from core.notifications.messages import COMPOSERS, Text
+    from alliance.core.events.envelope import NewEvent
+    from alliance.core.identity import Role
+    from alliance.core.notifications.events import NotificationRequested, notification_stream, request_event_id
+    from alliance.core.notifications.messages import COMPOSERS, Text
 
     team = await care_team(notify_api)
     reminder_id = uuid.uuid4()
@@ -355,7 +355,7 @@ async def test_any_process_may_request_a_notification_of_its_own_kind(notify_api
 async def test_the_standby_takes_over_when_the_leaders_session_dies(notify_api, smtp, database) -> None:
     import asyncpg
 
-    from core.notifications.dispatcher import lock_key
+    from alliance.core.notifications.dispatcher import lock_key
 
     team = await care_team(notify_api)
     clock = SettableClock()

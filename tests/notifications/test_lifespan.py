@@ -12,7 +12,7 @@ import httpx
 import msgspec
 import pytest
 
-from api.app import create_app
+from alliance.api.app import create_app
 from tests.api.conftest import Api, api_settings, running
 from tests.conftest import own_database
 from tests.notifications.support import SmtpServer, answer_phq9, care_team, eventually

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from core.client import ClientState
-from core.clinic import ClinicState
-from core.identity import Role
-from core.notifications.policy import Recipient, decide_escalation, raised_recipients
+from alliance.core.client import ClientState
+from alliance.core.clinic import ClinicState
+from alliance.core.identity import Role
+from alliance.core.notifications.policy import Recipient, decide_escalation, raised_recipients
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TENANT, CLIENT, FLAG = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()

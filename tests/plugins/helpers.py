@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 import pluggy
 
-from plugins.hookspecs import hookimpl
-from plugins.instruments import (
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import (
     Band,
     InstrumentDefinition,
     IntegerResponse,
@@ -16,7 +16,7 @@ from plugins.instruments import (
     ScoreRange,
     Scoring,
 )
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
 
 def simple_definition(instrument_id: str = "clinic_scale", version: str = "1", **changes: Any

@@ -15,7 +15,7 @@ EXAMPLE = ROOT / "examples" / "values_activity_log"
 
 SCRIPT = textwrap.dedent("""
     import json
-    from plugins.manager import InstrumentRegistry, get_plugin_manager
+    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
     pm = get_plugin_manager()
     plugin = pm.get_plugin("values_activity_log")
@@ -46,8 +46,12 @@ def test_example_installs_and_scores_through_its_entry_point(tmp_path: Path) -> 
     assert install.returncode == 0, install.stderr
     # Alliance and its dependencies come from this checkout and its environment; the example
     # only lives in the fresh venv, so the registry can only have found it by its entry point.
-    env = {"PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}", "PATH": str(venv / "bin")}
-    run = subprocess.run([str(python), "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=tmp_path)
+    # ``site.addsitedir`` reads that environment's .pth files, where the editable install of
+    # ``alliance`` lives (PYTHONPATH alone would not).
+    purelib = sysconfig.get_paths()["purelib"]
+    env = {"PATH": str(venv / "bin")}
+    script = f"import site; site.addsitedir({purelib!r})\n" + SCRIPT
+    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["plugin_file"].startswith(str(venv))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError
-from plugins.fhir_questionnaire import QuestionnaireError, questionnaire_to_definition
-from plugins.instruments import ChoiceResponse, reliable_change
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.errors import ConfigurationError
+from alliance.plugins.fhir_questionnaire import QuestionnaireError, questionnaire_to_definition
+from alliance.plugins.instruments import ChoiceResponse, reliable_change
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wellbeing_check.json"
 

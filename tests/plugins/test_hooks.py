@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from plugins import hookspecs
-from plugins.hookspecs import hookimpl
-from plugins.instruments import InstrumentDefinition, ScoreRange, Scoring
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.plugins import hookspecs
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import InstrumentDefinition, ScoreRange, Scoring
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.plugins.helpers import MeasuresPlugin, manager_with, simple_definition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,10 +119,10 @@ def test_hook_crisis_information(tenant: str) -> None:
 
 
 def test_hook_register_notification_channels() -> None:
-    from core.errors import ConfigurationError
-    from core.settings import Settings
-    from plugins.channels.base import OutgoingMessage
-    from plugins.channels.registry import ChannelRegistry
+    from alliance.core.errors import ConfigurationError
+    from alliance.core.settings import Settings
+    from alliance.plugins.channels.base import OutgoingMessage
+    from alliance.plugins.channels.registry import ChannelRegistry
 
     class Pager:
         name = "pager"

@@ -7,8 +7,8 @@ import math
 import msgspec
 import pytest
 
-from core.errors import ValidationError
-from plugins.instruments import (
+from alliance.core.errors import ValidationError
+from alliance.plugins.instruments import (
     Band,
     FreeTextResponse,
     Item,
@@ -32,7 +32,7 @@ from plugins.instruments import (
     subscale_scores,
     total,
 )
-from plugins.measures.phq9 import PHQ9
+from alliance.plugins.measures.phq9 import PHQ9
 from tests.plugins.helpers import simple_definition
 
 

@@ -7,9 +7,9 @@ import math
 import msgspec
 import pytest
 
-from core.errors import ValidationError
-from plugins.instruments import InstrumentDefinition, reliable_change
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.errors import ValidationError
+from alliance.plugins.instruments import InstrumentDefinition, reliable_change
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
 
 @pytest.fixture(scope="module")

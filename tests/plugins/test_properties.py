@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import ValidationError
-from plugins.instruments import (
+from alliance.core.errors import ValidationError
+from alliance.plugins.instruments import (
     ChoiceResponse,
     FreeTextResponse,
     InstrumentDefinition,
@@ -18,7 +18,7 @@ from plugins.instruments import (
     NumberResponse,
     YesNoResponse,
 )
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
 REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
 DEFINITIONS = REGISTRY.definitions()

@@ -8,10 +8,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.errors import ConfigurationError, NotFound
-from plugins.hookspecs import hookimpl
-from plugins.instruments import Band, ScoreRange, Scoring
-from plugins.manager import InstrumentRegistry, get_plugin_manager, load_fingerprints, write_fingerprints
+from alliance.core.errors import ConfigurationError, NotFound
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import Band, ScoreRange, Scoring
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager, load_fingerprints, write_fingerprints
 from tests.plugins.helpers import MeasuresPlugin, manager_with, registry_with, simple_definition
 
 
@@ -113,7 +113,7 @@ def test_missing_instrument_is_reported_and_refused() -> None:
 
 def test_misspelled_hook_fails_loudly(tmp_path: Path) -> None:
     (tmp_path / "typo.py").write_text(
-        "from plugins.hookspecs import hookimpl\n\n@hookimpl\ndef register_measure():\n    return []\n")
+        "from alliance.plugins.hookspecs import hookimpl\n\n@hookimpl\ndef register_measure():\n    return []\n")
     with pytest.raises(ConfigurationError) as refused:
         get_plugin_manager(tmp_path)
     assert "plugins_dir:typo.py" in refused.value.message
@@ -121,7 +121,7 @@ def test_misspelled_hook_fails_loudly(tmp_path: Path) -> None:
 
 def test_python_plugin_in_plugins_dir(tmp_path: Path) -> None:
     (tmp_path / "local_scale.py").write_text(
-        "from plugins.hookspecs import hookimpl\n"
+        "from alliance.plugins.hookspecs import hookimpl\n"
         "from tests.plugins.helpers import simple_definition\n\n"
         "@hookimpl\ndef register_measures():\n    return [simple_definition('local_scale')]\n")
     (tmp_path / "_ignored.py").write_text("raise SystemExit('must not be imported')\n")

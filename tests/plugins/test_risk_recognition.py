@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.errors import ConfigurationError
-from plugins.fhir_questionnaire import NO_RISK_ITEMS, PRORATING, RISK_ABOVE
-from plugins.instruments import LOINC, Coding, Prorating, RiskItem
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.errors import ConfigurationError
+from alliance.plugins.fhir_questionnaire import NO_RISK_ITEMS, PRORATING, RISK_ABOVE
+from alliance.plugins.instruments import LOINC, Coding, Prorating, RiskItem
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.plugins.helpers import MeasuresPlugin, registry_with, simple_definition
 
 PHQ9_ITEMS = ("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8")

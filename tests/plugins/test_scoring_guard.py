@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import structlog
 
-from core.errors import ValidationError
-from plugins.hookspecs import hookimpl
-from plugins.instruments import InstrumentDefinition, Scoring
-from plugins.scoring_guard import InstrumentFailed
+from alliance.core.errors import ValidationError
+from alliance.plugins.hookspecs import hookimpl
+from alliance.plugins.instruments import InstrumentDefinition, Scoring
+from alliance.plugins.scoring_guard import InstrumentFailed
 from tests.plugins.helpers import registry_with, simple_definition
 
 release = threading.Event()

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.events.store import parse_checkpoint
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import ProjectionRunner
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.store import parse_checkpoint
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import ProjectionRunner
 from tests.conftest import own_database
 from tests.database import TEST_KEK
 from tests.projections.helpers import domain_codec

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from core.catalog import ALL_EVENT_TYPES
-from core.client import (
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.client import (
     ClientEnrolled,
     ClientErased,
     ErasureRequested,
@@ -21,11 +21,11 @@ from core.client import (
     RiskFlagRaised,
     client_stream,
 )
-from core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn
-from core.events.base import EventPayload
-from core.events.codec import EventCodec
-from core.events.envelope import NewEvent
-from core.goal import (
+from alliance.core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn
+from alliance.core.events.base import EventPayload
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.envelope import NewEvent
+from alliance.core.goal import (
     AttainmentScaleSet,
     BarrierNoted,
     ChangeAccepted,
@@ -42,7 +42,7 @@ from core.goal import (
     ReviewRecorded,
     goal_stream,
 )
-from core.identity import Role
+from alliance.core.identity import Role
 
 
 def domain_codec() -> EventCodec:

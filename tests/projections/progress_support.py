@@ -10,14 +10,21 @@ import uuid
 from typing import Any
 from uuid import UUID
 
-from core.client import MeasurementRecorded, ReportedBy
-from core.events.crypto import MemoryKeyRing
-from core.events.memory import MemoryEventStore
-from core.goal import AttainmentScaleSet, GoalClosed, GoalEnteredInError, GoalWithdrawn, MeasureAttached, goal_stream
-from core.identity import Role
-from core.projections.base import fold
-from core.projections.progress import PROGRESS, render_progress
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.client import MeasurementRecorded, ReportedBy
+from alliance.core.events.crypto import MemoryKeyRing
+from alliance.core.events.memory import MemoryEventStore
+from alliance.core.goal import (
+    AttainmentScaleSet,
+    GoalClosed,
+    GoalEnteredInError,
+    GoalWithdrawn,
+    MeasureAttached,
+    goal_stream,
+)
+from alliance.core.identity import Role
+from alliance.core.projections.base import fold
+from alliance.core.projections.progress import PROGRESS, render_progress
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.projections.helpers import Client, domain_codec
 
 REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())

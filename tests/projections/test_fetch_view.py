@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from core.client import client_stream
-from core.events.postgres import PostgresEventStore
-from core.projections.plan import PLAN
-from core.projections.progress import PROGRESS
-from core.projections.queries import fetch_view, read_progress
-from core.projections.rebuild import rebuild
+from alliance.core.client import client_stream
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.projections.plan import PLAN
+from alliance.core.projections.progress import PROGRESS
+from alliance.core.projections.queries import fetch_view, read_progress
+from alliance.core.projections.rebuild import rebuild
 from tests.projections.conftest import wait_projected
 from tests.projections.helpers import Client
 

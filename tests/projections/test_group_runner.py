@@ -7,11 +7,11 @@ import contextlib
 
 import asyncpg
 
-from core.events.postgres import PostgresEventStore
-from core.projections.plan import PLAN
-from core.projections.queries import plan_document, progress_document
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import ProjectionRunner
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.projections.plan import PLAN
+from alliance.core.projections.queries import plan_document, progress_document
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import ProjectionRunner
 from tests.projections.conftest import wait_projected
 from tests.projections.helpers import Client
 
@@ -51,7 +51,7 @@ async def test_group_runner_leads_all_or_none_and_projects_every_view(
 
 async def test_group_runner_follows_each_projection_across_a_rebuild_switch(
         store: PostgresEventStore, app_pool: asyncpg.Pool, database, runners) -> None:  # type: ignore[no-untyped-def]
-    from core.projections.rebuild import rebuild, status, verify
+    from alliance.core.projections.rebuild import rebuild, status, verify
 
     c = Client().typical()
     await wait_projected(app_pool, await c.flush(store))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.projections.parts import Layout
+from alliance.core.projections.parts import Layout
 
 
 def test_appended_only_means_old_keys_first_in_order_with_the_very_same_values() -> None:

@@ -6,7 +6,7 @@ without the view saying so.
 
 from __future__ import annotations
 
-from core.identity import Role
+from alliance.core.identity import Role
 from tests.projections.helpers import Client
 from tests.projections.progress_support import progress_of, record
 

@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from plugins.instruments import ReliableChange
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.plugins.instruments import ReliableChange
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.plugins.helpers import MeasuresPlugin, manager_with, simple_definition
 from tests.projections.helpers import Client
 from tests.projections.progress_support import progress_of, record

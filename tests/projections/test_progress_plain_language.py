@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from core.goal import ReviewRecorded, goal_stream
-from core.plain_language import glossary_from_plugins, glossary_in_force, use_glossary
-from plugins.manager import get_plugin_manager
+from alliance.core.goal import ReviewRecorded, goal_stream
+from alliance.core.plain_language import glossary_from_plugins, glossary_in_force, use_glossary
+from alliance.plugins.manager import get_plugin_manager
 from tests.projections.helpers import Client
 from tests.projections.progress_support import progress_of
 

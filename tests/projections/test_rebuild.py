@@ -12,18 +12,18 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn
-from core.events.crypto import KeyRing, PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.events.store import parse_checkpoint
-from core.identity import Role
-from core.projections import bulk
-from core.projections.base import ERASURE_EVENT
-from core.projections.history import _in_force, _in_force_at
-from core.projections.rebuild import rebuild, status, verify
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import active_target, catch_up
-from core.projections.sealing import HEAD, SEALED, UNSEALED, open_rows
+from alliance.core.consent import ConsentGranted, ConsentScope, ConsentWithdrawn
+from alliance.core.events.crypto import KeyRing, PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.store import parse_checkpoint
+from alliance.core.identity import Role
+from alliance.core.projections import bulk
+from alliance.core.projections.base import ERASURE_EVENT
+from alliance.core.projections.history import _in_force, _in_force_at
+from alliance.core.projections.rebuild import rebuild, status, verify
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import active_target, catch_up
+from alliance.core.projections.sealing import HEAD, SEALED, UNSEALED, open_rows
 from tests.projections.helpers import Client, domain_codec
 
 Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
@@ -248,8 +248,8 @@ def test_in_force_remembered_equals_computed() -> None:
 
 async def test_rebuild_waits_out_a_brief_lock_holder_but_reports_a_running_rebuild(
         store: PostgresEventStore, app_pool: asyncpg.Pool, database, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from core.projections import rebuild as rebuild_module
-    from core.projections.runner import lock_key
+    from alliance.core.projections import rebuild as rebuild_module
+    from alliance.core.projections.runner import lock_key
 
     await Client().typical().flush(store)
     other = await asyncpg.connect(database.app_dsn)

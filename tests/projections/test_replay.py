@@ -10,14 +10,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.consent import ConsentScope
-from core.events.crypto import MemoryKeyRing
-from core.events.memory import MemoryEventStore
-from core.projections.base import ERASURE_EVENT, fold
-from core.projections.history import render_history
-from core.projections.plan import render_plan
-from core.projections.progress import render_progress
-from core.projections.registry import PROJECTIONS
+from alliance.core.consent import ConsentScope
+from alliance.core.events.crypto import MemoryKeyRing
+from alliance.core.events.memory import MemoryEventStore
+from alliance.core.projections.base import ERASURE_EVENT, fold
+from alliance.core.projections.history import render_history
+from alliance.core.projections.plan import render_plan
+from alliance.core.projections.progress import render_progress
+from alliance.core.projections.registry import PROJECTIONS
 from tests.projections.helpers import Client, domain_codec
 
 OPS = st.lists(st.sampled_from(["measure", "late", "in_error", "feedback", "review", "change_ok", "change_open",

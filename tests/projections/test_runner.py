@@ -10,15 +10,15 @@ import uuid
 
 import asyncpg
 
-from core.database import create_app_pool
-from core.events.crypto import PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.projections.feed import ChangeFeed, decode_cursor
-from core.projections.plan import PLAN
-from core.projections.queries import history_document, plan_document, progress_document, read_plan
-from core.projections.rebuild import lag, rebuild, status, verify
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import ProjectionRunner
+from alliance.core.database import create_app_pool
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.projections.feed import ChangeFeed, decode_cursor
+from alliance.core.projections.plan import PLAN
+from alliance.core.projections.queries import history_document, plan_document, progress_document, read_plan
+from alliance.core.projections.rebuild import lag, rebuild, status, verify
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import ProjectionRunner
 from tests.projections.conftest import wait_projected
 from tests.projections.helpers import Client, domain_codec
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core.consent import ConsentScope
-from core.database import create_app_pool, database_name, with_database
-from core.errors import ConfigurationError
-from core.events.crypto import MemoryKeyRing, PostgresKeyRing
-from core.events.postgres import PostgresEventStore
-from core.projections.plan import PLAN
-from core.projections.queries import fetch_view, read_history, read_plan, read_progress
-from core.projections.registry import PROJECTIONS
-from core.projections.runner import ProjectionRunner
-from core.projections.sealing import HEAD, SEALED, UNSEALED, RowSealer, open_rows, sealer
+from alliance.core.consent import ConsentScope
+from alliance.core.database import create_app_pool, database_name, with_database
+from alliance.core.errors import ConfigurationError
+from alliance.core.events.crypto import MemoryKeyRing, PostgresKeyRing
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.projections.plan import PLAN
+from alliance.core.projections.queries import fetch_view, read_history, read_plan, read_progress
+from alliance.core.projections.registry import PROJECTIONS
+from alliance.core.projections.runner import ProjectionRunner
+from alliance.core.projections.sealing import HEAD, SEALED, UNSEALED, RowSealer, open_rows, sealer
 from tests.projections.conftest import wait_projected
 from tests.projections.helpers import Client, domain_codec
 

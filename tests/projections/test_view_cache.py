@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from core.clinic import CrisisInformationSet, clinic_stream
-from core.events.envelope import NewEvent
-from core.events.postgres import PostgresEventStore
-from core.identity import Role
-from core.projections.feed import ChangeFeed
-from core.projections.rebuild import rebuild
-from core.projections.view_cache import ViewCache
+from alliance.core.clinic import CrisisInformationSet, clinic_stream
+from alliance.core.events.envelope import NewEvent
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.identity import Role
+from alliance.core.projections.feed import ChangeFeed
+from alliance.core.projections.rebuild import rebuild
+from alliance.core.projections.view_cache import ViewCache
 from tests.projections.conftest import wait_projected
 from tests.projections.helpers import Client
 

@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from core.events.postgres import PostgresEventStore
-from core.projections.asof import history_as_of, plan_as_of, progress_as_of
-from core.projections.queries import read_history, read_plan, read_progress
-from plugins.manager import InstrumentRegistry, get_plugin_manager
+from alliance.core.client import ClientDischarged
+from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.projections.asof import history_as_of, plan_as_of, progress_as_of
+from alliance.core.projections.queries import read_history, read_plan, read_progress
+from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.projections.conftest import wait_projected
 from tests.projections.helpers import Client
 
@@ -86,7 +87,7 @@ async def test_as_of_returns_the_earlier_state(store: PostgresEventStore, app_po
     before = await c.flush(store)
     recorded = datetime.now(UTC)
     c.measure(20, goal=gid)
-    c._add(c.stream, __import__("core.client", fromlist=["x"]).ClientDischarged(episode_id=None, **c.by()))
+    c._add(c.stream, ClientDischarged(episode_id=None, **c.by()))
     await wait_projected(app_pool, await c.flush(store))
     now_plan = await read_plan(app_pool, c.client, keys=store.keys)
     assert now_plan is not None and now_plan["discharged"] is True
