@@ -5,17 +5,19 @@ and exit codes are for scripts (0 ok, 1 a check failed, 2 bad usage or configura
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import traceback
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from alliance.core.errors import AllianceError
+from alliance.core.errors import AllianceError, ConfigurationError
 from alliance.core.logging import configure_logging
 from alliance.core.settings import Settings, load_settings
 
@@ -24,14 +26,68 @@ out = Console()
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: Set from the settings once they are read: the cause of a failure is printed at debug level.
+_debug = False
 
-def run(coro: Coroutine[Any, Any, int]) -> None:
+
+def run(coro: Coroutine[Any, Any, int], settings: Settings | None = None) -> None:
+    sys.exit(run_async(coro, settings))
+
+
+def run_async(coro: Coroutine[Any, Any, Any], settings: Settings | None = None) -> Any:
+    """Run ``coro``; a failure the operator can fix (configuration, database, plugins) ends the
+    process with one line and exit 2 instead of a traceback."""
     try:
-        code = asyncio.run(coro)
-    except AllianceError as exc:
-        console.print(f"[red]error[/red] ({exc.code}) {escape(exc.message)}")
-        sys.exit(EXIT_USAGE)
-    sys.exit(code)
+        return asyncio.run(coro)
+    except Exception as exc:  # what is not explained is raised again unchanged
+        fail(exc, settings)
+
+
+def fail(exc: BaseException, settings: Settings | None = None) -> NoReturn:
+    """One line on stderr (``alliance: …``) and exit 2, or ``exc`` raised again when it is a bug."""
+    line = explain(exc, settings)
+    if line is None:
+        raise exc
+    if _debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"alliance: {line}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def explain(exc: BaseException, settings: Settings | None) -> str | None:
+    """The one line for a failure the operator can fix, else None (a bug: keep the traceback).
+
+    The app's lifespan wraps its failures in ExceptionGroups (anyio task groups): the first
+    explainable leaf is the cause.
+    """
+    import asyncpg
+
+    if isinstance(exc, BaseExceptionGroup):
+        return next((line for e in exc.exceptions if (line := explain(e, settings)) is not None), None)
+    if isinstance(exc, ConfigurationError):
+        return exc.message
+    if isinstance(exc, AllianceError):
+        return f"{exc.message} ({exc.code})"
+    unreachable = (ConnectionError, socket.gaierror, TimeoutError, asyncpg.CannotConnectNowError,
+                   asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
+                   asyncpg.InvalidCatalogNameError, asyncpg.ConnectionDoesNotExistError)
+    if isinstance(exc, unreachable) or (isinstance(exc, OSError) and exc.errno is None and "connect" in str(exc)):
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return f"cannot connect to the database {_database_where(settings)}: {reason}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return None
+
+
+def _database_where(settings: Settings | None) -> str:
+    """host:port/database of DATABASE_URL (never its password), or the embedded server."""
+    from urllib.parse import urlsplit
+
+    if settings is None or not settings.database_url:
+        return "(the embedded PostgreSQL)"
+    url = urlsplit(settings.database_url)
+    host = url.hostname or "localhost"
+    return f"at {host}:{url.port or 5432}{url.path or ''} (DATABASE_URL)"
 
 
 def progress_bar() -> Progress:
@@ -40,10 +96,20 @@ def progress_bar() -> Progress:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="alliance", prog_name="alliance", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Alliance: an event-sourced record of goals that client and clinician own together."""
-    settings = load_settings()
+    """Alliance: an event-sourced record of goals that client and clinician own together.
+
+    Exit codes: 0 ok, 1 a check failed, 2 bad usage or configuration (one line on stderr;
+    ALLIANCE_LOG_LEVEL=debug adds the cause).
+    """
+    global _debug
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        fail(exc)
+    _debug = settings.log_level.lower() == "debug"
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     ctx.obj = settings
 
@@ -62,7 +128,7 @@ def migrate(settings: Settings) -> None:
         out.print("applied: " + ", ".join(applied) if applied else "up to date")
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @main.command()
@@ -87,13 +153,15 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
         from alliance.core.compliance.export import verify_export_file
 
         result = verify_export_file(Path(export_file), _public_keys(settings, export_file))
+        _refuse_if_not(result, "malformed_export", export_file, "an Alliance history export")
         _print_result(result, as_json, f"export {export_file}")
         sys.exit(EXIT_OK if result.ok else EXIT_CHECK_FAILED)
 
     from alliance.core.events.verify import verify_store
     from alliance.core.runtime import open_runtime
 
-    receipt = msgspec.json.decode(Path(receipt_file).read_bytes()) if receipt_file else None
+    receipt = _read_receipt(Path(receipt_file)) if receipt_file else None
+    registry = _instruments(settings) if scores else None  # a bad plugin stops before the walk
 
     async def go() -> int:
         ok = True
@@ -103,6 +171,7 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
 
                 assert receipt is not None
                 result = await verify_receipt(receipt, rt.pool, _public_keys(settings, receipt_file))
+                _refuse_if_not(result, "malformed_receipt", receipt_file, "an Alliance receipt")
                 _print_result(result, as_json, f"receipt {receipt_file}")
                 return EXIT_OK if result.ok else EXIT_CHECK_FAILED
             async with rt.pool.acquire() as conn:
@@ -132,10 +201,33 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
                 _print_result(result, as_json, "anchors")
                 ok = ok and result.ok
             if scores:
-                ok = await _verify_scores(rt, settings, as_json) and ok
+                ok = await _verify_scores(rt, registry, as_json) and ok
         return EXIT_OK if ok else EXIT_CHECK_FAILED
 
-    run(go())
+    run(go(), settings)
+
+
+def _read_receipt(path: Path) -> dict[str, Any]:
+    """The receipt's JSON, checked to be one before any database is opened (exit 2 if not)."""
+    import msgspec
+
+    from alliance.core.compliance.receipts import RECEIPT_KIND
+
+    try:
+        document = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError:
+        document = None
+    if not isinstance(document, dict) or document.get("kind") != RECEIPT_KIND:
+        fail(ConfigurationError(f"{path} is not an Alliance receipt (verify --receipt takes the JSON a "
+                                "command's receipt link returns)"))
+    return document
+
+
+def _refuse_if_not(result: Any, code: str, document: str, what: str) -> None:
+    """A document that is not what the option claims is a usage error (2), not a failed check (1)."""
+    malformed = [p for p in result.problems if p.code == code]
+    if malformed:
+        fail(ConfigurationError(f"{document} is not {what}: {malformed[0].message}"))
 
 
 def _public_keys(settings: Settings, _document: str) -> Any:
@@ -158,15 +250,22 @@ def _print_result(result: Any, as_json: bool, what: str) -> None:
             out.print(f"  {problem.code}: {escape(problem.message)}")
 
 
-async def _verify_scores(rt: Any, settings: Settings, as_json: bool) -> bool:
+def _instruments(settings: Settings) -> Any:
+    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
+
+    try:
+        return InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
+    except ConfigurationError as exc:
+        fail(exc, settings)
+
+
+async def _verify_scores(rt: Any, registry: Any, as_json: bool) -> bool:
     """Re-derive every stored measurement from its answers with the recorded instrument version
     (where installed): total, subscales, band, risk items, completeness and prorating. Every
     difference is named; none is repaired (the stored event is the record)."""
     from alliance.core.client import MeasurementRecorded, RiskFlagRaised
     from alliance.core.events.store import START
-    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
-    registry = InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
     skipped = 0
     measurements: list[MeasurementRecorded] = []
     flagged: dict[Any, tuple[str, ...]] = {}  # measurement id -> items of the flag it raised
@@ -254,6 +353,18 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
     from alliance.core.database import resolve_target
     from alliance.core.migrations import apply_migrations
 
+    # Before anything slow: a busy port is one line (uvicorn would exit 3 after the URL was printed).
+    _check_port_free(host, port)
+    from alliance.api.auth import check_auth_settings
+
+    if demo:  # a demo is development: a made-up token secret, kept in the home (the workers read the env)
+        os.environ["ALLIANCE_ENV"] = "development"
+        settings = load_settings()
+    try:
+        check_auth_settings(settings)  # no secret and no issuer: refuse before starting anything
+    except ConfigurationError as exc:
+        fail(exc, settings)
+
     async def prepare() -> str:
         target = await resolve_target(settings)
         await apply_migrations(target.owner_dsn, app_role=settings.app_role,
@@ -262,16 +373,52 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
 
     # The embedded server is started here, in the parent, and stops when it exits;
     # the workers reach it through DATABASE_URL.
-    owner_dsn = asyncio.run(prepare())
+    owner_dsn = run_async(prepare(), settings)
     os.environ["DATABASE_URL"] = owner_dsn
+    served = load_settings()
+    # What each worker's lifespan checks (the KEK against the stored keys, the plugins and their
+    # fingerprints) is checked once here, so a problem is one line, not a worker's ExceptionGroup.
+    run_async(_check_startup(served), served)
     if demo:
         from alliance.api.demo import load_demo
 
-        asyncio.run(load_demo(load_settings(), console=console, only_if_absent=True,
-                              base_url=f"http://{host}:{port}"))
+        run_async(load_demo(served, console=console, only_if_absent=True, base_url=f"http://{host}:{port}"),
+                  served)
+    _check_port_free(host, port)
     console.print(f"Alliance on http://{host}:{port}  (OpenAPI viewer: http://{host}:{port}/schema)")
     uvicorn.run("alliance.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
                 access_log=False, lifespan="on")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Exit 2 with one line when ``host:port`` cannot be listened on (uvicorn binds with
+    SO_REUSEADDR too, so this probe fails exactly when uvicorn's bind would)."""
+    if port == 0:
+        return
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        fail(ConfigurationError(f"cannot listen on {host}:{port} (--host/--port): {exc.strerror or exc}; "
+                                "another process (perhaps another Alliance) is using it", field="port"))
+    finally:
+        probe.close()
+
+
+async def _check_startup(settings: Settings) -> None:
+    from alliance.core.database import create_app_pool, resolve_target
+    from alliance.core.events.crypto import open_key_ring
+    from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
+
+    target = await resolve_target(settings)
+    pool = await create_app_pool(target.app_dsn, min_size=1, max_size=1)
+    try:
+        await open_key_ring(pool, path=settings.kek_path, inline=settings.kek)
+    finally:
+        await pool.close()
+    InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir),
+                                           known_fingerprints=settings.home / "instrument-fingerprints.json")
 
 
 @main.command()
@@ -286,8 +433,12 @@ def token(settings: Settings, tenant: str, role: str, sub: str, ttl: int) -> Non
     from alliance.api.auth import issue_token
     from alliance.core.identity import Role
 
-    out.print(issue_token(settings, tenant=_uuid(tenant, "--tenant"), role=Role(role), sub=_uuid(sub, "--sub"),
-                          ttl_seconds=ttl), soft_wrap=True)
+    try:  # in development mode: the secret kept in the home, the one a dev server uses
+        issued = issue_token(settings, tenant=_uuid(tenant, "--tenant"), role=Role(role), sub=_uuid(sub, "--sub"),
+                             ttl_seconds=ttl)
+    except ConfigurationError as exc:
+        fail(exc, settings)
+    out.print(issued, soft_wrap=True)
 
 
 @main.group()
@@ -296,29 +447,64 @@ def clinic() -> None:
 
 
 @clinic.command("bootstrap")
-@click.option("--tenant", required=True, help="The new clinic's id.")
-@click.option("--admin", "admin_id", required=True, help="The first admin's staff id.")
+@click.option("--tenant", default=None, help="The new clinic's id, a UUID (default: a new one).")
+@click.option("--admin", "admin_id", default=None, help="The first admin's staff id, a UUID (default: a new one).")
 @click.pass_obj
-def clinic_bootstrap(settings: Settings, tenant: str, admin_id: str) -> None:
-    """Activate a clinic's first admin (every other set-up step goes through the API)."""
+def clinic_bootstrap(settings: Settings, tenant: str | None, admin_id: str | None) -> None:
+    """Activate a clinic's first admin and print their token (every other set-up step goes
+    through the API). Ids are UUIDs; without them new ones are made and printed."""
     import uuid
     from datetime import UTC, datetime
 
+    from alliance.api.auth import issue_token
     from alliance.core.clinic import ActivateStaff
     from alliance.core.handling import CommandHandler
     from alliance.core.identity import Actor, Role
     from alliance.core.runtime import open_runtime
 
+    tenant_id = _uuid(tenant, "--tenant") if tenant else uuid.uuid4()
+    admin_uuid = _uuid(admin_id, "--admin") if admin_id else uuid.uuid4()
+
     async def go() -> int:
         async with open_runtime(settings) as rt:
             outcome = await CommandHandler(rt.store).handle_clinic(ActivateStaff(
-                command_id=uuid.uuid5(uuid.NAMESPACE_URL, f"alliance:bootstrap:{tenant}:{admin_id}"),
+                command_id=uuid.uuid5(uuid.NAMESPACE_URL, f"alliance:bootstrap:{tenant_id}:{admin_uuid}"),
                 actor=Actor(id=uuid.UUID(int=0), role=Role.SYSTEM), at=datetime.now(UTC),
-                tenant_id=_uuid(tenant, "--tenant"), staff_id=_uuid(admin_id, "--admin"), role=Role.ADMIN))
-        out.print("already done" if outcome.duplicate else f"admin {admin_id} active in clinic {tenant}")
+                tenant_id=tenant_id, staff_id=admin_uuid, role=Role.ADMIN))
+        out.print("already done" if outcome.duplicate else f"admin {admin_uuid} active in clinic {tenant_id}",
+                  soft_wrap=True)
+        try:
+            admin_token = issue_token(settings, tenant=tenant_id, role=Role.ADMIN, sub=admin_uuid)
+        except ConfigurationError as exc:  # tokens come from the identity provider
+            out.print(f"no token printed: {exc.message}", soft_wrap=True)
+        else:
+            out.print(f"export TENANT={tenant_id} ADMIN={admin_uuid}\nexport ADMIN_TOKEN={admin_token}",
+                      soft_wrap=True, highlight=False)
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
+
+
+@main.group()
+def keys() -> None:
+    """The server's signing keys (receipts, exports, anchors)."""
+
+
+@keys.command("rotate")
+@click.pass_obj
+def keys_rotate(settings: Settings) -> None:
+    """Make a new signing key; old public keys stay listed at /.well-known/jwks.json, so
+    documents signed before still verify, and the old private key is deleted."""
+    from alliance.core.compliance.signing import Signer
+
+    try:
+        signer = Signer.open(settings.signing_key_path)
+        old = signer.kid
+        new = signer.rotate()
+    except OSError as exc:
+        fail(exc, settings)
+    out.print(f"signing key rotated: {old} → {new} (in {settings.signing_key_path})", soft_wrap=True)
+    sys.exit(EXIT_OK)
 
 
 @main.command()
@@ -331,7 +517,7 @@ def demo(settings: Settings) -> None:
         await load_demo(settings, console=console, only_if_absent=False)
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @main.command()
@@ -358,10 +544,12 @@ def replay(settings: Settings, client_id: str, as_of: str | None, as_json: bool)
         if moment.tzinfo is None:
             raise click.BadParameter("--as-of needs a time-zone offset")
 
+    client_uuid = _uuid(client_id, "--client")
+
     async def go() -> int:
         async with open_runtime(settings) as rt:
             with console.status("replaying events"):
-                view = await history_as_of(rt.store, _uuid(client_id, "--client"), moment)
+                view = await history_as_of(rt.store, client_uuid, moment)
         if view is None:
             console.print("[red]no events for this client[/red]")
             return EXIT_CHECK_FAILED
@@ -379,7 +567,7 @@ def replay(settings: Settings, client_id: str, as_of: str | None, as_json: bool)
         out.print(table)
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @main.command()
@@ -398,18 +586,19 @@ def erase(settings: Settings, client_id: str, tenant: str, admin_id: str, reason
     from alliance.core.identity import Actor, Role
     from alliance.core.runtime import open_runtime
 
+    ids = _uuid(client_id, "--client"), _uuid(tenant, "--tenant"), _uuid(admin_id, "--admin")
+
     async def go() -> int:
         async with open_runtime(settings) as rt:
             outcome = await erase_client(
                 CommandHandler(rt.store), Signer.open(settings.signing_key_path), settings.erasure_ledger_path,
-                client_id=_uuid(client_id, "--client"), tenant_id=_uuid(tenant, "--tenant"),
-                actor=Actor(id=_uuid(admin_id, "--admin"), role=Role.ADMIN), reason=reason,
+                client_id=ids[0], tenant_id=ids[1], actor=Actor(id=ids[2], role=Role.ADMIN), reason=reason,
                 command_id=uuid.uuid4())
         out.print("already erased" if outcome.duplicate else
                   f"erased: key destroyed={outcome.key_destroyed}, request {outcome.request_id}")
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @main.command("reapply-erasures")
@@ -429,7 +618,7 @@ def reapply_erasures_cmd(settings: Settings) -> None:
         out.print(f"{len(done)} erasures in the ledger, {again} re-applied")
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @main.command()
@@ -448,7 +637,7 @@ def anchor(settings: Settings) -> None:
         out.print(f"anchored: {path}")
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @main.group()
@@ -482,7 +671,7 @@ def projections_status(settings: Settings, as_json: bool) -> None:
         out.print(table)
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @projections.command("rebuild")
@@ -512,7 +701,7 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...]) -> None:
             out.print(f"{r.name}: {was}v{r.version}, {r.events_read} events in {r.seconds:.1f}s")
         return EXIT_OK
 
-    run(go())
+    run(go(), settings)
 
 
 @projections.command("verify")
@@ -535,7 +724,7 @@ def projections_verify(settings: Settings, names: tuple[str, ...]) -> None:
             out.print(f"{r.name} v{r.version}: {r.clients} clients, {r.events} events: {state}")
         return EXIT_OK if ok else EXIT_CHECK_FAILED
 
-    run(go())
+    run(go(), settings)
 
 
 if __name__ == "__main__":

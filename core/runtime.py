@@ -16,7 +16,7 @@ import asyncpg
 from alliance.core.database import DatabaseTarget, create_app_pool, resolve_target
 from alliance.core.events.base import EventPayload
 from alliance.core.events.codec import EventCodec
-from alliance.core.events.crypto import PostgresKeyRing, load_kek
+from alliance.core.events.crypto import PostgresKeyRing, open_key_ring
 from alliance.core.events.postgres import PostgresEventStore
 from alliance.core.migrations import apply_migrations
 from alliance.core.settings import Settings
@@ -47,7 +47,11 @@ async def open_runtime(settings: Settings, *, migrate: bool = True, pool_size: i
                                app_role_password=settings.app_role_password)
     pool = await create_app_pool(target.app_dsn, min_size=min(2, pool_size), max_size=pool_size)
     codec = EventCodec(event_types) if event_types is not None else domain_codec()
-    keys = PostgresKeyRing(pool, load_kek(path=settings.kek_path, inline=settings.kek))
+    try:
+        keys = await open_key_ring(pool, path=settings.kek_path, inline=settings.kek)
+    except BaseException:
+        await pool.close()
+        raise
     store = PostgresEventStore(pool, codec, keys, dsn=target.app_dsn)
     # Every process follows key destruction, so no cached data key outlives an erasure elsewhere.
     await store.listen()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 import os
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
+
+from alliance.core.errors import ConfigurationError
 
 
 def _default_home() -> Path:
@@ -92,6 +99,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read ``Settings`` from the environment (``ALLIANCE_*`` plus ``DATABASE_URL``)."""
     env = os.environ if environ is None else environ
+    validate_environment(env)
 
     def path(name: str) -> Path | None:
         value = env.get(name)
@@ -126,3 +134,116 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+# Validation: each variable's text is checked before anything is converted, so a bad value is
+# one line naming the variable and what it may be (the CLI prints it and exits 2), never a
+# ValueError from deep inside start-up. A rule answers None when the text is fine, else what
+# is allowed.
+
+def _number(*, minimum: float, inclusive: bool = True, unit: str) -> Callable[[str], str | None]:
+    allowed = (f"a number of {unit}, {minimum:g} or more" if inclusive
+               else f"a number of {unit} greater than {minimum:g}")
+
+    def rule(text: str) -> str | None:
+        try:
+            value = float(text)
+        except ValueError:
+            return allowed
+        ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+        return None if ok else allowed
+    return rule
+
+
+def _integer(low: int, high: int, what: str) -> Callable[[str], str | None]:
+    def rule(text: str) -> str | None:
+        try:
+            value = int(text)
+        except ValueError:
+            return f"{what} from {low} to {high}"
+        return None if low <= value <= high else f"{what} from {low} to {high}"
+    return rule
+
+
+def _one_of(*choices: str, fold: bool = False) -> Callable[[str], str | None]:
+    def rule(text: str) -> str | None:
+        return None if (text.lower() if fold else text) in choices else "one of " + ", ".join(choices)
+    return rule
+
+
+def _url(*schemes: str) -> Callable[[str], str | None]:
+    def rule(text: str) -> str | None:
+        scheme, sep, rest = text.partition("://")
+        ok = bool(sep) and scheme.lower() in schemes and bool(rest)
+        return None if ok else "a URL starting " + " or ".join(f"{s}://" for s in schemes)
+    return rule
+
+
+def _kek(text: str) -> str | None:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    return None if len(key) == 32 else "32 random bytes, base64-encoded (make one with: openssl rand -base64 32)"
+
+
+def _directory(*, must_exist: bool) -> Callable[[str], str | None]:
+    def rule(text: str) -> str | None:
+        p = Path(text)
+        if p.exists():
+            return None if p.is_dir() else "a directory (this is a file)"
+        return "an existing directory" if must_exist else None
+    return rule
+
+
+def _file(text: str) -> str | None:
+    return "a file (this is a directory)" if Path(text).is_dir() else None
+
+
+def _role(text: str) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", text) is not None
+    return None if ok else "a PostgreSQL role name (letters, digits, _; at most 63)"
+
+
+#: Values never repeated in an error message (they are secrets, or may carry a password).
+_SECRET = frozenset({"ALLIANCE_KEK", "DATABASE_URL", "ALLIANCE_APP_ROLE_PASSWORD", "ALLIANCE_SMTP_PASSWORD",
+                     "ALLIANCE_JWT_SECRET"})
+
+RULES: dict[str, Callable[[str], str | None]] = {
+    "DATABASE_URL": _url("postgresql", "postgres"),
+    "ALLIANCE_APP_ROLE": _role,
+    "ALLIANCE_HOME": _directory(must_exist=False),
+    "ALLIANCE_KEK": _kek,
+    "ALLIANCE_KEK_FILE": _file,
+    "ALLIANCE_LOG_FORMAT": _one_of("console", "json"),
+    "ALLIANCE_LOG_LEVEL": _one_of("debug", "info", "warning", "error", "critical", fold=True),
+    "ALLIANCE_PLUGINS_DIR": _directory(must_exist=True),
+    "ALLIANCE_ANCHOR_DIR": _directory(must_exist=False),
+    "ALLIANCE_SIGNING_KEY_DIR": _directory(must_exist=False),
+    "ALLIANCE_ERASURE_LEDGER_DIR": _directory(must_exist=False),
+    "ALLIANCE_ANCHOR_INTERVAL": _number(minimum=0, unit="seconds"),
+    "ALLIANCE_VIEW_CACHE_SECONDS": _number(minimum=0, unit="seconds"),
+    "ALLIANCE_IDEMPOTENCY_HOURS": _number(minimum=0, inclusive=False, unit="hours"),
+    "ALLIANCE_SMTP_PORT": _integer(1, 65535, "a port number"),
+    "ALLIANCE_SMTP_TLS": _one_of("starttls", "tls", "none"),
+    "ALLIANCE_SMTP_TIMEOUT": _number(minimum=0, inclusive=False, unit="seconds"),
+    "ALLIANCE_PUBLIC_URL": _url("http", "https"),
+    "ALLIANCE_AUTH_FAILURES_PER_MINUTE": _integer(1, 1_000_000, "a whole number"),
+}
+
+#: Variables where an empty value means "unset" (the loader reads them with ``or None``).
+_EMPTY_IS_UNSET = frozenset({"DATABASE_URL", "ALLIANCE_HOME", "ALLIANCE_KEK", "ALLIANCE_KEK_FILE",
+                             "ALLIANCE_PLUGINS_DIR", "ALLIANCE_ANCHOR_DIR", "ALLIANCE_SIGNING_KEY_DIR",
+                             "ALLIANCE_ERASURE_LEDGER_DIR"})
+
+
+def validate_environment(env: Mapping[str, str]) -> None:
+    """Raise ``ConfigurationError`` (``field`` = the variable) for the first value that is not allowed."""
+    for name, rule in RULES.items():
+        text = env.get(name)
+        if text is None or (text == "" and name in _EMPTY_IS_UNSET):
+            continue
+        allowed = rule(text)
+        if allowed is not None:
+            shown = "" if name in _SECRET else f"={text!r}"
+            raise ConfigurationError(f"{name}{shown} is not valid: expected {allowed}", field=name)

@@ -31,6 +31,7 @@ Why a cached key can never decrypt after its destruction (the cache is per proce
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import time
 from collections.abc import Callable
@@ -57,20 +58,60 @@ class SubjectErased(AllianceError):
     status = 409
 
 
-def load_kek(*, path: Path, inline: str | None) -> bytes:
-    """The key-encryption key from the environment or its file (created when absent)."""
+def load_kek(*, path: Path, inline: str | None, existing: bool = False) -> bytes:
+    """The key-encryption key from the environment or its file.
+
+    The file is created when absent, but only for a database that holds no data key yet
+    (``existing`` False): beside stored data keys a new KEK would silently make every
+    personal field unreadable, so the missing file is an error to fix (restore it).
+    """
     if inline:
-        key = base64.b64decode(inline)
+        key = _decode_kek(inline, "ALLIANCE_KEK")
     else:
         if not path.exists():
+            if existing:
+                raise ConfigurationError(
+                    f"the key-encryption key file {path} (ALLIANCE_KEK_FILE) is missing, but this database "
+                    "holds data keys wrapped by it: restore the file (a new key would leave every stored "
+                    "personal field unreadable)", field="ALLIANCE_KEK_FILE")
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
-        key = base64.b64decode(path.read_text().strip())
-    if len(key) != 32:
-        raise ConfigurationError("the key-encryption key must be 32 bytes (base64)", field="kek")
+        key = _decode_kek(path.read_text().strip(), "ALLIANCE_KEK_FILE")
     return key
+
+
+def _decode_kek(text: str, field: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigurationError(f"{field}: the key-encryption key must be 32 random bytes, base64-encoded",
+                                 field=field)
+    return key
+
+
+async def open_key_ring(pool: asyncpg.Pool, *, path: Path, inline: str | None) -> PostgresKeyRing:
+    """The store's key ring, after checking that its KEK belongs to this database.
+
+    One stored data key (a live one when there is any) is unwrapped at start-up, so a wrong
+    KEK stops the process at once instead of failing on the first personal field read.
+    """
+    row = await pool.fetchrow("SELECT subject_id, key_id, wrapped_key FROM data_keys "
+                              "ORDER BY wrapped_key IS NULL LIMIT 1")
+    kek = load_kek(path=path, inline=inline, existing=row is not None)
+    ring = PostgresKeyRing(pool, kek)
+    if row is not None and row["wrapped_key"] is not None:
+        try:
+            ring._unwrap(row["subject_id"], row["key_id"], row["wrapped_key"])
+        except ConfigurationError:
+            field = "ALLIANCE_KEK" if inline else "ALLIANCE_KEK_FILE"
+            where = "ALLIANCE_KEK" if inline else f"the key-encryption key in {path} (ALLIANCE_KEK_FILE)"
+            raise ConfigurationError(f"{where} does not open the data keys stored in this database: "
+                                     "it is not the key they were wrapped with", field=field) from None
+    return ring
 
 
 def seal(key: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
