@@ -47,3 +47,27 @@ def served_code() -> Path:
     """The code the trials serve: this working tree, or ``ALLIANCE_FAULTS_COMMIT``'s snapshot."""
     rev = os.environ.get("ALLIANCE_FAULTS_COMMIT")
     return snapshot(rev) if rev else REPO
+
+
+#: The package that holds ``core``, ``api`` and ``plugins``: none before the one-name rename
+#: (b1a512d), ``alliance`` after it.
+def package_prefix(code: Path) -> str:
+    return "alliance." if '"alliance.api"' in (code / "pyproject.toml").read_text() else ""
+
+
+def python_path(code: Path) -> str:
+    """What goes on PYTHONPATH to import ``code`` ahead of this venv's editable install.
+
+    Before the rename the folders are the packages. After it they install as ``alliance.*``
+    only through setuptools' package-dir, so a snapshot gets a small ``alliance`` namespace
+    of symlinks to its own folders (made once, beside the snapshot)."""
+    if not package_prefix(code):
+        return str(code)
+    shim = code / ".alliance-namespace"
+    if not (shim / "alliance" / "plugins").exists():
+        (shim / "alliance").mkdir(parents=True, exist_ok=True)
+        for name in ("core", "api", "plugins"):
+            link = shim / "alliance" / name
+            if not link.exists():
+                link.symlink_to(code / name, target_is_directory=True)
+    return str(shim)

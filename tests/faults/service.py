@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import jwt
 
-from tests.faults.checkout import REPO, served_code
+from tests.faults.checkout import REPO, package_prefix, python_path, served_code
 from tests.faults.cluster import free_port
 
 KEK = base64.b64encode(bytes(range(100, 132))).decode()
@@ -32,15 +32,11 @@ START_TIMEOUT = 60.0
 
 
 def alliance_command(code: Path | None = None) -> list[str]:
-    """The installed ``alliance`` entry point beside this interpreter (``python -m alliance.api.cli`` otherwise);
-    for an older checkout, its own CLI module on its PYTHONPATH (before the one-name rename it was ``api.cli``,
-    and the installed entry point would run this checkout's code instead)."""
+    """The installed ``alliance`` entry point beside this interpreter for this working tree; for
+    another checkout, its own CLI module (``api.cli`` before the one-name rename, ``alliance.api.cli``
+    after it) found through its PYTHONPATH, since the entry point would run this tree's code."""
     if code is not None and code != REPO:
-        # A checkout from after the rename maps its folders into ``alliance`` only when installed:
-        # it would need a venv of its own, which this suite does not build yet.
-        assert '"alliance.api"' not in (code / "pyproject.toml").read_text(), \
-            f"{code} needs its own install to run (its folders import as alliance.*)"
-        return [sys.executable, "-m", "api.cli"]
+        return [sys.executable, "-m", f"{package_prefix(code)}api.cli"]
     script = Path(sys.executable).with_name("alliance")
     return [str(script)] if script.exists() else [sys.executable, "-m", "alliance.api.cli"]
 
@@ -59,8 +55,8 @@ class Service:
         self.env = {**os.environ, "DATABASE_URL": dsn, "ALLIANCE_HOME": str(home), "ALLIANCE_KEK": KEK,
                     "ALLIANCE_JWT_SECRET": JWT_SECRET, "ALLIANCE_LOG_LEVEL": "warning",
                     "ALLIANCE_LOG_FORMAT": "json", "ALLIANCE_ANCHOR_INTERVAL": "0", **(extra_env or {})}
-        if code != REPO:  # an older checkout: its packages first, this venv's dependencies after
-            self.env["PYTHONPATH"] = str(code)
+        if code != REPO:  # another checkout: its packages first, this venv's dependencies after
+            self.env["PYTHONPATH"] = python_path(code)
         self.env.pop("PYTEST_CURRENT_TEST", None)
         home.mkdir(parents=True, exist_ok=True)
 
@@ -150,8 +146,8 @@ class Service:
     # -- the CLI beside it ----------------------------------------------------------------------
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*alliance_command(self.code), *args], env=self.env, cwd=self.code, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run([*alliance_command(self.code), *args], env=self.env, cwd=self.code,
+                              capture_output=True, text=True, timeout=timeout)
 
 
 def logged_errors(log: Path, offset: int = 0) -> dict[str, int]:
@@ -189,9 +185,10 @@ def logged_errors(log: Path, offset: int = 0) -> dict[str, int]:
 
 def leadership_lock_keys(service: Service) -> list[int]:
     """The projection runner's leadership locks, as the served code computes them."""
+    prefix = package_prefix(service.code)
     done = subprocess.run(
-        [sys.executable, "-c", "from alliance.core.projections.runner import lock_key\n"
-         "from alliance.core.projections.registry import PROJECTIONS\n"
+        [sys.executable, "-c", f"from {prefix}core.projections.runner import lock_key\n"
+         f"from {prefix}core.projections.registry import PROJECTIONS\n"
          "print(' '.join(str(lock_key('run', p.name)) for p in PROJECTIONS))"],
         env=service.env, cwd=service.code, capture_output=True, text=True, timeout=60, check=True)
     return [int(k) for k in done.stdout.split()]
