@@ -375,6 +375,8 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
     # the workers reach it through DATABASE_URL.
     owner_dsn = run_async(prepare(), settings)
     os.environ["DATABASE_URL"] = owner_dsn
+    if demo:  # an explicit development mode: tokens signed with a secret kept in the home
+        os.environ.setdefault("ALLIANCE_ENV", "development")
     served = load_settings()
     # What each worker's lifespan checks (the KEK against the stored keys, the plugins and their
     # fingerprints) is checked once here, so a problem is one line, not a worker's ExceptionGroup.

@@ -232,8 +232,6 @@ async def _load(loader: Loader) -> None:
 
 async def load_demo(settings: Settings, *, console: Console, only_if_absent: bool,
                     base_url: str = "http://127.0.0.1:8000") -> None:
-    from alliance.api.auth import issue_token
-
     async with open_runtime(settings) as rt:
         exists = await rt.store.stream_version(f"clinic-{TENANT}") > 0
         if not (exists and only_if_absent):
@@ -249,9 +247,42 @@ async def load_demo(settings: Settings, *, console: Console, only_if_absent: boo
                 except AllianceError as exc:
                     console.print(f"[red]demo data refused[/red] ({exc.code}) {exc.message}")
                     raise
-    console.print(f"[green]demo clinic[/green] {TENANT} — tokens (valid 8 h):")
-    for label, role, sub in (("admin", Role.ADMIN, ADMIN), ("clinician A", Role.CLINICIAN, CLIN_A),
-                             ("auditor", Role.AUDITOR, AUDITOR), ("client Robin", Role.CLIENT, CLIENTS["robin"])):
-        console.print(f"  {label:13} {sub}\n    {issue_token(settings, tenant=TENANT, role=role, sub=sub)}",
-                      soft_wrap=True)
-    console.print(f"  try: curl -H 'Authorization: Bearer …' {base_url}/clients/{CLIENTS['robin']}/plan")
+        before = await _moment_before_agreement(rt)
+    _print_tokens(settings, console, base_url, before)
+
+
+async def _moment_before_agreement(rt: Any) -> datetime:
+    """A moment in the demo's own recorded history: after Robin's goal was proposed and revised,
+    before both agreed to it (``as_of`` reads what was *recorded* by then, and the demo records
+    everything when it loads, so only moments of the load itself show an earlier state)."""
+    events = await rt.store.read_stream(g.goal_stream(demo_id("goal:robin:walk")))
+    agreed = next(i for i, e in enumerate(events) if e.type == "goal.agreed")
+    earlier, then = events[agreed - 1].recorded_at, events[agreed].recorded_at
+    return earlier + (then - earlier) / 2
+
+
+def _print_tokens(settings: Settings, console: Console, base_url: str, before: datetime) -> None:
+    """Tokens and paste-ready ``export`` lines. Written as plain text, one line each, whatever
+    the terminal: a wrapped or coloured token pasted into a shell would not work."""
+    from alliance.api.auth import issue_token
+
+    def say(line: str = "") -> None:
+        console.file.write(line + "\n")
+
+    say(f"demo clinic {TENANT} - tokens (valid 8 h):")
+    tokens = {}
+    for label, var, role, sub in (("admin", "A", Role.ADMIN, ADMIN), ("clinician A", "K", Role.CLINICIAN, CLIN_A),
+                                  ("auditor", "U", Role.AUDITOR, AUDITOR),
+                                  ("client Robin", "T", Role.CLIENT, CLIENTS["robin"])):
+        tokens[var] = issue_token(settings, tenant=TENANT, role=role, sub=sub)
+        say(f"  {label:13} {sub}")
+        say(f"    {tokens[var]}")
+    say()
+    say(f"Robin's goal was proposed and revised, not yet agreed, at {before.isoformat()} (BEFORE below).")
+    say("Paste these into the shell you run the walkthrough's curl lines in:")
+    say()
+    say(f"export B={base_url} C={CLIENTS['robin']} BEFORE={before.astimezone(UTC).isoformat().replace('+00:00', 'Z')}")
+    for var in ("T", "K", "A", "U"):
+        say(f"export {var}={tokens[var]}")
+    say()
+    console.file.flush()

@@ -31,6 +31,8 @@ def configure_logging(*, fmt: str = "console", level: str = "info") -> None:
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(
+            # Colour only on a terminal: in a file or a pipe the escape codes are noise.
+            colors=sys.stderr.isatty(),
             exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
             if _has_rich()
             else structlog.dev.plain_traceback

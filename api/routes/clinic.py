@@ -19,7 +19,8 @@ from alliance.core.errors import Forbidden, ValidationError
 from alliance.core.identity import Role
 from alliance.core.projections import queries
 
-ActivateBody = body_for(k.ActivateStaff)
+# No staff id: one is made from the command id (so a retry with the same Idempotency-Key makes the same one).
+ActivateBody = body_for(k.ActivateStaff, generated=("staff_id",))
 
 
 @post("/staff", operation_id="activateStaff", tags=["clinic"], status_code=201,
@@ -27,8 +28,8 @@ ActivateBody = body_for(k.ActivateStaff)
 async def activate_staff(request: Request, data: ActivateBody, principal: Principal,  # type: ignore[valid-type]
                          svc: AppServices) -> Response:
     async def work(command_id: UUID) -> Response:
-        cmd = build(k.ActivateStaff, data, principal, command_id)
-        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+        cmd = build(k.ActivateStaff, data, principal, command_id, generated=("staff_id",))
+        return result_response(cmd, await svc.handler.handle_clinic(cmd), created={"staff_id": cmd.staff_id})
 
     return await run_command(request, svc, principal, work)
 
