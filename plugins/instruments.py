@@ -331,7 +331,7 @@ class KnownRiskQuestion(msgspec.Struct, frozen=True, kw_only=True):
 
 #: PHQ-9 item 9, "Thoughts that you would be better off dead, or of hurting yourself in some
 #: way" (LOINC 44260-8, in panel 44249-1): any answer above 0 needs follow-up (Kroenke,
-#: Spitzer & Williams 2001; shared/DOMAIN.md §2).
+#: Spitzer & Williams 2001; docs/clinical-sources.md §1).
 KNOWN_RISK_QUESTIONS: tuple[KnownRiskQuestion, ...] = (
     KnownRiskQuestion(system=LOINC, item_code="44260-8", panel_codes=("44249-1",),
                       rule=RiskItem(item_id="", operator=">", value=0,

@@ -18,7 +18,7 @@ and progress documents (plain dicts from ``core/projections``; only read defensi
 * Provenance — one per decision (goal, consent and measurement events): who, when, what;
 * Practitioner / RelatedPerson — minimal (an identifier) so every reference resolves.
 
-``fhir.resources`` checks structure but not code values (DOMAIN.md §3): ``check_codes``
+``fhir.resources`` checks structure but not code values (docs/clinical-sources.md §2): ``check_codes``
 is our check of every code we emit against its value set (plus LOINC check digits and,
 given the instruments, that every LOINC code comes from an instrument definition), and
 ``validate_resources`` runs the ``fhir.resources`` models. ``check_bundle`` runs both and

@@ -1,6 +1,6 @@
 """The PostgreSQL event store (asyncpg).
 
-Never skipping an event (DOMAIN.md §4): a sequence gives each event its global
+Never skipping an event (docs/clinical-sources.md §3): a sequence gives each event its global
 ``position``, but two concurrent transactions can commit out of position order,
 so a reader that has seen position 11 may later find 10 appear. We keep writers
 concurrent and make readers safe with a *transaction-id watermark*: every event

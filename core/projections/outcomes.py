@@ -3,7 +3,7 @@
 Computed when progress is read, from baseline and latest totals and the instrument's declared
 criteria; nothing here is stored.
 
-Sources (``shared/DOMAIN.md`` §2):
+Sources (``docs/clinical-sources.md`` §1):
 
 * NHS Talking Therapies for anxiety and depression Manual (NHS England; formerly the IAPT
   Manual), outcome definitions: *caseness* at or above the clinical cut-off (PHQ-9 ≥ 10,

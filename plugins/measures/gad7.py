@@ -1,7 +1,7 @@
 """GAD-7, the Generalized Anxiety Disorder scale (Spitzer, Kroenke, Williams & Löwe 2006).
 
 Free to reproduce. The lowest anchor is "Not at all" (a known transcription error writes
-"Not at all sure"). Facts: ``shared/DOMAIN.md`` §2.
+"Not at all sure"). Facts: ``docs/clinical-sources.md`` §1.
 
 Version 2 adds the LOINC code of every item (panel 69737-5). Version 1 stays installed so
 measurements recorded with it keep verifying against the definition they used.

@@ -1,6 +1,6 @@
 """PHQ-9, the Patient Health Questionnaire depression scale (Kroenke, Spitzer & Williams 2001).
 
-Free to reproduce, no permission required. Facts: ``shared/DOMAIN.md`` §2.
+Free to reproduce, no permission required. Facts: ``docs/clinical-sources.md`` §1.
 
 Version 2 adds the optional tenth question (how difficult the problems have made things),
 recorded and never scored, and the LOINC code of every item (panel 44249-1: items 44250-9 …

@@ -35,3 +35,20 @@ def test_every_verb_the_readme_names_exists(tmp_path):
         result = subprocess.run([ALLIANCE, *verb, "--help"], capture_output=True, text=True, timeout=60,
                                 env={"PATH": "/usr/bin:/bin", "ALLIANCE_HOME": str(tmp_path)})
         assert result.returncode == 0, (verb, result.stdout, result.stderr)
+
+
+def test_no_file_refers_to_documents_outside_the_repository():
+    """Docstrings once cited a DOMAIN.md that ships nowhere; the facts are in docs/clinical-sources.md."""
+    root = README.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    outside = re.compile(r"DOMAIN\.md|PERFORMANCE\.md|STYLE\.md|\.\./shared|/work/")
+    found = []
+    for name in tracked.splitlines():
+        path = root / name
+        if path.suffix in {".py", ".md", ".toml", ".yml", ".yaml", ".json", ".sql", ".txt", ".cfg"} and path.is_file():
+            found += [f"{name}: {m.group(0)}" for m in outside.finditer(path.read_text(errors="replace"))]
+    assert found == [], found
+    cited = {m.group(1) for name in tracked.splitlines() if name.endswith((".py", ".md")) and (root / name).is_file()
+             for m in re.finditer(r"docs/clinical-sources\.md`{0,2} §(\d)", (root / name).read_text())}
+    sections = set(re.findall(r"^## (\d)\.", (root / "docs" / "clinical-sources.md").read_text(), re.M))
+    assert cited and cited <= sections, (cited, sections)

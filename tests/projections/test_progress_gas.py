@@ -1,7 +1,7 @@
 """GAS summary T-score: over the agreed goals that still count, each goal's own latest level.
 
 Kiresuk & Sherman (1968): T = 50 + 10·Σwᵢxᵢ / √((1−ρ)·Σwᵢ² + ρ·(Σwᵢ)²), ρ = 0.3
-(shared/DOMAIN.md §2). Observed failures of issue 13 (#4) are the first two tests.
+(docs/clinical-sources.md §1). Observed failures of issue 13 (#4) are the first two tests.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """NHS Talking Therapies indicators and the change index in the progress view.
 
-Definitions (NHS Talking Therapies Manual; shared/DOMAIN.md §2): PHQ-9 caseness ≥ 10 and
+Definitions (NHS Talking Therapies Manual; docs/clinical-sources.md §1): PHQ-9 caseness ≥ 10 and
 reliable change 6 points; GAD-7 caseness ≥ 8 and reliable change 4 points; recovery = a case
 at baseline and not at the latest score; reliable recovery = recovery and reliable
 improvement. Every indicator is tried at its boundary. Observed failure #5 of issue 13 is
