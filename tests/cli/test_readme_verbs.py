@@ -38,10 +38,12 @@ def test_every_verb_the_readme_names_exists(tmp_path):
 
 
 def test_no_file_refers_to_documents_outside_the_repository():
-    """Docstrings once cited a DOMAIN.md that ships nowhere; the facts are in docs/clinical-sources.md."""
+    """Docstrings once cited a domain reference that ships nowhere; the facts are in docs/clinical-sources.md."""
     root = README.parent
     tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
-    outside = re.compile(r"DOMAIN\.md|PERFORMANCE\.md|STYLE\.md|\.\./shared|/work/")
+    # Spelled in pieces so this file does not match itself.
+    outside = re.compile("|".join(("DOMAIN" + r"\.md", "PERFORMANCE" + r"\.md", "STYLE" + r"\.md", r"\.\./" + "shared",
+                                   "/wo" + "rk/")))
     found = []
     for name in tracked.splitlines():
         path = root / name
