@@ -14,7 +14,7 @@ import uuid
 
 import asyncpg
 
-from alliance.core.database import create_app_pool
+from alliance.core.database import create_app_pool, database_name
 from alliance.core.events.base import ERASED
 from alliance.core.events.crypto import KEY_CACHE_SECONDS, PostgresKeyRing
 from alliance.core.events.postgres import PostgresEventStore
@@ -56,7 +56,7 @@ async def _end_listeners(admin_dsn: str, app_dsn: str) -> int:
         return len(await conn.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = $1 AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'",
-            app_dsn.rsplit("/", 1)[-1].split("?")[0]))
+            database_name(app_dsn)))  # the embedded DSN's query (?host=/socket/dir) has slashes too
     finally:
         await conn.close()
 

