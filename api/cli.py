@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from alliance.api.identity_cli import identity
 from alliance.core.errors import AllianceError, ConfigurationError
 from alliance.core.logging import configure_logging
 from alliance.core.settings import Settings, load_settings
@@ -161,11 +162,11 @@ def verify(settings: Settings, as_json: bool, export_file: str | None, receipt_f
     from alliance.core.runtime import open_runtime
 
     receipt = _read_receipt(Path(receipt_file)) if receipt_file else None
-    registry = _instruments(settings) if scores else None  # a bad plugin stops before the walk
 
     async def go() -> int:
         ok = True
         async with open_runtime(settings) as rt:
+            registry = _instruments(settings) if scores else None  # a bad plugin stops before the walk
             if receipt_file:
                 from alliance.core.compliance.receipts import verify_receipt
 
@@ -253,10 +254,7 @@ def _print_result(result: Any, as_json: bool, what: str) -> None:
 def _instruments(settings: Settings) -> Any:
     from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
-    try:
-        return InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
-    except ConfigurationError as exc:
-        fail(exc, settings)
+    return InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir))
 
 
 async def _verify_scores(rt: Any, registry: Any, as_json: bool) -> bool:
@@ -728,6 +726,8 @@ def projections_verify(settings: Settings, names: tuple[str, ...]) -> None:
 
     run(go(), settings)
 
+
+main.add_command(identity)
 
 if __name__ == "__main__":
     main()

@@ -136,13 +136,15 @@ class PostgresEventStore(StoreBase):
 
     # -- lifecycle -----------------------------------------------------------
     async def close(self) -> None:
+        # Not listening from here on, before the keeper is cancelled: its clean-up would otherwise
+        # report the shutdown as a notification gap (a warning at every CLI verb's exit).
+        self._listening.clear()
         for task in (self._notifier, self._keeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._notifier = self._keeper = None
-        self._listening.clear()
         self.keys.distrust()
         if self._listener is not None:
             with contextlib.suppress(Exception):

@@ -62,7 +62,11 @@ def test_a_bad_setting_is_one_line_naming_the_variable_exit_2(tmp_path, variable
 
 
 def test_unreachable_database_is_one_line_exit_2(tmp_path):
-    for verb in (["migrate"], ["verify"], ["projections", "status"], ["anchor"]):
+    some = "5d3a1c7e-0b4e-4c55-9a51-6f7c2d8e9a10"
+    for verb in (["migrate"], ["verify"], ["verify", "--anchors", "--scores"], ["projections", "status"],
+                 ["projections", "rebuild"], ["projections", "verify"], ["anchor"], ["demo"], ["serve", "--port", "0"],
+                 ["clinic", "bootstrap"], ["reapply-erasures"], ["replay", "--client", some],
+                 ["erase", "--client", some, "--tenant", some, "--admin", some, "--reason", "asked"]):
         result = alliance(tmp_path, *verb, DATABASE_URL=UNREACHABLE)
         assert result.returncode == 2, (verb, result.returncode, result.stderr)
         line = one_line(result)
