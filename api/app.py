@@ -32,6 +32,7 @@ from alliance.api.routes.clients import CLIENT_ROUTES
 from alliance.api.routes.clinic import CLINIC_ROUTES
 from alliance.api.routes.compliance import COMPLIANCE_ROUTES
 from alliance.api.routes.goals import GOAL_ROUTES
+from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
 from alliance.api.routes.stream import STREAM_ROUTES
 from alliance.api.routes.system import SYSTEM_ROUTES
 from alliance.api.state import AppServices, derive_mac_key, provide_principal, provide_services
@@ -133,6 +134,7 @@ def document_problems(handlers: list[Any]) -> None:
                  412: "If-Match did not hold", 413: "The body is larger than the route accepts",
                  415: "The body is not JSON (application/json)",
                  422: "Invalid input: `code` and `field` say what and where",
+                 429: "Too many failed authentications from this address (see Retry-After)",
                  503: "Temporarily unavailable (retry; an Idempotency-Key makes it safe)"}
     for handler in handlers:
         existing = dict(handler.responses or {})
@@ -146,6 +148,7 @@ def document_problems(handlers: list[Any]) -> None:
 def create_app(settings: Settings | None = None, *, run_projections: bool = True) -> Litestar:
     settings = settings or load_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    tokens = TokenVerifier(settings)  # refuses to build without a secret or an issuer
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -173,7 +176,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
             # A gap in the notifications may hide a destruction: drop every decrypted copy at once.
             runtime.store.on_notification_gap(lambda: key_destroyed(None))
             svc = AppServices(runtime=runtime, handler=handler, plugins=plugins,
-                              instruments=registry, tokens=TokenVerifier(settings), feed=feed, views=views,
+                              instruments=registry, tokens=tokens, feed=feed, views=views,
                               mac_key=derive_mac_key(kek))
             if run_projections:
                 runner = ProjectionRunner(PROJECTIONS, runtime.store, dsn=runtime.target.app_dsn)
@@ -197,6 +200,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
             if settings.anchor_interval > 0:
                 svc.tasks.append(asyncio.create_task(
                     anchor_periodically(runtime, signer, settings), name="anchors"))
+            tokens.links = identity_link_lookup(runtime.pool)
             app.state.services = svc
             # This worker's liveness lock and its queue of Idempotency-Key claims to release.
             app.state.idempotency = await Claims.open(runtime.pool, runtime.target.app_dsn)
@@ -229,7 +233,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         security=[{"bearer": []}],
         use_handler_docstrings=False,
     )
-    handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *COMPLIANCE_ROUTES]
+    handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *COMPLIANCE_ROUTES,
+                *IDENTITY_ROUTES]
     document_problems(handlers)
     bound_request_bodies(handlers)
     return Litestar(

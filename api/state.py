@@ -13,7 +13,7 @@ import pluggy
 from litestar import Request
 from litestar.datastructures import State
 
-from alliance.api.auth import Principal, TokenVerifier, bearer_token
+from alliance.api.auth import Principal, TokenVerifier
 from alliance.core.clinic import ClinicState
 from alliance.core.errors import Forbidden
 from alliance.core.handling import CommandHandler
@@ -70,7 +70,7 @@ def derive_mac_key(kek: bytes) -> bytes:
 async def provide_principal(request: Request[Any, Any, Any], svc: AppServices) -> Principal:
     # Depends on ``svc`` so the two resolve one after the other: Litestar resolves
     # independent dependencies in a task group, which costs more than either of them.
-    principal = svc.tokens.verify(bearer_token(request))
+    principal = await svc.tokens.authenticate(request)
     await require_active_staff(svc, principal)
     request.scope.setdefault("state", {})["principal_id"] = str(principal.id)
     return principal

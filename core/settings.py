@@ -47,9 +47,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "console"  # "json" in production
     log_level: str = "info"
     plugins_dir: Path | None = None
-    #: Development HS256 secret for bearer tokens; production uses RS256 via JWKS.
-    jwt_secret: str = "alliance-development-secret-change-me"
-    jwt_jwks_url: str | None = None
+    #: "development" lets the service make up its own token secret (kept in the home); any
+    #: other value (the default, "production") needs ``jwt_secret`` or ``oidc_issuer``.
+    env: str = "production"
+    #: HS256 secret for bearer tokens (32 bytes or more). No built-in default: a public
+    #: constant would let anyone mint an admin token for a deployment that forgot to set one.
+    jwt_secret: str | None = None
+    #: An OpenID Connect issuer: RS256/ES256 tokens verified with the keys its discovery
+    #: document names, ``iss`` and ``aud`` checked, the person found by Alliance's own link.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    #: Failed authentications one client address may make per minute before it is answered 429.
+    auth_failures_per_minute: int = 20
     #: Where chain heads are anchored outside the database, and signing keys kept.
     anchor_dir: Path | None = None
     signing_key_dir: Path | None = None
@@ -114,8 +123,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "log_format": env.get("ALLIANCE_LOG_FORMAT", "console"),
         "log_level": env.get("ALLIANCE_LOG_LEVEL", "info"),
         "plugins_dir": path("ALLIANCE_PLUGINS_DIR"),
-        "jwt_secret": env.get("ALLIANCE_JWT_SECRET", "alliance-development-secret-change-me"),
-        "jwt_jwks_url": env.get("ALLIANCE_JWT_JWKS_URL") or None,
+        "env": env.get("ALLIANCE_ENV") or "production",
+        "jwt_secret": env.get("ALLIANCE_JWT_SECRET") or None,
+        "oidc_issuer": env.get("ALLIANCE_OIDC_ISSUER") or None,
+        "oidc_audience": env.get("ALLIANCE_OIDC_AUDIENCE") or None,
+        "auth_failures_per_minute": int(env.get("ALLIANCE_AUTH_FAILURES_PER_MINUTE", "20")),
         "anchor_dir": path("ALLIANCE_ANCHOR_DIR"),
         "signing_key_dir": path("ALLIANCE_SIGNING_KEY_DIR"),
         "erasure_ledger_dir": path("ALLIANCE_ERASURE_LEDGER_DIR"),

@@ -31,8 +31,10 @@ JWT_SECRET = "test-secret-for-alliance-api-tests-0123456789"
 
 
 def api_settings(database: Any, home: Path) -> Settings:
+    # Many tests send bad tokens on purpose from the one test address: the failed-authentication
+    # limit has its own test (test_auth_rate_limit.py) and must not answer theirs.
     return Settings(database_url=database.owner_dsn, kek=KEK, home=home, log_level="warning",
-                    jwt_secret=JWT_SECRET)
+                    jwt_secret=JWT_SECRET, auth_failures_per_minute=1_000_000)
 
 
 @dataclass
@@ -169,7 +171,7 @@ async def servers(database, api, tmp_path_factory) -> AsyncIterator[Servers]:
     """Two workers (separate processes) on free loopback ports, healthy before the first test uses them."""
     home = tmp_path_factory.mktemp("alliance-servers")
     env = {**os.environ, "DATABASE_URL": database.owner_dsn, "ALLIANCE_KEK": KEK, "ALLIANCE_JWT_SECRET": JWT_SECRET,
-           "ALLIANCE_HOME": str(home), "ALLIANCE_LOG_LEVEL": "warning"}
+           "ALLIANCE_HOME": str(home), "ALLIANCE_LOG_LEVEL": "warning", "ALLIANCE_AUTH_FAILURES_PER_MINUTE": "1000000"}
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     try:

@@ -120,6 +120,10 @@ def _now(hours: int = 0) -> str:
 #: A valid body for every POST route (by path); a route missing here fails test_every_post_has_an_example.
 EXAMPLES: dict[str, Callable[[World], dict[str, Any] | None]] = {
     "/staff": lambda w: {"staff_id": str(uuid.uuid4()), "role": "clinician"},
+    "/identity/invitations": lambda w: {"principal_id": str(w.client_id), "role": "client"},
+    "/identity/invitations/redemption": lambda w: {"code": "not-a-code"},
+    "/identity/invitations/{invitation_id}/confirmation": lambda w: {"accept": True},
+    "/identity/links/{principal_id}/unlinking": lambda w: None,
     "/staff/{staff_id}/deactivation": lambda w: None,
     "/clinic/crisis-information": lambda w: {"text": "Call 112", "contacts": ["112"]},
     "/staff/{staff_id}/contact": lambda w: {"email": "clinician-2@clinic.example"},

@@ -6,6 +6,7 @@ import alliance.core.client
 import alliance.core.clinic
 import alliance.core.consent
 import alliance.core.goal
+import alliance.core.identity_links
 import alliance.core.notifications.events
 from alliance.core.catalog import ALL_EVENT_TYPES
 from alliance.core.events.base import EventPayload
@@ -14,7 +15,7 @@ from alliance.core.events.codec import EventCodec
 
 def test_every_payload_type_is_catalogued_once():
     modules = (alliance.core.client, alliance.core.clinic, alliance.core.consent, alliance.core.goal,
-               alliance.core.notifications.events)
+               alliance.core.notifications.events, alliance.core.identity_links)
     defined = {obj for module in modules
                for obj in vars(module).values()
                if isinstance(obj, type) and issubclass(obj, EventPayload) and obj is not EventPayload}
