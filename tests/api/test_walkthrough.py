@@ -7,12 +7,14 @@ import contextlib
 import json
 import os
 import re
+import select
 import shlex
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -169,6 +171,22 @@ def demo_server(tmp_path):
         asyncio.run(drop_test_database(_admin, owner))
 
 
+def read_until(stream: subprocess.Popen[bytes], done: Any, seen: str = "", timeout: float = 30) -> str:
+    """What the background curl printed, read until ``done(text)`` (asserted within ``timeout``)."""
+    assert stream.stdout is not None
+    fd = stream.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    while not done(seen) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+    assert done(seen), seen
+    return seen
+
+
 def test_the_readme_walkthrough_answers_as_the_readme_says(demo_server):
     output, port = demo_server
     assert "\x1b[" not in output, "the demo's output is coloured when not on a terminal"
@@ -191,8 +209,8 @@ def test_the_readme_walkthrough_answers_as_the_readme_says(demo_server):
         for cmd in commands:
             if cmd.endswith("&") or " & " in cmd:  # the live stream: run it in the background
                 stream = subprocess.Popen(["bash", "-c", cmd.split("&")[0]], env=env, stdout=subprocess.PIPE,
-                                          text=True)
-                time.sleep(1.0)
+                                          stderr=subprocess.DEVNULL)
+                seen = read_until(stream, lambda text: text.count("data:") >= 1)  # the view at connection
                 checked.add("stream")
                 continue
             result = sh(cmd)
@@ -221,14 +239,8 @@ def test_the_readme_walkthrough_answers_as_the_readme_says(demo_server):
                 assert body["created"]["measurement_id"], body
                 checked.add("measurement")
         assert checked == {"plan", "progress", "history_as_of", "plan_as_of", "stream", "measurement"}, checked
-        assert stream is not None and stream.stdout is not None
-        seen = ""
-        deadline = time.monotonic() + 20
-        os.set_blocking(stream.stdout.fileno(), False)
-        while time.monotonic() < deadline and "mood" not in seen.split("event:", 2)[-1]:
-            seen += stream.stdout.read() or ""
-            time.sleep(0.2)
-        assert seen.count("data:") >= 2, seen  # the view at connection, then the one after the mood entry
+        assert stream is not None
+        seen = read_until(stream, lambda text: text.count("data:") >= 2, seen)  # then the one after the entry
     finally:
         if stream is not None:
             stream.kill()
