@@ -511,7 +511,17 @@ def keys_rotate(settings: Settings) -> None:
 @click.pass_obj
 def demo(settings: Settings) -> None:
     """Load a realistic synthetic clinic (clients, goals at every stage, months of measurements)."""
+    import uuid
+
+    from alliance.api.auth import issue_token
     from alliance.api.demo import load_demo
+    from alliance.core.identity import Role
+
+    # The demo ends with tokens: a configuration that cannot sign them is said before loading.
+    try:
+        issue_token(settings, tenant=uuid.uuid4(), role=Role.ADMIN, sub=uuid.uuid4())
+    except ConfigurationError as exc:
+        fail(exc, settings)
 
     async def go() -> int:
         await load_demo(settings, console=console, only_if_absent=False)

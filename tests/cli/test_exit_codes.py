@@ -179,3 +179,11 @@ def test_a_bad_plugin_is_one_line_exit_2(tmp_path):
         assert result.returncode == 2, (verb, result.returncode, result.stderr)
         line = one_line(result)
         assert "broken" in line, line
+
+
+def test_demo_without_a_token_secret_says_so_before_loading(tmp_path):
+    """`alliance demo` ends with tokens: without a secret it stops first, before any database work."""
+    result = alliance(tmp_path, "demo", DATABASE_URL=UNREACHABLE, ALLIANCE_JWT_SECRET="")
+    assert result.returncode == 2, result.stderr
+    line = one_line(result)
+    assert "ALLIANCE_JWT_SECRET" in line and "database" not in line, line
