@@ -1,6 +1,6 @@
 """The database stopped (``pg_ctl stop -m immediate``) and started again under a running app.
 
-On a private cluster of its own (``tests/support_cluster.py``), since it kills the server:
+On a private cluster of its own (the fault suite's ``tests/faults/cluster.py``), since it kills the server:
 during the outage every answer is a 503 problem with ``Retry-After`` and a stable code
 (never a 500), ``/ready`` says why; after the restart the same app serves again without
 being restarted, and an Idempotency-Key whose first attempt died in the outage is answered
@@ -27,20 +27,23 @@ from alliance.core.database import ensure_database, with_database
 from alliance.core.settings import Settings
 from tests.api.conftest import JWT_SECRET, KEK, Api, running
 from tests.api.support import active_goal, assert_problem
-from tests.support_cluster import PrivateCluster
+from tests.faults.cluster import Cluster
 
 RECOVERY_SECONDS = 15.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Any:
-    with PrivateCluster() as c:
+    c = Cluster().init()
+    try:
         c.start()
         yield c
+    finally:
+        c.destroy()
 
 
 @pytest.fixture(scope="module")
-async def outage_api(cluster: PrivateCluster, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+async def outage_api(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     await ensure_database(cluster.dsn(), "alliance")
     settings = Settings(database_url=with_database(cluster.dsn(), "alliance"), kek=KEK, jwt_secret=JWT_SECRET,
                         home=tmp_path_factory.mktemp("outage-home"), log_level="warning")
@@ -77,7 +80,7 @@ class CutsTheDatabase:
         return await self._appending("append_many", *args, **kwargs)
 
 
-async def barrier_events(cluster: PrivateCluster, command_id: str) -> int:
+async def barrier_events(cluster: Cluster, command_id: str) -> int:
     conn = await asyncpg.connect(with_database(cluster.dsn(), "alliance"))
     try:
         return int(await conn.fetchval("SELECT count(*) FROM events WHERE causation_id = $1",
@@ -109,7 +112,7 @@ async def retry_until_answered(http: httpx.AsyncClient, path: str, body: dict[st
 
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_an_outage_answers_503_and_a_retry_resolves_after_recovery(outage_api: Api,
-                                                                         cluster: PrivateCluster,
+                                                                         cluster: Cluster,
                                                                          when: str) -> None:
     api = outage_api
     clinic = await api.clinic()
