@@ -22,8 +22,10 @@ from alliance.core.errors import AllianceError, ConfigurationError
 from alliance.core.logging import configure_logging
 from alliance.core.settings import Settings, load_settings
 
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: a long line (a URL, a token, an id) is never broken at the terminal's width, so it
+# can be copied whole; off a terminal rich also writes no colour codes.
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -190,6 +190,7 @@ def read_until(stream: subprocess.Popen[bytes], done: Any, seen: str = "", timeo
 def test_the_readme_walkthrough_answers_as_the_readme_says(demo_server):
     output, port = demo_server
     assert "\x1b[" not in output, "the demo's output is coloured when not on a terminal"
+    assert f"Alliance on http://127.0.0.1:{port}  (OpenAPI viewer: http://127.0.0.1:{port}/schema)" in output
     variables = exports(output)
     assert {"B", "C", "BEFORE", "T", "K", "A", "U"} <= set(variables), output
     assert variables["B"] == f"http://127.0.0.1:{port}"
