@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,10 +119,10 @@ def test_verify_a_file_that_is_not_a_receipt_or_export_is_one_line_exit_2(tmp_pa
             assert document.name in line, line
 
 
-def test_a_missing_kek_beside_an_existing_database_is_an_error_not_a_new_key(tmp_path):
+def test_a_missing_kek_beside_an_existing_database_is_an_error_not_a_new_key(tmp_path, fresh_dsn):
     """Once data keys are stored, the KEK that wraps them must be there: a fresh one would make
     every stored personal field unreadable."""
-    dsn = _fresh_database(tmp_path)
+    dsn = fresh_dsn
     kek_file = tmp_path / "kek"
     assert alliance(tmp_path, "demo", DATABASE_URL=dsn, ALLIANCE_KEK_FILE=str(kek_file),
                     timeout=300).returncode == 0
@@ -138,13 +139,16 @@ def test_a_missing_kek_beside_an_existing_database_is_an_error_not_a_new_key(tmp
     assert "ALLIANCE_KEK" in one_line(result)
 
 
-def _fresh_database(tmp_path: Path) -> str:
+@pytest.fixture
+def fresh_dsn() -> Iterator[str]:
+    """A new, migrated database (dropped afterwards): the owner's DSN."""
     import asyncio
 
-    from tests.database import create_test_database
+    from tests.database import create_test_database, drop_test_database
 
-    _admin, owner, _app = asyncio.run(create_test_database("alliance_cli"))
-    return owner
+    admin, owner, _app = asyncio.run(create_test_database("alliance_cli"))
+    yield owner
+    asyncio.run(drop_test_database(admin, owner))
 
 
 def _busy_port() -> socket.socket:
@@ -156,8 +160,8 @@ def _busy_port() -> socket.socket:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_busy_port_is_one_line_exit_2_before_any_url_is_printed(tmp_path, workers):
-    dsn = _fresh_database(tmp_path)
+def test_a_busy_port_is_one_line_exit_2_before_any_url_is_printed(tmp_path, workers, fresh_dsn):
+    dsn = fresh_dsn
     busy = _busy_port()
     try:
         port = str(busy.getsockname()[1])
@@ -169,11 +173,11 @@ def test_a_busy_port_is_one_line_exit_2_before_any_url_is_printed(tmp_path, work
     assert port in line and "http://" not in line, line
 
 
-def test_a_bad_plugin_is_one_line_exit_2(tmp_path):
+def test_a_bad_plugin_is_one_line_exit_2(tmp_path, fresh_dsn):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "broken.py").write_text("raise RuntimeError('this plugin is broken')\n")
-    dsn = _fresh_database(tmp_path)
+    dsn = fresh_dsn
     for verb in (["serve", "--port", "0"], ["verify", "--scores"]):
         result = alliance(tmp_path, *verb, DATABASE_URL=dsn, ALLIANCE_PLUGINS_DIR=str(plugins))
         assert result.returncode == 2, (verb, result.returncode, result.stderr)
@@ -187,3 +191,23 @@ def test_demo_without_a_token_secret_says_so_before_loading(tmp_path):
     assert result.returncode == 2, result.stderr
     line = one_line(result)
     assert "ALLIANCE_JWT_SECRET" in line and "database" not in line, line
+
+
+def test_clinic_bootstrap_makes_ids_and_prints_the_admins_token(tmp_path, fresh_dsn):
+    import shlex
+    import uuid
+
+    import jwt
+
+    dsn = fresh_dsn
+    assert "UUID" in alliance(tmp_path, "clinic", "bootstrap", "--help").stdout
+    result = alliance(tmp_path, "clinic", "bootstrap", DATABASE_URL=dsn)
+    assert result.returncode == 0, result.stderr
+    exported = dict(word.split("=", 1) for line in result.stdout.splitlines() if line.startswith("export ")
+                    for word in shlex.split(line)[1:])
+    tenant, admin = uuid.UUID(exported["TENANT"]), uuid.UUID(exported["ADMIN"])
+    claims = jwt.decode(exported["ADMIN_TOKEN"], _env(tmp_path)["ALLIANCE_JWT_SECRET"], algorithms=["HS256"])
+    assert (claims["tenant"], claims["sub"], claims["role"]) == (str(tenant), str(admin), "admin")
+    again = alliance(tmp_path, "clinic", "bootstrap", "--tenant", str(tenant), "--admin", str(admin),
+                     DATABASE_URL=dsn)
+    assert again.returncode == 0 and again.stdout.startswith("already done"), again.stdout
