@@ -25,6 +25,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from alliance.api.auth import TokenVerifier
+from alliance.api.cors import cors_config
 from alliance.api.errors import EXCEPTION_HANDLERS, Problem
 from alliance.api.idempotency import Claims, forget_expired
 from alliance.api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
@@ -244,6 +245,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                       "svc": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[_request_logging],
+        cors_config=cors_config(settings),  # ALLIANCE_CORS_ORIGINS: api/cors.py
         openapi_config=openapi,
         request_max_body_size=DEFAULT_BODY_BYTES,  # each route's own limit: api/input_limits.py
         logging_config=None,

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kek: str | None = None
     log_format: str = "console"  # "json" in production
     log_level: str = "info"
+    #: Origins (``scheme://host[:port]``) whose pages may call the API from a browser (CORS).
+    #: None by default: a browser then refuses every cross-origin answer.
+    cors_origins: tuple[str, ...] = ()
     plugins_dir: Path | None = None
     #: "development" lets the service make up its own token secret (kept in the home); any
     #: other value (the default, "production") needs ``jwt_secret`` or ``oidc_issuer``.
@@ -122,6 +125,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "kek": env.get("ALLIANCE_KEK") or None,
         "log_format": env.get("ALLIANCE_LOG_FORMAT", "console"),
         "log_level": env.get("ALLIANCE_LOG_LEVEL", "info"),
+        "cors_origins": tuple(_normal_origin(o) for o in _origins_in(env.get("ALLIANCE_CORS_ORIGINS", ""))),
         "plugins_dir": path("ALLIANCE_PLUGINS_DIR"),
         "env": env.get("ALLIANCE_ENV") or "production",
         "jwt_secret": env.get("ALLIANCE_JWT_SECRET") or None,
@@ -191,6 +195,34 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
     return rule
 
 
+_ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
+_DEFAULT_PORT = {"http": "80", "https": "443"}
+
+
+def _origins_in(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _normal_origin(origin: str) -> str:
+    """An origin as a browser sends it in ``Origin``: lower case, no default port (CORS compares
+    the text exactly, so ``https://App.example:443`` would otherwise never match)."""
+    found = _ORIGIN.fullmatch(origin)
+    assert found is not None  # validated before it is read
+    scheme, host, port = found.group(1).lower(), found.group(2).lower(), found.group(3)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORT[scheme] else "")
+
+
+def _origins(text: str) -> str | None:
+    # "*" is refused, not translated: with bearer tokens in pages, "any origin" would let every
+    # site a user visits read what that user's token can get; each origin is named instead.
+    for origin in _origins_in(text):
+        found = _ORIGIN.fullmatch(origin)
+        if found is None or (found.group(3) is not None and not 0 < int(found.group(3)) < 65536):
+            return ("comma-separated origins, each scheme://host[:port] (http or https, no path, no *: name "
+                    "every origin, e.g. https://app.clinic.example,http://localhost:5173)")
+    return None
+
+
 def _kek(text: str) -> str | None:
     try:
         key = base64.b64decode(text, validate=True)
@@ -229,6 +261,7 @@ RULES: dict[str, Callable[[str], str | None]] = {
     "ALLIANCE_KEK_FILE": _file,
     "ALLIANCE_LOG_FORMAT": _one_of("console", "json"),
     "ALLIANCE_LOG_LEVEL": _one_of("debug", "info", "warning", "error", "critical", fold=True),
+    "ALLIANCE_CORS_ORIGINS": _origins,
     "ALLIANCE_PLUGINS_DIR": _directory(must_exist=True),
     "ALLIANCE_ANCHOR_DIR": _directory(must_exist=False),
     "ALLIANCE_SIGNING_KEY_DIR": _directory(must_exist=False),
