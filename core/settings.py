@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: document names, ``iss`` and ``aud`` checked, the person found by Alliance's own link.
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
+    #: The web app's own client id at the issuer (public client, authorization code + PKCE).
+    oidc_client_id: str | None = None
+    #: Serve the reference web app at ``/app/`` ("off" to leave it out).
+    web_app: bool = True
     #: Failed authentications one client address may make per minute before it is answered 429.
     auth_failures_per_minute: int = 20
     #: Where chain heads are anchored outside the database, and signing keys kept.
@@ -86,6 +90,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_timeout: float = 20.0
     #: The address staff open Alliance at; notification links point there.
     public_url: str = "http://127.0.0.1:8000"
+    #: The signed webhook channel (``plugins/channels/webhook.py``): the clinic's HTTPS endpoint and its
+    #: Standard Webhooks secret (``whsec_`` + base64 of 24+ random bytes). No URL: no webhook channel.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout: float = 10.0
+    #: Tries inside one delivery (exponential backoff with jitter) before the dispatcher retries later.
+    webhook_attempts: int = 4
+    #: Hours a one-time questionnaire link stays usable (at most 14 days).
+    questionnaire_link_hours: float = 72.0
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -131,6 +144,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "jwt_secret": env.get("ALLIANCE_JWT_SECRET") or None,
         "oidc_issuer": env.get("ALLIANCE_OIDC_ISSUER") or None,
         "oidc_audience": env.get("ALLIANCE_OIDC_AUDIENCE") or None,
+        "oidc_client_id": env.get("ALLIANCE_OIDC_CLIENT_ID") or None,
+        "web_app": env.get("ALLIANCE_WEB_APP", "on").lower() == "on",
         "auth_failures_per_minute": int(env.get("ALLIANCE_AUTH_FAILURES_PER_MINUTE", "20")),
         "anchor_dir": path("ALLIANCE_ANCHOR_DIR"),
         "signing_key_dir": path("ALLIANCE_SIGNING_KEY_DIR"),
@@ -146,6 +161,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "smtp_password": env.get("ALLIANCE_SMTP_PASSWORD") or None,
         "smtp_timeout": float(env.get("ALLIANCE_SMTP_TIMEOUT", "20")),
         "public_url": env.get("ALLIANCE_PUBLIC_URL", "http://127.0.0.1:8000"),
+        "webhook_url": env.get("ALLIANCE_WEBHOOK_URL") or None,
+        "webhook_secret": env.get("ALLIANCE_WEBHOOK_SECRET") or None,
+        "webhook_timeout": float(env.get("ALLIANCE_WEBHOOK_TIMEOUT", "10")),
+        "webhook_attempts": int(env.get("ALLIANCE_WEBHOOK_ATTEMPTS", "4")),
+        "questionnaire_link_hours": float(env.get("ALLIANCE_QUESTIONNAIRE_LINK_HOURS", "72")),
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)
@@ -244,6 +264,15 @@ def _file(text: str) -> str | None:
     return "a file (this is a directory)" if Path(text).is_dir() else None
 
 
+def _link_hours(text: str) -> str | None:
+    allowed = "a number of hours greater than 0 and at most 336 (14 days)"
+    try:
+        value = float(text)
+    except ValueError:
+        return allowed
+    return None if math.isfinite(value) and 0 < value <= 336 else allowed
+
+
 def _role(text: str) -> str | None:
     ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", text) is not None
     return None if ok else "a PostgreSQL role name (letters, digits, _; at most 63)"
@@ -251,7 +280,7 @@ def _role(text: str) -> str | None:
 
 #: Values never repeated in an error message (they are secrets, or may carry a password).
 _SECRET = frozenset({"ALLIANCE_KEK", "DATABASE_URL", "ALLIANCE_APP_ROLE_PASSWORD", "ALLIANCE_SMTP_PASSWORD",
-                     "ALLIANCE_JWT_SECRET"})
+                     "ALLIANCE_JWT_SECRET", "ALLIANCE_WEBHOOK_SECRET"})
 
 RULES: dict[str, Callable[[str], str | None]] = {
     "DATABASE_URL": _url("postgresql", "postgres"),
@@ -274,6 +303,11 @@ RULES: dict[str, Callable[[str], str | None]] = {
     "ALLIANCE_SMTP_TIMEOUT": _number(minimum=0, inclusive=False, unit="seconds"),
     "ALLIANCE_PUBLIC_URL": _url("http", "https"),
     "ALLIANCE_AUTH_FAILURES_PER_MINUTE": _integer(1, 1_000_000, "a whole number"),
+    "ALLIANCE_WEB_APP": _one_of("on", "off", fold=True),
+    "ALLIANCE_WEBHOOK_URL": _url("https", "http"),
+    "ALLIANCE_WEBHOOK_TIMEOUT": _number(minimum=0, inclusive=False, unit="seconds"),
+    "ALLIANCE_WEBHOOK_ATTEMPTS": _integer(1, 10, "a whole number"),
+    "ALLIANCE_QUESTIONNAIRE_LINK_HOURS": _link_hours,
 }
 
 #: Variables where an empty value means "unset" (the loader reads them with ``or None``).

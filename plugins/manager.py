@@ -53,6 +53,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.measures.sleep_quality",
     "plugins.measures.social_engagement",
     "plugins.channels.smtp",
+    "plugins.channels.webhook",
 )
 
 
