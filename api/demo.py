@@ -23,6 +23,7 @@ from alliance.core.errors import AllianceError
 from alliance.core.handling import CommandHandler
 from alliance.core.identity import Actor, Role
 from alliance.core.runtime import open_runtime
+from alliance.core.schedules import Schedule
 from alliance.core.settings import Settings
 from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
@@ -153,7 +154,8 @@ async def _load(loader: Loader) -> None:
                       intervention_id=demo_id("ri1"), kind="behavioural_experiment",
                       detail="Rate mood before and after each walk")
     await loader.goal(robin, walk, g.AttachMeasure, "robin:walk:measure", clin_a, 1.6, instrument_id="phq9",
-                      schedule="weekly")
+                      schedule=Schedule(kind="every", interval=1, unit="weeks", start=loader.at(1.6).date(),
+                                        timezone="Europe/London"))
     await loader.goal(robin, walk, g.ScheduleCheckpoint, "robin:walk:checkpoint", clin_a, 1.6,
                       checkpoint_id=demo_id("robin:checkpoint:1"), provisional_date=loader.at(42).date(),
                       purpose="Look at the walks and PHQ-9 together")

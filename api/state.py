@@ -15,6 +15,7 @@ from litestar.datastructures import State
 
 from alliance.api.auth import Principal, TokenVerifier
 from alliance.core.clinic import ClinicState
+from alliance.core.clock import SYSTEM_CLOCK, Clock
 from alliance.core.errors import Forbidden
 from alliance.core.handling import CommandHandler
 from alliance.core.identity import Role
@@ -41,6 +42,8 @@ class AppServices:
     signer: Any = None
     #: Signs receipts for agreements and consents (set in the lifespan).
     issue_receipts: Any = None
+    #: The time views are read at (due / overdue measures); a test sets a ``SettableClock``.
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def pool(self) -> Any:

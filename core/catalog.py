@@ -5,7 +5,7 @@ from __future__ import annotations
 from alliance.core.client import CLIENT_EVENT_TYPES, CLIENT_UPCASTERS
 from alliance.core.clinic import CLINIC_EVENT_TYPES
 from alliance.core.events.base import EventPayload
-from alliance.core.goal import GOAL_EVENT_TYPES
+from alliance.core.goal import GOAL_EVENT_TYPES, GOAL_UPCASTERS
 from alliance.core.identity_links import IDENTITY_EVENT_TYPES
 from alliance.core.notifications.events import NOTIFICATION_EVENT_TYPES
 
@@ -13,4 +13,4 @@ ALL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     *CLIENT_EVENT_TYPES, *GOAL_EVENT_TYPES, *CLINIC_EVENT_TYPES, *NOTIFICATION_EVENT_TYPES, *IDENTITY_EVENT_TYPES)
 
 #: Upcasters by (stable type name, schema version they read); the codec chains them.
-UPCASTERS = {**CLIENT_UPCASTERS}
+UPCASTERS = {**CLIENT_UPCASTERS, **GOAL_UPCASTERS}

@@ -17,8 +17,8 @@ asserts the client stream's version unchanged in the same transaction.
 from __future__ import annotations
 
 import enum
-from datetime import date
-from typing import Literal, assert_never
+from datetime import date, datetime
+from typing import Any, Literal, assert_never
 from uuid import UUID
 
 import msgspec
@@ -44,13 +44,20 @@ from alliance.core.events.base import (
     PersonalStr,
     PersonalTexts,
 )
+from alliance.core.events.codec import UPCAST_OCCURRED_AT
 from alliance.core.identity import Role
+from alliance.core.schedules import (
+    Schedule,
+    describe,
+    parse_free_text,
+    validate_schedule,
+)
 
 #: The SMART facets a goal may carry as text (the due date is a separate field).
 FACET_KEYS: tuple[str, ...] = ("specific", "measure", "target", "achievable", "relevant")
 
 ChangeKind = Literal["target", "due_date", "pace", "milestone_add", "milestone_update",
-                     "milestone_remove", "attainment_scale"]
+                     "milestone_remove", "attainment_scale", "measure_schedule"]
 InterventionKind = Literal["skills_training", "cognitive_restructuring", "exposure",
                            "mindfulness", "behavioural_experiment", "other"]
 ReviewOutcome = Literal["celebrate", "continue", "adjust_pace", "adjust_target", "reframe",
@@ -182,6 +189,9 @@ class ChangeProposed(EventPayload, tag="goal.change_proposed", kw_only=True, fro
     new_levels: PersonalTexts = ()  # attainment scale levels −2…+2
     new_weight: float | None = None
     rationale: OptionalPersonalStr = None
+    #: ``measure_schedule``: the attached instrument and its new schedule.
+    instrument_id: str | None = None
+    new_schedule: Schedule | None = None
 
 
 class ChangeAccepted(EventPayload, tag="goal.change_accepted", kw_only=True, frozen=True):
@@ -285,10 +295,29 @@ class AttainmentScaleSet(EventPayload, tag="goal.attainment_scale_set", kw_only=
 
 
 class MeasureAttached(EventPayload, tag="goal.measure_attached", kw_only=True, frozen=True):
+    """Schema 2: ``schedule`` is a :class:`Schedule` (it was free text, "weekly"; version 1
+    events are upcast by :func:`upcast_measure_attached_v1`)."""
+
+    schema_version = 2
+
     instrument_id: str
-    schedule: str  # e.g. "weekly", "daily", "at_checkpoints"
+    schedule: Schedule
     by: UUID
     by_role: Role
+
+
+def upcast_measure_attached_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """``goal.measure_attached`` v1 → v2: the free text is read as a schedule starting on the
+    day it was attached (UTC: no time zone was kept), or kept as ``legacy`` text (never due)."""
+    occurred = document.get(UPCAST_OCCURRED_AT)
+    start = datetime.fromisoformat(occurred).date() if isinstance(occurred, str) else date(1970, 1, 1)
+    text = document.get("schedule")
+    schedule = parse_free_text(text if isinstance(text, str) else "", start=start)
+    return {**document, "schedule": msgspec.to_builtins(schedule)}
+
+
+#: Upcasters of goal-stream events, keyed by (type name, schema version they read).
+GOAL_UPCASTERS = {("goal.measure_attached", 1): upcast_measure_attached_v1}
 
 
 class MeasureDetached(EventPayload, tag="goal.measure_detached", kw_only=True, frozen=True):
@@ -412,6 +441,9 @@ class ProposeChange(GoalCommand, tag="goal.propose_change", kw_only=True, frozen
     new_levels: tuple[str, ...] = ()
     new_weight: float | None = None
     rationale: str | None = None
+    #: ``measure_schedule``: the attached instrument and the schedule proposed for it.
+    instrument_id: str | None = None
+    new_schedule: Schedule | None = None
 
 
 class AcceptChange(GoalCommand, tag="goal.accept_change", kw_only=True, frozen=True):
@@ -487,7 +519,7 @@ class SetAttainmentScale(GoalCommand, tag="goal.set_attainment_scale", kw_only=T
 
 class AttachMeasure(GoalCommand, tag="goal.attach_measure", kw_only=True, frozen=True):
     instrument_id: str
-    schedule: str
+    schedule: Schedule
 
 
 class DetachMeasure(GoalCommand, tag="goal.detach_measure", kw_only=True, frozen=True):
@@ -597,6 +629,8 @@ class Change(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     milestone_id: UUID | None = None
     new_levels: tuple[str, ...] = ()
     new_weight: float | None = None
+    instrument_id: str | None = None
+    new_schedule: Schedule | None = None
     status: ChangeStatus = "pending"
     decided_by_party: Party | None = None
     decided_by: UUID | None = None
@@ -636,7 +670,9 @@ class GoalState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     resources: dict[UUID, str] = {}
     interventions: dict[UUID, Intervention] = {}
     attainment_scale: AttainmentScale | None = None
-    measures: dict[str, str] = {}  # instrument id -> schedule
+    measures: dict[str, str] = {}  # instrument id -> its schedule in words (``describe``)
+    #: instrument id -> its schedule (empty in a document folded before schedules had a shape)
+    schedules: dict[str, Schedule] = {}
     reviews: dict[UUID, Review] = {}
     close_reason: str | None = None
 
@@ -714,6 +750,9 @@ def _apply_change(state: GoalState, change: Change, new_version: int) -> GoalSta
         case "milestone_remove" if change.milestone_id in state.milestones:
             ms = replace(state.milestones[change.milestone_id], removed=True)
             state = replace(state, milestones={**state.milestones, ms.milestone_id: ms})
+        case "measure_schedule" if change.instrument_id in state.measures \
+                and change.new_schedule is not None:
+            state = _with_schedule(state, change.instrument_id, change.new_schedule)
         case "attainment_scale":
             state = replace(state, attainment_scale=AttainmentScale(
                 levels=change.new_levels, weight=change.new_weight or 1.0,
@@ -724,6 +763,11 @@ def _apply_change(state: GoalState, change: Change, new_version: int) -> GoalSta
     # Both parties accepted the change, so both agree to the version it creates.
     return replace(state, version=new_version, client_agreed_version=new_version,
                    clinician_agreed_version=new_version)
+
+
+def _with_schedule(state: GoalState, instrument_id: str, schedule: Schedule) -> GoalState:
+    return replace(state, measures={**state.measures, instrument_id: describe(schedule)},
+                   schedules={**state.schedules, instrument_id: schedule})
 
 
 def _with_change(state: GoalState, change_id: UUID, **fields: object) -> GoalState:
@@ -767,7 +811,8 @@ def evolve_goal(state: GoalState, event: EventPayload) -> GoalState:
                             proposed_by_party=event.party, proposed_by=event.by,
                             base_version=event.base_version, new_text=event.new_text,
                             new_date=event.new_date, milestone_id=event.milestone_id,
-                            new_levels=event.new_levels, new_weight=event.new_weight)
+                            new_levels=event.new_levels, new_weight=event.new_weight,
+                            instrument_id=event.instrument_id, new_schedule=event.new_schedule)
             return replace(state, changes={**state.changes, change.change_id: change})
         case ChangeAccepted():
             accepted = state.changes.get(event.change_id)
@@ -824,11 +869,12 @@ def evolve_goal(state: GoalState, event: EventPayload) -> GoalState:
             return replace(state, attainment_scale=AttainmentScale(
                 levels=event.levels, weight=event.weight, baseline_level=event.baseline_level))
         case MeasureAttached():
-            return replace(state, measures={**state.measures,
-                                            event.instrument_id: event.schedule})
+            return _with_schedule(state, event.instrument_id, event.schedule)
         case MeasureDetached():
             return replace(state, measures={k: v for k, v in state.measures.items()
-                                            if k != event.instrument_id})
+                                            if k != event.instrument_id},
+                           schedules={k: v for k, v in state.schedules.items()
+                                      if k != event.instrument_id})
         case ReviewRecorded():
             rv = Review(review_id=event.review_id, outcome=event.outcome,
                         checkpoint_id=event.checkpoint_id)
@@ -1050,7 +1096,9 @@ def decide_goal(command: GoalCommandUnion, goal: GoalState,
                 on_behalf=on_behalf, base_version=goal.version, new_text=command.new_text,
                 new_date=command.new_date, milestone_id=command.milestone_id,
                 new_levels=command.new_levels, new_weight=command.new_weight,
-                rationale=command.rationale, **by)]
+                rationale=command.rationale, instrument_id=command.instrument_id,
+                new_schedule=validate_schedule(command.new_schedule)
+                if command.new_schedule is not None else None, **by)]
         case AcceptChange():
             party = party_of(actor, client)
             _require_in_play(goal)
@@ -1166,12 +1214,18 @@ def decide_goal(command: GoalCommandUnion, goal: GoalState,
             party_of(actor, client)
             _require_open(goal)
             _text(command.instrument_id, "instrument_id")
-            _text(command.schedule, "schedule")
-            if goal.measures.get(command.instrument_id) == command.schedule:
+            schedule = validate_schedule(command.schedule)
+            if goal.schedules.get(command.instrument_id) == schedule:
                 raise DomainRuleViolation("This measure is already attached with this "
                                           "schedule.", code="measure_already_attached")
-            return [MeasureAttached(instrument_id=command.instrument_id,
-                                    schedule=command.schedule, **by)]
+            if command.instrument_id in goal.measures and goal.status in IN_PLAY:
+                # The schedule is part of what both agreed: it changes only when the other
+                # party accepts, like a target or a due date.
+                raise DomainRuleViolation("The goal has been agreed; propose a change to this "
+                                          "measure's schedule instead.",
+                                          code="change_proposal_required")
+            return [MeasureAttached(instrument_id=command.instrument_id, schedule=schedule,
+                                    **by)]
         case DetachMeasure():
             party_of(actor, client)
             _require_open(goal)
@@ -1268,5 +1322,20 @@ def _check_change(command: ProposeChange, goal: GoalState) -> None:
                                       code="new_text_required", field="new_text")
         case "attainment_scale":
             _check_levels(command.new_levels, command.new_weight)
+        case "measure_schedule":
+            if command.instrument_id is None or command.instrument_id not in goal.measures:
+                raise NotFound("This measure is not attached to the goal.",
+                               code="measure_not_attached")
+            if command.new_schedule is None:
+                raise ValidationError("Give the new schedule.", code="new_schedule_required",
+                                      field="new_schedule")
+            try:
+                schedule = validate_schedule(command.new_schedule)
+            except ValidationError as exc:
+                raise ValidationError(exc.message, code=exc.code,
+                                      field=f"new_{exc.field}") from None
+            if goal.schedules.get(command.instrument_id) == schedule:
+                raise ValidationError("The measure already has this schedule.",
+                                      code="nothing_changed", field="new_schedule")
         case _:
             assert_never(command.kind)

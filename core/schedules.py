@@ -32,7 +32,7 @@ import bisect
 import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -64,14 +64,15 @@ class Schedule(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     kind: ScheduleKind
     start: date
     end: date | None = None
-    timezone: str = DEFAULT_TIMEZONE
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] = DEFAULT_TIMEZONE
     #: ``every``: the interval, a whole number of ``unit`` (1 or more).
     interval: int | None = None
     unit: IntervalUnit | None = None
     #: ``weekdays``: ISO weekdays, 1 = Monday … 7 = Sunday (sorted, no repeats).
-    weekdays: tuple[int, ...] = ()
-    #: ``legacy``: the free text the measure was attached with before schedules had a shape.
-    text: str | None = None
+    weekdays: Annotated[tuple[int, ...], msgspec.Meta(max_length=7)] = ()
+    #: ``legacy``: the free text the measure was attached with before schedules had a shape
+    #: (free text was a label, at most 200 characters).
+    text: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
 class Observation(msgspec.Struct, frozen=True, gc=False, kw_only=True):

@@ -202,10 +202,11 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
         await readable_client(svc, request, principal, client_id, "plan")
         return _json(await asof.plan_as_of(svc.store, client_id, _as_of(as_of), tenant_id=principal.tenant_id))
     fetched = await _readable_view(svc, request, principal, PLAN, client_id, "plan")
-    view = await queries.read_plan(svc.pool, client_id, keys=svc.store.keys, tenant_id=principal.tenant_id, now=now(),
-                                   fetched=fetched)
+    moment = svc.clock.now()
+    view = await queries.read_plan(svc.pool, client_id, keys=svc.store.keys, tenant_id=principal.tenant_id,
+                                   now=moment, fetched=fetched)
     if view is None:  # not projected yet: answer from the events, never stale
-        view = await asof.plan_as_of(svc.store, client_id, now(), tenant_id=principal.tenant_id)
+        view = await asof.plan_as_of(svc.store, client_id, moment, tenant_id=principal.tenant_id)
     if view is None:
         return _json(view)
     return _json({**view, "crisis_information": await _crisis_information(svc, principal.tenant_id,

@@ -1,7 +1,7 @@
 """Clinic set-up: staff, enrolment, caseloads, care teams, discharge."""
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -18,6 +18,7 @@ from alliance.core import clinic as k
 from alliance.core.errors import Forbidden, ValidationError
 from alliance.core.identity import Role
 from alliance.core.projections import queries
+from alliance.core.projections.plan import measures_due
 
 # No staff id: one is made from the command id (so a retry with the same Idempotency-Key makes the same one).
 ActivateBody = body_for(k.ActivateStaff, generated=("staff_id",))
@@ -129,10 +130,14 @@ async def list_clients(principal: Principal, svc: AppServices,
                        cursor: Annotated[str | None, QueryParameter(name="cursor")] = None,
                        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
                        discharged: Annotated[bool | None, QueryParameter(name="discharged")] = None,
-                       open_risk: Annotated[bool | None, QueryParameter(name="open_risk")] = None) -> Response:
+                       open_risk: Annotated[bool | None, QueryParameter(name="open_risk")] = None,
+                       measures: Annotated[Literal["due", "overdue"] | None, QueryParameter(
+                           name="measures", description="only clients with a measure due (its day, within the "
+                           "grace) or overdue now, by the app's clock")] = None) -> Response:
     if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR, Role.ADMIN):
         raise Forbidden("caseloads are for clinicians, supervisors and admins", code="role_not_allowed")
     after = _after(cursor)
+    moment = svc.clock.now()
     items: list[dict[str, Any]] = []
     next_cursor: str | None = None
     while len(items) < limit:
@@ -155,9 +160,13 @@ async def list_clients(principal: Principal, svc: AppServices,
             open_flags = sum(1 for f in doc.risk_flags.values() if not f.acknowledged)
             if open_risk is not None and (open_flags > 0) != open_risk:
                 continue
+            due = measures_due(doc, moment)  # computed at the app's clock, never stored
+            if measures is not None and measures not in due["states"]:
+                continue
             items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
                           "discharged": doc.discharged, "open_risk_flags": open_flags,
-                          "goals": len(doc.goals),
+                          "goals": len(doc.goals), "next_due": due["next_due"],
+                          "measures_due": "due" in due["states"], "measures_overdue": "overdue" in due["states"],
                           # PlanDoc has no time of its own: the row's last projection time
                           "last_activity": updated_at.isoformat()})
             if len(items) == limit:

@@ -28,6 +28,10 @@ from alliance.core.errors import ConfigurationError, EventDecodeError, Validatio
 from alliance.core.events.base import ERASED, EventPayload
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+#: The key under which an upcaster finds the event's ``occurred_at`` (ISO 8601) when the
+#: document it reads lacks something only the envelope knows (``goal.measure_attached`` v1's
+#: schedule starts on the day it was attached). Removed before the typed decode.
+UPCAST_OCCURRED_AT = "__occurred_at"
 
 HASH_SCHEME = 1
 GENESIS_HASH = bytes(32)
@@ -146,7 +150,7 @@ class EventCodec:
 
     # -- read side ---------------------------------------------------------
     def decode(self, type_name: str, schema_version: int, data: bytes, personal: bytes | None,
-               *, erased: bool, position: int) -> EventPayload:
+               *, erased: bool, position: int, occurred_at: datetime | None = None) -> EventPayload:
         """The typed payload; ``personal`` is the opened secret (None if none or erased)."""
         cls = self.types.get(type_name)
         if cls is None:
@@ -156,7 +160,7 @@ class EventCodec:
             if schema_version == cls.schema_version:
                 payload = self._typed[type_name].decode(data)
             else:
-                payload = self._upcast(cls, type_name, schema_version, data)
+                payload = self._upcast(cls, type_name, schema_version, data, occurred_at)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise EventDecodeError(f"event at position {position} ({type_name} v{schema_version}) "
                                    f"cannot be decoded: {exc}", position=position, type_name=type_name) from exc
@@ -174,8 +178,11 @@ class EventCodec:
         names = self._personal_names[type_name]
         return msgspec.structs.replace(payload, **{k: v for k, v in values.items() if k in names})
 
-    def _upcast(self, cls: type[EventPayload], type_name: str, version: int, data: bytes) -> EventPayload:
+    def _upcast(self, cls: type[EventPayload], type_name: str, version: int, data: bytes,
+                occurred_at: datetime | None = None) -> EventPayload:
         document = msgspec.json.decode(data)
+        if occurred_at is not None:
+            document[UPCAST_OCCURRED_AT] = occurred_at.isoformat()
         while version < cls.schema_version:
             upcaster = self._upcasters.get((type_name, version))
             if upcaster is None:
@@ -183,6 +190,7 @@ class EventCodec:
             document = upcaster(document)
             version += 1
         document["type"] = type_name
+        document.pop(UPCAST_OCCURRED_AT, None)
         return self._typed[type_name].decode(self._encoder.encode(document))
 
 

@@ -239,5 +239,5 @@ class StoreBase:
             correlation_id=correlation_id, causation_id=causation_id, key_id=key_id,
             hash_scheme=hash_scheme, hash=hash_,
             payload=self.codec.decode(type_name, schema_version, payload, personal, erased=erased,
-                                      position=position),
+                                      position=position, occurred_at=occurred_at),
             checkpoint=f"{tx}.{position}")

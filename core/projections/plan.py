@@ -23,6 +23,8 @@ from alliance.core.client import (
     ClientDischarged,
     ClientEnrolled,
     ClientErased,
+    MeasurementEnteredInError,
+    MeasurementRecorded,
     PrimaryClinicianChanged,
     ProxyAuthorised,
     ProxyRevoked,
@@ -35,6 +37,7 @@ from alliance.core.events.envelope import RecordedEvent
 from alliance.core.goal import (
     GOAL_EVENT_TYPES,
     GoalState,
+    GoalStatus,
     evolve_goal,
     fhir_lifecycle_status,
     initial_goal_state,
@@ -43,10 +46,14 @@ from alliance.core.goal import (
 )
 from alliance.core.plain_language import hints_for
 from alliance.core.projections.base import FoldContext, Projection, to_builtins
+from alliance.core.projections.schedule_view import Observations, forget, measure_row, remember, states
+from alliance.core.schedules import Observation
 from alliance.core.smart import assess_smart
 
 NAME = "plan"
-VERSION = 1
+#: 2: goals keep their measures' structured schedules and the plan the recent observations
+#: per instrument (due / overdue / next due are computed from them when read).
+VERSION = 2
 
 
 class RiskFlag(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -87,6 +94,9 @@ class PlanDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     relapse_plan: RelapsePlan | None = None
     risk_flags: dict[UUID, RiskFlag] = {}
     erased: bool = False
+    #: The latest observations per instrument (``schedule_view.remember``): whether today's
+    #: administration of an attached measure is done.
+    observations: Observations = {}
 
 
 def initial_plan(client_id: UUID, tenant_id: UUID) -> PlanDoc:
@@ -156,16 +166,23 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
             return replace(doc, relapse_plan=RelapsePlan(
                 plan_version=p.plan_version, warning_signs=p.warning_signs, actions=p.actions,
                 supports=p.supports, by=p.by, by_role=str(p.by_role), updated_at=event.occurred_at))
+        case MeasurementRecorded():
+            return replace(doc, observations=remember(doc.observations, Observation(
+                measurement_id=p.measurement_id, instrument_id=p.instrument_id,
+                observed_at=p.observed_at)))
+        case MeasurementEnteredInError():
+            return replace(doc, observations=forget(doc.observations, p.measurement_id))
         case ClientErased():
             return replace(doc, erased=True)
     return doc
 
 
-# Only what the plan shows: a measurement or a note is not a plan change (and must not wake
-# every plan subscriber).
+# Only what the plan shows: a note is not a plan change (and must not wake every plan
+# subscriber); a measurement is, since it completes an administration of an attached measure.
 _CLIENT_TYPES = (ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
                  ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
-                 RiskFlagRaised, RiskFlagAcknowledged, RelapsePreventionPlanUpdated, ClientErased)
+                 RiskFlagRaised, RiskFlagAcknowledged, RelapsePreventionPlanUpdated, ClientErased,
+                 MeasurementRecorded, MeasurementEnteredInError)
 _HANDLED = frozenset(t.type_name() for t in (*_CLIENT_TYPES, *GOAL_EVENT_TYPES))  # type: ignore[attr-defined]
 
 PLAN = Projection(name=NAME, version=VERSION, handles=_HANDLED, doc_type=PlanDoc, initial=initial_plan,
@@ -211,7 +228,10 @@ def _relapse_plan(plan: RelapsePlan | None) -> dict[str, Any] | None:
     return {**to_builtins(plan), "plain_language": hints_for(texts)}
 
 
-def render_goal(goal: GoalState, today: date) -> dict[str, Any]:
+def render_goal(goal: GoalState, today: date, *, now: datetime | None = None,
+                observations: Observations | None = None) -> dict[str, Any]:
+    """The goal as views show it; with ``now`` and the client's ``observations``, each
+    attached measure also shows today's administration and its next due date."""
     pending = []
     for change in goal.pending_changes:
         row = to_builtins(change)
@@ -247,9 +267,35 @@ def render_goal(goal: GoalState, today: date) -> dict[str, Any]:
         "resources": [{"resource_id": str(k), "text": v} for k, v in goal.resources.items()],
         "interventions": [{"intervention_id": str(k), **to_builtins(v)} for k, v in goal.interventions.items()],
         "attainment_scale": to_builtins(goal.attainment_scale),
-        "measures": [{"instrument_id": k, "schedule": v} for k, v in goal.measures.items()],
+        "measures": _measures(goal, now, observations or {}),
         "open_changes": pending,
     }
+
+
+def _measures(goal: GoalState, now: datetime | None, observations: Observations) -> list[dict[str, Any]]:
+    # A measure is asked for only while its goal is worked on (drafted, active or in
+    # maintenance): a paused or closed goal's schedule stays shown but makes nothing due.
+    if now is None or goal.status not in MEASURED:
+        return [{"instrument_id": k, "schedule": v} for k, v in goal.measures.items()]
+    checkpoints = [c.provisional_date for c in goal.checkpoints.values() if not c.cancelled]
+    return [measure_row(k, goal.schedules.get(k), words=v, owner_id=goal.goal_id, goal_id=goal.goal_id,
+                        observations=observations, now=now, checkpoints=checkpoints)
+            for k, v in goal.measures.items()]
+
+
+#: Goal statuses in which attached measures fall due.
+MEASURED = frozenset({GoalStatus.PROPOSED, GoalStatus.ACTIVE, GoalStatus.MAINTENANCE})
+
+
+def measures_due(doc: PlanDoc, now: datetime) -> dict[str, Any]:
+    """For the caseload: the earliest ``next_due`` over the client's attached measures and the
+    states of today's administrations (``due``, ``overdue``…), computed at ``now``."""
+    if doc.discharged or doc.erased:
+        return {"next_due": None, "states": set()}
+    rows = [row for g in doc.goals.values() if g.version > 0
+            for row in _measures(g, now, doc.observations)]
+    dates = [row["next_due"] for row in rows if row.get("next_due")]
+    return {"next_due": min(dates) if dates else None, "states": states(rows)}
 
 
 def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
@@ -265,7 +311,8 @@ def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
         "discharged": doc.discharged,
         "erased": doc.erased,
         "consents_in_force": consents_in_force(doc.consents, now),
-        "goals": [render_goal(g, today) for g in doc.goals.values() if g.version > 0],
+        "goals": [render_goal(g, today, now=None if doc.discharged else now, observations=doc.observations)
+                  for g in doc.goals.values() if g.version > 0],
         "relapse_plan": _relapse_plan(doc.relapse_plan),
         "open_risk_flags": [to_builtins(f) for f in doc.risk_flags.values() if not f.acknowledged],
         "as_of": now.isoformat(),

@@ -24,6 +24,7 @@ from alliance.core.projections.base import Projection
 from alliance.core.projections.history import HISTORY, HistoryDoc, render_history
 from alliance.core.projections.plan import PLAN, PlanDoc, render_plan
 from alliance.core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
+from alliance.core.projections.schedule_view import valid_from, valid_until
 from alliance.core.projections.sealing import HEAD, Row, keys_live, open_rows
 
 
@@ -241,13 +242,20 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenan
     moment = now or datetime.now(UTC)
     key = ("plan", client_id, tenant_id, moment.date())  # due/overdue change with the date only
     cached = _rendered.get(key, data)
-    if cached is not None and (cached["_valid_until"] is None or moment < cached["_valid_until"]):
-        return {k: v for k, v in cached.items() if k != "_valid_until"} | {"as_of": moment.isoformat()}
+    if cached is not None and (cached["_valid_until"] is None or moment < cached["_valid_until"]) \
+            and (cached.get("_valid_from") is None or moment >= cached["_valid_from"]):
+        return {k: v for k, v in cached.items() if k not in ("_valid_until", "_valid_from")} \
+            | {"as_of": moment.isoformat()}
     doc = PLAN.decode(data)
     view = render_plan(doc, now=moment)
-    # consents in force are computed at ``now``: a consent taking effect later ends the reuse
+    # consents in force are computed at ``now``: a consent taking effect later ends the reuse,
+    # and so does the next local midnight of a measure's schedule (its state changes by date)
     later = [c.effective_at for c in doc.consents if c.effective_at > moment]
-    _rendered.put(key, data, {**view, "_valid_until": min(later) if later else None})
+    schedules = [sc for g in doc.goals.values() for sc in g.schedules.values()]
+    midnight = valid_until(schedules, moment)
+    later += [midnight] if midnight is not None else []
+    _rendered.put(key, data, {**view, "_valid_until": min(later) if later else None,
+                              "_valid_from": valid_from(schedules, moment)})
     return view
 
 

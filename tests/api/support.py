@@ -15,6 +15,8 @@ import httpx
 
 PROBLEM_JSON = "application/problem+json"
 PARAM = re.compile(r"{(\w+)(?::\w+)?}")
+#: A structured measurement schedule (every 14 days), as a client of the API sends it.
+EVERY_14_DAYS = {"kind": "every", "interval": 14, "unit": "days", "start": "2026-01-05", "timezone": "UTC"}
 
 
 @dataclass(frozen=True)
@@ -170,12 +172,14 @@ EXAMPLES: dict[str, Callable[[World], dict[str, Any] | None]] = {
     "/goals/{goal_id}/interventions": lambda w: {"kind": "behavioural_experiment"},
     "/goals/{goal_id}/items/removal": lambda w: {"item_kind": "barrier", "item_id": str(uuid.uuid4())},
     "/goals/{goal_id}/attainment-scale": lambda w: {"levels": ["never", "once", "twice", "thrice", "daily"]},
-    "/goals/{goal_id}/measures": lambda w: {"instrument_id": "phq9", "schedule": "P14D"},
+    "/goals/{goal_id}/measures": lambda w: {"instrument_id": "phq9", "schedule": EVERY_14_DAYS},
     "/goals/{goal_id}/measures/detachment": lambda w: {"instrument_id": "phq9"},
     "/goals/{goal_id}/reviews": lambda w: {"outcome": "continue", "summary": "steady"},
     "/goals/{goal_id}/reviews/{review_id}/entered-in-error": lambda w: {"reason": "wrong goal"},
     "/clients/{client_id}/erasure": lambda w: {"reason": "the client asked to be forgotten"},
     "/receipts/verify": lambda w: {"receipt": {}},
+    "/clients/{client_id}/progress/stream-tickets": lambda w: None,
+    "/caseload/stream-tickets": lambda w: None,
 }
 
 

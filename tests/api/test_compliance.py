@@ -22,7 +22,7 @@ from alliance.core.compliance.fhir import check_bundle
 from alliance.core.events.verify import verify_store
 from alliance.core.projections.rebuild import rebuild
 from tests.api.conftest import KEK
-from tests.api.support import active_goal, assert_problem, eventually, phq9
+from tests.api.support import EVERY_14_DAYS, active_goal, assert_problem, eventually, phq9
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLIANCE = ROOT / ".venv" / "bin" / "alliance"
@@ -261,7 +261,7 @@ async def plant_canaries(api: Any, clinic: Any, client_id: uuid.UUID, canary: st
     await _ok(await http.post(f"/goals/{goal_id}/resources", json={"text": c("resource")}, headers=me))
     await _ok(await http.post(f"/goals/{goal_id}/interventions", headers=clin,
                               json={"kind": "behavioural_experiment", "detail": c("intervention-detail")}))
-    await _ok(await http.post(f"/goals/{goal_id}/measures", json={"instrument_id": "phq9", "schedule": "P14D"},
+    await _ok(await http.post(f"/goals/{goal_id}/measures", json={"instrument_id": "phq9", "schedule": EVERY_14_DAYS},
                               headers=clin))
     # a change proposed and declined (new text, rationale, reason)
     change = (await _ok(await http.post(f"/goals/{goal_id}/changes", headers=clin, json={
@@ -549,7 +549,8 @@ async def test_fhir_bundle_validates_and_codes_are_from_their_value_sets(api, cl
     goal_id, _ = await active_goal(api, clinic, client_id)
     me = api.token(clinic.tenant, "client", client_id)
     clin = api.token(clinic.tenant, "clinician", clinic.clinician)
-    await _ok(await api.http.post(f"/goals/{goal_id}/measures", json={"instrument_id": "phq9", "schedule": "P14D"},
+    await _ok(await api.http.post(f"/goals/{goal_id}/measures",
+                                  json={"instrument_id": "phq9", "schedule": EVERY_14_DAYS},
                                   headers=clin))
     for hours, total in ((48, 14), (1, 8)):
         await _ok(await api.http.post(f"/clients/{client_id}/measurements", headers=me, json={

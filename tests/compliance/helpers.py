@@ -16,8 +16,12 @@ from alliance.core.events.codec import GENESIS_HASH, chain_hash, content_digest
 from alliance.core.events.envelope import NewEvent
 from alliance.core.goal import GoalActivated, GoalAgreed, GoalProposed, MeasureAttached, goal_stream
 from alliance.core.identity import Role
+from alliance.core.schedules import parse_free_text
 from alliance.plugins.measures.gad7 import GAD7
 from alliance.plugins.measures.phq9 import PHQ9
+
+#: The free text measures were attached with, read as a schedule (``goal.measure_attached`` v2).
+WEEKLY_SCHEDULE = parse_free_text("weekly", start=date(2026, 1, 5))
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 CANARY = "canary-words-7f3a"
@@ -82,7 +86,7 @@ class History:
             self.new(GoalAgreed(goal_id=g, version=1, party="clinician", by=k, by_role=Role.CLINICIAN),
                      k, Role.CLINICIAN, 5),
             self.new(GoalActivated(version=1), k, Role.CLINICIAN, 5),
-            self.new(MeasureAttached(instrument_id=PHQ9.id, schedule="weekly", by=k, by_role=Role.CLINICIAN),
+            self.new(MeasureAttached(instrument_id=PHQ9.id, schedule=WEEKLY_SCHEDULE, by=k, by_role=Role.CLINICIAN),
                      k, Role.CLINICIAN, 6),
         ]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -19,9 +19,13 @@ from alliance.core.consent import ConsentScope, ConsentWithdrawn
 from alliance.core.events.envelope import NewEvent, RecordedEvent
 from alliance.core.goal import GoalActivated, GoalAgreed, GoalDeclined, GoalRevised, MeasureAttached
 from alliance.core.identity import Role
+from alliance.core.schedules import parse_free_text
 from alliance.plugins.measures.gad7 import GAD7
 from alliance.plugins.measures.phq9 import PHQ9
 from tests.compliance.helpers import History
+
+#: The free text measures were attached with, read as a schedule (``goal.measure_attached`` v2).
+WEEKLY_SCHEDULE = parse_free_text("weekly", start=date(2026, 1, 5))
 
 INSTRUMENTS = [PHQ9, GAD7]
 
@@ -175,7 +179,7 @@ def agreed_statement_history() -> tuple[History, list[RecordedEvent]]:
                    h.new(GoalAgreed(goal_id=g, version=2, party="clinician", by=k, by_role=Role.CLINICIAN),
                          k, Role.CLINICIAN, 6),
                    h.new(GoalActivated(version=2), k, Role.CLINICIAN, 6),
-                   h.new(MeasureAttached(instrument_id=PHQ9.id, schedule="weekly", by=k, by_role=Role.CLINICIAN),
+                   h.new(MeasureAttached(instrument_id=PHQ9.id, schedule=WEEKLY_SCHEDULE, by=k, by_role=Role.CLINICIAN),
                          k, Role.CLINICIAN, 7)]
     return h, recorded(h.client_stream, h.client_events()) + recorded(h.goal_stream, goal_events)
 

@@ -58,6 +58,7 @@ from alliance.core.goal import (
     is_overdue,
 )
 from alliance.core.identity import Role
+from alliance.core.schedules import Schedule
 from tests.domain.helpers import (
     ALL_SCOPES,
     AUDITOR,
@@ -395,10 +396,11 @@ def test_attainment_scale_and_measures():
     raises("gas_baseline_invalid", decide, g,
            goal_cmd(SetAttainmentScale, CLIENT, levels=levels, baseline_level=3))
     raises("change_proposal_required", decide, active_goal(), goal_cmd(SetAttainmentScale, CLIENT, levels=levels))
-    g = run(g, goal_cmd(AttachMeasure, CLINICIAN, instrument_id="phq9", schedule="weekly"))
-    assert fold_goal(g).measures == {"phq9": "weekly"}
+    weekly = Schedule(kind="every", interval=1, unit="weeks", start=date(2026, 3, 2))
+    g = run(g, goal_cmd(AttachMeasure, CLINICIAN, instrument_id="phq9", schedule=weekly))
+    assert fold_goal(g).measures == {"phq9": "weekly"} and fold_goal(g).schedules == {"phq9": weekly}
     raises("measure_already_attached", decide, g,
-           goal_cmd(AttachMeasure, CLINICIAN, instrument_id="phq9", schedule="weekly"))
+           goal_cmd(AttachMeasure, CLINICIAN, instrument_id="phq9", schedule=weekly))
     g = run(g, goal_cmd(DetachMeasure, CLIENT, instrument_id="phq9"))
     raises("measure_not_attached", decide, g, goal_cmd(DetachMeasure, CLIENT, instrument_id="phq9"))
 

@@ -43,6 +43,11 @@ from alliance.core.goal import (
     goal_stream,
 )
 from alliance.core.identity import Role
+from alliance.core.schedules import parse_free_text
+
+#: The free text measures were attached with, read as a schedule (``goal.measure_attached`` v2).
+MONTHLY_SCHEDULE = parse_free_text("monthly", start=date(2026, 1, 5))
+WEEKLY_SCHEDULE = parse_free_text("weekly", start=date(2026, 1, 5))
 
 
 def domain_codec() -> EventCodec:
@@ -163,7 +168,7 @@ class Client:
                   role=Role.CLIENT)
         self._add(s, ResourceNoted(resource_id=uuid.uuid4(), text=self.text("my dog"), **self.by(Role.CLIENT)),
                   role=Role.CLIENT)
-        self._add(s, MeasureAttached(instrument_id=instrument, schedule="weekly", **self.by()))
+        self._add(s, MeasureAttached(instrument_id=instrument, schedule=WEEKLY_SCHEDULE, **self.by()))
         if activate:
             self._add(s, GoalAgreed(goal_id=gid, version=2, party="client", **self.by(Role.CLIENT)), role=Role.CLIENT)
             self._add(s, GoalAgreed(goal_id=gid, version=2, party="clinician", **self.by()))
@@ -173,7 +178,7 @@ class Client:
     def attainment(self, gid: UUID) -> None:
         self._add(goal_stream(gid), AttainmentScaleSet(levels=tuple(self.text(f"level {i}") for i in range(-2, 3)),
                                                        **self.by(Role.CLIENT)), role=Role.CLIENT)
-        self._add(goal_stream(gid), MeasureAttached(instrument_id="gas", schedule="monthly", **self.by()))
+        self._add(goal_stream(gid), MeasureAttached(instrument_id="gas", schedule=MONTHLY_SCHEDULE, **self.by()))
 
     def propose_change(self, gid: UUID, *, accept: bool) -> None:
         cid = uuid.uuid4()

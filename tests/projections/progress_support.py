@@ -7,6 +7,7 @@ and the projection's own fold and render, exactly what the runner stores and ser
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -24,8 +25,12 @@ from alliance.core.goal import (
 from alliance.core.identity import Role
 from alliance.core.projections.base import fold
 from alliance.core.projections.progress import PROGRESS, render_progress
+from alliance.core.schedules import parse_free_text
 from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 from tests.projections.helpers import Client, domain_codec
+
+#: The free text measures were attached with, read as a schedule (``goal.measure_attached`` v2).
+MONTHLY_SCHEDULE = parse_free_text("monthly", start=date(2026, 1, 5))
 
 REGISTRY = InstrumentRegistry.from_plugin_manager(get_plugin_manager())
 
@@ -35,7 +40,7 @@ def scaled_goal(c: Client, *, weight: float = 1.0) -> UUID:
     gid = c.goal()
     c._add(goal_stream(gid), AttainmentScaleSet(levels=tuple(f"level {i}" for i in range(-2, 3)), weight=weight,
                                                 **c.by(Role.CLIENT)), role=Role.CLIENT)
-    c._add(goal_stream(gid), MeasureAttached(instrument_id="gas", schedule="monthly", **c.by()))
+    c._add(goal_stream(gid), MeasureAttached(instrument_id="gas", schedule=MONTHLY_SCHEDULE, **c.by()))
     return gid
 
 
