@@ -37,6 +37,7 @@ from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
 from alliance.api.routes.stream import STREAM_ROUTES
 from alliance.api.routes.system import SYSTEM_ROUTES
 from alliance.api.state import AppServices, derive_mac_key, provide_principal, provide_services
+from alliance.core.alerts.follower import AlertFollower, plugin_bands, registry_definitions
 from alliance.core.compliance.anchors import write_anchor
 from alliance.core.compliance.receipts import issue_receipts
 from alliance.core.compliance.signing import Signer
@@ -189,6 +190,11 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 dispatcher = notification_dispatcher(runtime, channels, settings)
                 svc.runners.append(dispatcher)
                 svc.tasks.append(dispatcher.start())
+                # Not-on-track alerts: one leader among the processes too (core/alerts/follower.py).
+                alerts = AlertFollower(runtime.store, registry_definitions(registry), band=plugin_bands(plugins),
+                                       dsn=runtime.target.app_dsn)
+                svc.runners.append(alerts)
+                svc.tasks.append(alerts.start())
             svc.signer = Signer.open(settings.signing_key_path)
             signer = svc.signer
 

@@ -18,6 +18,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
+from alliance.core.alerts.events import ALERT_EVENT_TYPES, AlertAcknowledged, AlertRaised
 from alliance.core.authority import (
     CLINICAL_ROLES,
     Command,
@@ -308,7 +309,7 @@ CLIENT_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
     MeasurementRecorded, MeasurementEnteredInError, NoteRecorded, NoteEnteredInError,
     RiskFlagRaised, RiskFlagAcknowledged, FeedbackGiven, RelapsePreventionPlanUpdated,
-    LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased,
+    LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased, *ALERT_EVENT_TYPES,
 )
 
 
@@ -412,6 +413,17 @@ class AcknowledgeRiskFlag(Command, tag="risk.acknowledge", kw_only=True, frozen=
     action_taken: str
 
 
+class RaiseAlert(Command, tag="alert.raise", kw_only=True, frozen=True):
+    """The alert policy's decision (role ``system`` only): record ``alert`` as it is."""
+
+    alert: AlertRaised
+
+
+class AcknowledgeAlert(Command, tag="alert.acknowledge", kw_only=True, frozen=True):
+    alert_id: UUID
+    action_taken: str
+
+
 class GiveFeedback(Command, tag="feedback.give", kw_only=True, frozen=True):
     feedback_id: UUID
     text: str
@@ -448,6 +460,7 @@ ClientCommand = (
     EnrollClient | AddCareTeamMember | RemoveCareTeamMember | ChangePrimaryClinician
     | DischargeClient | AuthoriseProxy | RevokeProxy | GrantConsent | WithdrawConsent
     | RecordMeasurement | MarkEntryInError | RecordNote | RaiseRiskFlag | AcknowledgeRiskFlag
+    | RaiseAlert | AcknowledgeAlert
     | GiveFeedback | UpdateRelapsePlan | PlaceLegalHold | ReleaseLegalHold | RequestErasure
     | CompleteErasure
 )
@@ -470,6 +483,7 @@ class ClientState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     notes: frozenset[UUID] = frozenset()
     notes_in_error: frozenset[UUID] = frozenset()
     risk_flags: dict[UUID, bool] = {}  # id -> acknowledged
+    alerts: dict[UUID, bool] = {}  # not-on-track alert id -> acknowledged
     feedback: frozenset[UUID] = frozenset()
     relapse_plan_version: int = 0
     legal_holds: frozenset[UUID] = frozenset()
@@ -552,6 +566,10 @@ def evolve_client(state: ClientState, event: EventPayload) -> ClientState:
             return replace(state, risk_flags={**state.risk_flags, event.flag_id: False})
         case RiskFlagAcknowledged():
             return replace(state, risk_flags={**state.risk_flags, event.flag_id: True})
+        case AlertRaised():
+            return replace(state, alerts={**state.alerts, event.alert_id: False})
+        case AlertAcknowledged():
+            return replace(state, alerts={**state.alerts, event.alert_id: True})
         case FeedbackGiven():
             return replace(state, feedback=state.feedback | {event.feedback_id})
         case RelapsePreventionPlanUpdated():
@@ -804,6 +822,24 @@ def decide_client(command: ClientCommand, state: ClientState,
             return [RiskFlagAcknowledged(flag_id=command.flag_id,
                                          action_taken=command.action_taken,
                                          acknowledged_at=command.at, **by)]
+        case RaiseAlert():
+            if actor.role is not Role.SYSTEM:
+                raise Forbidden("Alerts are raised by Alliance's alert policy.", code="system_only")
+            _require_not_discharged(state)
+            if command.alert.alert_id in state.alerts:
+                raise DomainRuleViolation("This alert was already raised.", code="duplicate_id")
+            return [command.alert]
+        case AcknowledgeAlert():
+            # Like a risk flag: a care-team clinician says what was done about it.
+            require_care_team_clinician(actor, state)
+            if command.alert_id not in state.alerts:
+                raise NotFound("There is no such alert.", code="alert_not_found")
+            if state.alerts[command.alert_id]:
+                raise DomainRuleViolation("This alert was already acknowledged.",
+                                          code="alert_already_acknowledged")
+            _require_text(command.action_taken, "action_taken")
+            return [AlertAcknowledged(alert_id=command.alert_id, action_taken=command.action_taken,
+                                      acknowledged_at=command.at, **by)]
         case GiveFeedback():
             require_client_voice(actor, state)
             _require_text(command.text, "text")

@@ -1,5 +1,5 @@
 """The clinic stream: who works at a clinic (tenant), the clinic's crisis information, staff
-contact addresses and the risk-flag escalation policy.
+contact addresses, the risk-flag escalation policy and the not-on-track alert policy.
 
 Stream id ``clinic-{tenant_id}``. Staff are activated and deactivated with a role
 (clinician, supervisor, auditor, admin). The first administrator is activated by the
@@ -35,6 +35,15 @@ DUTY_ROLES: frozenset[Role] = frozenset({Role.CLINICIAN, Role.SUPERVISOR})
 #: interval, never more than ``MAX_ESCALATION_HOURS`` (issue 13: default 24 h, at most 72 h).
 DEFAULT_ESCALATION_HOURS = 24.0
 MAX_ESCALATION_HOURS = 72.0
+
+#: "No reliable improvement" alerts: after this many administrations of one instrument (the
+#: baseline included) with no reliable change, unless the clinic sets another number. Howard et
+#: al. (1986) found about half of clients measurably improved by the eighth session, so a client
+#: with no reliable change by then is in the slower half and worth a review
+#: (docs/clinical-sources.md §1, "Not on track"). No default in weeks: a clinic may add one.
+DEFAULT_ALERT_AFTER_ADMINISTRATIONS = 8
+MAX_ALERT_AFTER_ADMINISTRATIONS = 100
+MAX_ALERT_AFTER_WEEKS = 104.0
 
 #: A deliberately loose check (one @, a dot in the domain, no spaces): the SMTP server is the
 #: judge of deliverability; this only catches a name or a phone number typed in the wrong box.
@@ -93,8 +102,19 @@ class EscalationPolicySet(EventPayload, tag="clinic.escalation_policy_set", kw_o
     by_role: Role
 
 
+class AlertPolicySet(EventPayload, tag="clinic.alert_policy_set", kw_only=True, frozen=True):
+    """When a series with no reliable improvement raises a not-on-track alert."""
+
+    tenant_id: UUID
+    after_administrations: int
+    after_weeks: float | None = None
+    by: UUID
+    by_role: Role
+
+
 CLINIC_EVENT_TYPES: tuple[type[EventPayload], ...] = (
-    StaffActivated, StaffDeactivated, CrisisInformationSet, StaffContactSet, EscalationPolicySet)
+    StaffActivated, StaffDeactivated, CrisisInformationSet, StaffContactSet, EscalationPolicySet,
+    AlertPolicySet)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -127,8 +147,16 @@ class SetEscalationPolicy(Command, tag="clinic.set_escalation_policy", kw_only=T
     duty_clinician_id: UUID | None = None
 
 
+class SetAlertPolicy(Command, tag="clinic.set_alert_policy", kw_only=True, frozen=True):
+    #: Administrations of one instrument (baseline included, 2 to 100) with no reliable change
+    #: after which a "no reliable improvement" alert is raised.
+    after_administrations: int = DEFAULT_ALERT_AFTER_ADMINISTRATIONS
+    #: Or weeks from the baseline (more than 0, at most 104), whichever comes first; null: none.
+    after_weeks: float | None = None
+
+
 ClinicCommand = (ActivateStaff | DeactivateStaff | SetCrisisInformation | SetStaffContact
-                 | SetEscalationPolicy)
+                 | SetEscalationPolicy | SetAlertPolicy)
 
 
 # --- state --------------------------------------------------------------------------------
@@ -143,6 +171,8 @@ class ClinicState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     staff_emails: dict[UUID, str] = {}
     escalation_interval_hours: float = DEFAULT_ESCALATION_HOURS
     duty_clinician: UUID | None = None
+    alert_after_administrations: int = DEFAULT_ALERT_AFTER_ADMINISTRATIONS
+    alert_after_weeks: float | None = None
 
     def email_of(self, staff_id: UUID) -> str | None:
         """The address to notify ``staff_id`` at, or None (none set, erased, or not active)."""
@@ -173,6 +203,8 @@ def evolve_clinic(state: ClinicState, event: EventPayload) -> ClinicState:
             return replace(state, staff_emails=others if email is None else {**others, staff_id: email})
         case EscalationPolicySet(interval_hours=hours, duty_clinician_id=duty):
             return replace(state, escalation_interval_hours=hours, duty_clinician=duty)
+        case AlertPolicySet(after_administrations=n, after_weeks=weeks):
+            return replace(state, alert_after_administrations=n, alert_after_weeks=weeks)
         case _:
             return state
 
@@ -239,5 +271,15 @@ def decide_clinic(command: ClinicCommand, state: ClinicState) -> list[EventPaylo
                                           code="duty_clinician_not_active", field="duty_clinician_id")
             return [EscalationPolicySet(tenant_id=state.tenant_id, interval_hours=hours,
                                         duty_clinician_id=duty, by=actor.id, by_role=actor.role)]
+        case SetAlertPolicy():
+            n, weeks = command.after_administrations, command.after_weeks
+            if not 2 <= n <= MAX_ALERT_AFTER_ADMINISTRATIONS:
+                raise ValidationError(f"The number of administrations is 2 to {MAX_ALERT_AFTER_ADMINISTRATIONS}.",
+                                      code="alert_administrations_out_of_range", field="after_administrations")
+            if weeks is not None and not 0 < weeks <= MAX_ALERT_AFTER_WEEKS:
+                raise ValidationError(f"The number of weeks is more than 0 and at most {MAX_ALERT_AFTER_WEEKS:g}.",
+                                      code="alert_weeks_out_of_range", field="after_weeks")
+            return [AlertPolicySet(tenant_id=state.tenant_id, after_administrations=n, after_weeks=weeks,
+                                   by=actor.id, by_role=actor.role)]
         case _:
             assert_never(command)

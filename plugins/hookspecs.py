@@ -15,6 +15,7 @@ import pluggy
 
 from alliance.core.settings import Settings
 from alliance.plugins.channels.base import NotificationChannel
+from alliance.plugins.expected_response import ResponseBand
 from alliance.plugins.instruments import InstrumentDefinition
 
 hookspec = pluggy.HookspecMarker("alliance")
@@ -83,4 +84,19 @@ def register_notification_channels(settings: Settings) -> list[NotificationChann
     dispatcher awaits ``send``, records every attempt as an event and retries with backoff.
     A duplicate name or a malformed channel stops start-up naming the plugin. ``send`` must
     never log the address, subject or body (they stay out of the message's ``repr``).
+    """
+
+
+@hookspec(firstresult=True)
+def expected_response(instrument_id: str, instrument_version: str, baseline: float,
+                      administration_index: int, weeks_since_baseline: float) -> ResponseBand | None:
+    """Return the band of totals expected at this administration, or ``None``.
+
+    ``baseline`` is the client's first total on the instrument, ``administration_index`` the
+    position of the latest administration (the baseline is 0), ``weeks_since_baseline`` the
+    time between them. First non-``None`` answer wins. Return a ``ResponseBand`` (from
+    ``alliance.plugins.expected_response``) whose ``source`` names the curve; a latest total on
+    the worse side of it raises an ``outside_expected_response`` alert for the care team. Called
+    for every new administration by the alert policy while it follows the store: keep it pure
+    and fast (no I/O).
     """

@@ -335,6 +335,25 @@ def _ack_route() -> Any:
                 summary="A care-team clinician acknowledges a risk flag with the action taken")(acknowledge)
 
 
+def _alert_ack_route() -> Any:
+    body_type = body_for(c.AcknowledgeAlert, exclude=("alert_id",))
+
+    async def acknowledge_alert(request, client_id, alert_id, data, principal, svc):  # type: ignore[no-untyped-def]
+        async def work(command_id: UUID) -> Response:
+            await visible_client(svc, principal, client_id)
+            cmd = build(c.AcknowledgeAlert, data, principal, command_id, alert_id=alert_id)
+            return result_response(cmd, await svc.handler.handle_client(client_id, cmd, just_loaded=True))
+
+        return await run_command(request, svc, principal, work)
+
+    acknowledge_alert.__annotations__ = {"request": Request, "client_id": UUID, "alert_id": UUID, "data": body_type,
+                                         "principal": Principal, "svc": AppServices, "return": Response}
+    return post("/clients/{client_id:uuid}/alerts/{alert_id:uuid}/acknowledgement",
+                operation_id="acknowledgeAlert", tags=["risk"], status_code=201,
+                summary="A care-team clinician acknowledges a not-on-track alert with the action taken")(
+                    acknowledge_alert)
+
+
 def _release_hold_route() -> Any:
     async def release(request, client_id, hold_id, principal, svc):  # type: ignore[no-untyped-def]
         async def work(command_id: UUID) -> Response:
@@ -350,4 +369,4 @@ def _release_hold_route() -> Any:
                 tags=["compliance"], status_code=201, summary="Lift a legal hold")(release)
 
 
-CLIENT_ROUTES += [_ack_route(), _release_hold_route()]
+CLIENT_ROUTES += [_ack_route(), _alert_ack_route(), _release_hold_route()]

@@ -95,6 +95,21 @@ async def set_escalation_policy(request: Request, data: EscalationBody,  # type:
     return await run_command(request, svc, principal, work)
 
 
+AlertPolicyBody = body_for(k.SetAlertPolicy)
+
+
+@post("/clinic/alert-policy", operation_id="setAlertPolicy", tags=["clinic"], status_code=201,
+      summary="When a series with no reliable improvement raises a not-on-track alert: after N administrations "
+      "(default 8, 2 to 100) or W weeks from baseline (optional, at most 104), whichever comes first")
+async def set_alert_policy(request: Request, data: AlertPolicyBody,  # type: ignore[valid-type]
+                           principal: Principal, svc: AppServices) -> Response:
+    async def work(command_id: UUID) -> Response:
+        cmd = build(k.SetAlertPolicy, data, principal, command_id)
+        return result_response(cmd, await svc.handler.handle_clinic(cmd))
+
+    return await run_command(request, svc, principal, work)
+
+
 EnrolBody = body_for(c.EnrollClient, generated=("client_id", "episode_id"))
 
 
@@ -131,6 +146,9 @@ async def list_clients(principal: Principal, svc: AppServices,
                        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=200)] = 50,
                        discharged: Annotated[bool | None, QueryParameter(name="discharged")] = None,
                        open_risk: Annotated[bool | None, QueryParameter(name="open_risk")] = None,
+                       open_alerts: Annotated[bool | None, QueryParameter(
+                           name="open_alerts", description="only clients with (true) or without (false) an "
+                           "unacknowledged not-on-track alert")] = None,
                        measures: Annotated[Literal["due", "overdue"] | None, QueryParameter(
                            name="measures", description="only clients with a measure due (its day, within the "
                            "grace) or overdue now, by the app's clock")] = None) -> Response:
@@ -160,11 +178,18 @@ async def list_clients(principal: Principal, svc: AppServices,
             open_flags = sum(1 for f in doc.risk_flags.values() if not f.acknowledged)
             if open_risk is not None and (open_flags > 0) != open_risk:
                 continue
+            alerts = [a for a in doc.alerts.values() if not a.acknowledged]
+            if open_alerts is not None and bool(alerts) != open_alerts:
+                continue
             due = measures_due(doc, moment)  # computed at the app's clock, never stored
             if measures is not None and measures not in due["states"]:
                 continue
             items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
                           "discharged": doc.discharged, "open_risk_flags": open_flags,
+                          # each open alert's rule and instrument (the plan and progress show the data)
+                          "open_alerts": [{"alert_id": str(a.alert_id), "rule": a.rule,
+                                           "instrument_id": a.instrument_id, "raised_at": a.raised_at}
+                                          for a in alerts],
                           "goals": len(doc.goals), "next_due": due["next_due"],
                           "measures_due": "due" in due["states"], "measures_overdue": "overdue" in due["states"],
                           # PlanDoc has no time of its own: the row's last projection time
@@ -194,7 +219,7 @@ async def remove_member(request: Request, client_id: UUID, member_id: UUID,
 
 CLINIC_ROUTES = [
     activate_staff, deactivate_staff, list_staff, set_crisis, set_staff_contact, set_escalation_policy,
-    enrol_client, list_clients, remove_member,
+    set_alert_policy, enrol_client, list_clients, remove_member,
     client_route("/clients/{client_id:uuid}/care-team", c.AddCareTeamMember, operation_id="addCareTeamMember",
                  tags=("clinic",), summary="Add a clinician or supervisor to the client's care team"),
     client_route("/clients/{client_id:uuid}/primary-clinician", c.ChangePrimaryClinician,

@@ -16,6 +16,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
+from alliance.core.alerts.events import AlertAcknowledged, AlertRaised
 from alliance.core.authority import other_party
 from alliance.core.client import (
     CareTeamMemberAdded,
@@ -71,6 +72,50 @@ class RiskFlag(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     action_taken: str | None = None
 
 
+class Alert(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A not-on-track alert as the views show it: the rule, the data and criterion behind it
+    (``core/alerts/rules.py``), and its acknowledgement."""
+
+    alert_id: UUID
+    rule: str
+    instrument_id: str
+    instrument_version: str
+    baseline_measurement_id: UUID
+    measurement_id: UUID
+    baseline: float
+    latest: float
+    baseline_observed_at: datetime
+    latest_observed_at: datetime
+    administrations: int
+    weeks: float
+    criterion: str
+    method: str | None = None
+    threshold: float | None = None
+    rci: float | None = None
+    after_administrations: int | None = None
+    after_weeks: float | None = None
+    band_lower: float | None = None
+    band_upper: float | None = None
+    source: str = ""
+    raised_at: datetime
+    acknowledged: bool = False
+    acknowledged_by: UUID | None = None
+    acknowledged_at: datetime | None = None
+    action_taken: str | None = None
+
+
+def apply_alert(alerts: dict[UUID, Alert], payload: object) -> dict[UUID, Alert]:
+    match payload:
+        case AlertRaised():
+            fields = {f: getattr(payload, f) for f in Alert.__struct_fields__ if hasattr(payload, f)}
+            return {**alerts, payload.alert_id: Alert(**{**fields, "rule": str(payload.rule)})}
+        case AlertAcknowledged() if payload.alert_id in alerts:
+            return {**alerts, payload.alert_id: replace(
+                alerts[payload.alert_id], acknowledged=True, acknowledged_by=payload.by,
+                acknowledged_at=payload.acknowledged_at, action_taken=payload.action_taken)}
+    return alerts
+
+
 class RelapsePlan(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     plan_version: int
     warning_signs: tuple[str, ...] = ()
@@ -93,6 +138,7 @@ class PlanDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     goals: dict[UUID, GoalState] = {}
     relapse_plan: RelapsePlan | None = None
     risk_flags: dict[UUID, RiskFlag] = {}
+    alerts: dict[UUID, Alert] = {}
     erased: bool = False
     #: The latest observations per instrument (``schedule_view.remember``): whether today's
     #: administration of an attached measure is done.
@@ -160,6 +206,8 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
             return replace(doc, consents=(*doc.consents, p))
         case RiskFlagRaised() | RiskFlagAcknowledged():
             return replace(doc, risk_flags=apply_risk(doc.risk_flags, p))
+        case AlertRaised() | AlertAcknowledged():
+            return replace(doc, alerts=apply_alert(doc.alerts, p))
         case RelapsePreventionPlanUpdated():
             if doc.relapse_plan is not None and doc.relapse_plan.plan_version > p.plan_version:
                 return doc
@@ -182,7 +230,8 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
 _CLIENT_TYPES = (ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
                  ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
                  RiskFlagRaised, RiskFlagAcknowledged, RelapsePreventionPlanUpdated, ClientErased,
-                 MeasurementRecorded, MeasurementEnteredInError)
+                 MeasurementRecorded, MeasurementEnteredInError,
+                 AlertRaised, AlertAcknowledged)
 _HANDLED = frozenset(t.type_name() for t in (*_CLIENT_TYPES, *GOAL_EVENT_TYPES))  # type: ignore[attr-defined]
 
 PLAN = Projection(name=NAME, version=VERSION, handles=_HANDLED, doc_type=PlanDoc, initial=initial_plan,
@@ -315,5 +364,6 @@ def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
                   for g in doc.goals.values() if g.version > 0],
         "relapse_plan": _relapse_plan(doc.relapse_plan),
         "open_risk_flags": [to_builtins(f) for f in doc.risk_flags.values() if not f.acknowledged],
+        "open_alerts": [to_builtins(a) for a in doc.alerts.values() if not a.acknowledged],
         "as_of": now.isoformat(),
     }

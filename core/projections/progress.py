@@ -26,6 +26,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
+from alliance.core.alerts.events import AlertAcknowledged, AlertRaised
 from alliance.core.client import (
     ClientErased,
     FeedbackGiven,
@@ -61,7 +62,7 @@ from alliance.core.plain_language import hints_for
 from alliance.core.projections.base import FoldContext, Projection, to_builtins
 from alliance.core.projections.outcomes import change_index, gas_summary, measure_indicators, paired_indicators
 from alliance.core.projections.parts import Part
-from alliance.core.projections.plan import RiskFlag, apply_risk, goal_id_of
+from alliance.core.projections.plan import Alert, RiskFlag, apply_alert, apply_risk, goal_id_of
 from alliance.plugins.instruments import (
     InstrumentDefinition,
     clinically_significant_change,
@@ -130,6 +131,7 @@ class ProgressDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     reviews: dict[UUID, ReviewEntry] = {}
     feedback: tuple[FeedbackEntry, ...] = ()
     risk_flags: dict[UUID, RiskFlag] = {}
+    alerts: dict[UUID, Alert] = {}
     erased: bool = False
 
 
@@ -142,7 +144,7 @@ _GOAL_TYPES = (GoalProposed, GoalActivated, GoalDeclined, GoalWithdrawn, GoalPau
                GoalClosed, GoalMaintenanceStarted, GoalEnteredInError, MeasureAttached, MeasureDetached,
                AttainmentScaleSet, ChangeAccepted, ReviewRecorded, ReviewEnteredInError)
 _CLIENT_TYPES = (MeasurementRecorded, MeasurementEnteredInError, FeedbackGiven, RiskFlagRaised,
-                 RiskFlagAcknowledged, ClientErased)
+                 RiskFlagAcknowledged, ClientErased, AlertRaised, AlertAcknowledged)
 
 
 def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext) -> ProgressDoc:
@@ -188,6 +190,8 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
             return replace(doc, feedback=(*doc.feedback, feedback))
         case RiskFlagRaised() | RiskFlagAcknowledged():
             return replace(doc, risk_flags=apply_risk(doc.risk_flags, p))
+        case AlertRaised() | AlertAcknowledged():
+            return replace(doc, alerts=apply_alert(doc.alerts, p))
         case ClientErased():
             return replace(doc, erased=True)
     return doc
@@ -449,4 +453,7 @@ def render_progress(doc: ProgressDoc, *, instruments: Instruments | None = None,
         "feedback": [to_builtins(f) for f in doc.feedback],
         "risk_flags": [to_builtins(f) for f in doc.risk_flags.values()],
         "open_risk_flags": sum(1 for f in doc.risk_flags.values() if not f.acknowledged),
+        # Not-on-track alerts, open and acknowledged, each with its rule and the data behind it.
+        "alerts": [to_builtins(a) for a in doc.alerts.values()],
+        "open_alerts": sum(1 for a in doc.alerts.values() if not a.acknowledged),
     }

@@ -154,3 +154,42 @@ def test_hook_register_notification_channels() -> None:
         with pytest.raises(ConfigurationError) as refused:
             ChannelRegistry.from_plugin_manager(manager_with(**plugins), settings=smtp)
         assert f"Plugin '{named}'" in str(refused.value)
+
+
+def test_hook_expected_response() -> None:
+    from datetime import UTC, datetime, timedelta
+    from uuid import uuid4
+
+    from alliance.core.alerts.follower import plugin_bands
+    from alliance.core.alerts.rules import SeriesFacts, evaluate
+    from alliance.plugins.expected_response import ResponseBand
+
+    class Curve:
+        @hookimpl
+        def expected_response(self, instrument_id: str, baseline: float,
+                              administration_index: int) -> ResponseBand | None:  # a subset of the args
+            if instrument_id != "phq9" or administration_index < 2:
+                return None
+            return ResponseBand(upper=baseline - 3, source="test curve")
+
+    # Nothing installed declares a curve: no lookup at all (the policy then skips the rule).
+    assert plugin_bands(get_plugin_manager()) is None
+    band = plugin_bands(manager_with(curve=Curve()))
+    assert band is not None
+    assert band("phq9", "1", 18, 2, 2.0) == ResponseBand(upper=15, source="test curve")
+    assert band("phq9", "1", 18, 1, 1.0) is None
+    assert band("gad7", "1", 18, 5, 5.0) is None
+    phq9 = InstrumentRegistry.from_plugin_manager(get_plugin_manager()).get("phq9")
+    start = datetime(2026, 3, 3, tzinfo=UTC)
+
+    def facts(latest: float) -> SeriesFacts:
+        return SeriesFacts(instrument_id="phq9", instrument_version=phq9.version, baseline_measurement_id=uuid4(),
+                           measurement_id=uuid4(), baseline=18, latest=latest, baseline_observed_at=start,
+                           latest_observed_at=start + timedelta(weeks=2), administrations=3)
+
+    # 16 is above the band's worse bound (15): not on track; 15 is within it; better is no alert.
+    held = evaluate(facts(16), phq9, after_administrations=8, after_weeks=None, band=band)
+    assert list(held) == ["outside_expected_response"]
+    assert held["outside_expected_response"].band_upper == 15
+    assert held["outside_expected_response"].source == "test curve"
+    assert evaluate(facts(15), phq9, after_administrations=8, after_weeks=None, band=band) == {}
