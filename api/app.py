@@ -37,6 +37,7 @@ from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
 from alliance.api.routes.stream import STREAM_ROUTES
 from alliance.api.routes.system import SYSTEM_ROUTES
 from alliance.api.state import AppServices, derive_mac_key, provide_principal, provide_services
+from alliance.api.webapp import webapp_router
 from alliance.core.alerts.follower import AlertFollower, plugin_bands, registry_definitions
 from alliance.core.compliance.anchors import write_anchor
 from alliance.core.compliance.receipts import issue_receipts
@@ -244,8 +245,9 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 *IDENTITY_ROUTES]
     document_problems(handlers)
     bound_request_bodies(handlers)
+    web = [webapp_router(settings)] if settings.web_app else []  # the reference web app at /app/
     return Litestar(
-        route_handlers=handlers,
+        route_handlers=[*handlers, *web],
         lifespan=[lifespan],
         dependencies={"principal": Provide(provide_principal),
                       "svc": Provide(provide_services, sync_to_thread=False)},

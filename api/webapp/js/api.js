@@ -1,0 +1,55 @@
+// The public HTTP API, as any frontend calls it: a bearer token kept in this module's memory
+// only (never localStorage or a cookie), JSON bodies, an Idempotency-Key on every POST so a
+// retry after a lost answer records nothing twice.
+const session = { token: null, principal: null, people: [] };
+
+export function signIn(token, principal, people = []) {
+  session.token = token;
+  session.principal = principal;
+  session.people = people;
+}
+export function signOut() { session.token = null; session.principal = null; session.people = []; }
+export function principal() { return session.principal; }
+export function signedIn() { return session.token !== null; }
+
+// A display name for an id: the demo's sign-in list names its people; otherwise a short id
+// (Alliance keeps no names for clients).
+export function nameOf(id) {
+  const person = session.people.find((p) => p.id === id);
+  return person ? person.label.replace(" (client)", "") : `Client ${String(id).slice(0, 8)}`;
+}
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem && (problem.detail || problem.title) || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+export async function request(method, path, body, { ifMatch } = {}) {
+  const headers = { Accept: "application/json" };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  if (ifMatch) headers["If-Match"] = ifMatch;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, data);
+  return { data, etag: response.headers.get("ETag") };
+}
+
+export const get = async (path) => (await request("GET", path)).data;
+export const post = async (path, body = {}, options = {}) => (await request("POST", path, body, options)).data;
+
+let instruments = null;
+export async function instrumentList() {
+  if (!instruments) instruments = (await get("/instruments")).instruments;
+  return instruments;
+}
+export async function instrument(id, version) {
+  const all = await instrumentList();
+  return all.find((d) => d.id === id && (!version || d.version === version))
+    || all.filter((d) => d.id === id).at(-1);
+}
