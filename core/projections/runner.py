@@ -421,6 +421,24 @@ async def _refold_for_storage(store: EventStore, target: Target, client: UUID, u
 BatchCallback = Callable[[str, int, str], Awaitable[None] | None]
 
 
+async def hold_leadership(conn: asyncpg.Connection, keys: Sequence[int], *, standby_interval: float) -> None:
+    """Return once ``conn`` holds every one of ``keys`` (session advisory locks, all or none),
+    standing by ``standby_interval`` between tries. The one leadership of every follower of
+    the store (projection runners, the reminder process): the locks live on the connection
+    that writes, so a leader whose session ended can no longer commit anything."""
+    while True:
+        held = []
+        for key in keys:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                break
+            held.append(key)
+        if len(held) == len(keys):
+            return
+        for key in held:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        await asyncio.sleep(standby_interval)
+
+
 class ProjectionRunner:
     """Runs projections live: standby until it holds their locks, then catch up and follow.
 
@@ -484,18 +502,8 @@ class ProjectionRunner:
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         """Hold every projection's run lock (all or none, so two runners never split a group)."""
-        keys = [lock_key("run", p.name) for p in self.projections]
-        while True:
-            held = []
-            for key in keys:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                    break
-                held.append(key)
-            if len(held) == len(keys):
-                return
-            for key in held:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            await asyncio.sleep(self.standby_interval)
+        await hold_leadership(conn, [lock_key("run", p.name) for p in self.projections],
+                              standby_interval=self.standby_interval)
 
     async def _session(self) -> None:
         conn = self._conn = await asyncpg.connect(self.dsn)
