@@ -35,8 +35,10 @@ from alliance.api.routes.compliance import COMPLIANCE_ROUTES
 from alliance.api.routes.goals import GOAL_ROUTES
 from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
 from alliance.api.routes.stream import STREAM_ROUTES
+from alliance.api.routes.stream_tickets import STREAM_TICKET_ROUTES
 from alliance.api.routes.system import SYSTEM_ROUTES
 from alliance.api.state import AppServices, derive_mac_key, provide_principal, provide_services
+from alliance.api.stream_tickets import redact_tickets
 from alliance.api.webapp import webapp_router
 from alliance.core.alerts.follower import AlertFollower, plugin_bands, registry_definitions
 from alliance.core.compliance.anchors import write_anchor
@@ -241,7 +243,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         security=[{"bearer": []}],
         use_handler_docstrings=False,
     )
-    handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *COMPLIANCE_ROUTES,
+    handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *STREAM_TICKET_ROUTES,
+                *COMPLIANCE_ROUTES,
                 *IDENTITY_ROUTES]
     document_problems(handlers)
     bound_request_bodies(handlers)
@@ -252,7 +255,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         dependencies={"principal": Provide(provide_principal),
                       "svc": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[_request_logging],
+        middleware=[_request_logging, redact_tickets],
         cors_config=cors_config(settings),  # ALLIANCE_CORS_ORIGINS: api/cors.py
         openapi_config=openapi,
         request_max_body_size=DEFAULT_BODY_BYTES,  # each route's own limit: api/input_limits.py

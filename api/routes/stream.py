@@ -40,11 +40,11 @@ from alliance.api.stream_guard import (
     StreamGrant,
     StreamRegistry,
     Supervision,
-    bearer_grant,
     check_access,
     registry,
     seconds_left,
 )
+from alliance.api.stream_tickets import stream_grant
 from alliance.core.errors import Forbidden
 from alliance.core.identity import Role
 from alliance.core.logging import get_logger
@@ -59,6 +59,9 @@ TOO_MANY = {429: ResponseSpec(data_container=Problem, media_type="application/pr
                               description="The principal holds as many streams as it may (`too_many_streams`, "
                                           "`Retry-After`)")}
 _POKE = object()
+#: Browsers' EventSource cannot send Authorization: a ticket from POST …/stream-tickets instead.
+TICKET = ("a single-use stream ticket (POST …/stream-tickets) instead of the Authorization header, for "
+          "EventSource; spent, expired or unknown: 401 `stream_ticket_invalid`")
 
 
 def _json(value: Any) -> str:
@@ -206,26 +209,35 @@ def _sse(events: AsyncIterator[ServerSentEventMessage], reg: StreamRegistry, sup
                  '"code"?, "resume_from"}`) when the server ends the stream. 429 beyond the streams a '
                  "principal may hold open.")
 async def stream_progress(
-    request: Request, client_id: UUID, principal: Principal, svc: AppServices,
+    request: Request, client_id: UUID, svc: AppServices,
     heartbeat: Annotated[float, QueryParameter(name="heartbeat", description="seconds between heartbeats")]
     = HEARTBEAT_SECONDS,
     after: Annotated[str | None, QueryParameter(
         name="after", description="resume after this cursor (for clients that cannot send Last-Event-ID)")] = None,
     last_event_id: Annotated[str | None, HeaderParameter(
         name="Last-Event-ID", description="the id of the last event received: resume with nothing missed")] = None,
+    ticket: Annotated[str | None, QueryParameter(name="ticket", description=TICKET)] = None,
 ) -> ServerSentEvent:
+    grant = await stream_grant(request, svc, "progress", client_id, ticket)
+    principal = grant.principal
     await readable_client(svc, request, principal, client_id, "stream")  # staff: access-logged like any read
     after = last_event_id or after
     if after is None:
         after = await svc.feed.head(client_id)  # a fresh subscriber gets what changes from now on
     else:
         decode_cursor(after)  # a cursor we did not issue is a 422 now, not a stream that dies later
-    reg, sup = await _open(request, svc, bearer_grant(request, principal), {client_id})
+    reg, sup = await _open(request, svc, grant, {client_id})
     guard = StallGuard(request, reg.limits)
     return _sse(_client_events(svc, reg, sup, guard, client_id, after, _heartbeat(heartbeat)), reg, sup)
 
 
 # --- the caseload -------------------------------------------------------------------------------
+
+
+def require_caseload_reader(principal: Principal) -> None:
+    """Who may follow a caseload (the stream and its tickets)."""
+    if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR):
+        raise Forbidden("the caseload stream is for clinicians and supervisors", code="role_not_allowed")
 
 
 async def caseload(svc: AppServices, principal: Principal) -> set[UUID]:
@@ -343,14 +355,16 @@ async def _caseload_events(svc: AppServices, reg: StreamRegistry, sup: Supervisi
                  "its change is announced; clients joining the caseload show within the re-check interval. "
                  "After a reconnect, reload `GET /clients`.")
 async def stream_caseload(
-    request: Request, principal: Principal, svc: AppServices,
+    request: Request, svc: AppServices,
     heartbeat: Annotated[float, QueryParameter(name="heartbeat", description="seconds between heartbeats")]
     = HEARTBEAT_SECONDS,
+    ticket: Annotated[str | None, QueryParameter(name="ticket", description=TICKET)] = None,
 ) -> ServerSentEvent:
-    if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR):
-        raise Forbidden("the caseload stream is for clinicians and supervisors", code="role_not_allowed")
+    grant = await stream_grant(request, svc, "caseload", None, ticket)
+    principal = grant.principal
+    require_caseload_reader(principal)
     members = await caseload(svc, principal)
-    reg, sup = await _open(request, svc, bearer_grant(request, principal), members)
+    reg, sup = await _open(request, svc, grant, members)
     sup.changed = set()
     guard = StallGuard(request, reg.limits)
     return _sse(_caseload_events(svc, reg, sup, guard, _heartbeat(heartbeat)), reg, sup)
