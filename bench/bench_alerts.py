@@ -1,6 +1,6 @@
 """The alert policy's rebuild (issue 16), on a dedicated fresh database dropped afterwards.
 
-    .venv/bin/python -m bench.bench_alerts            # 1,000 clients × 8 weeks (≈ 72,000 events)
+    .venv/bin/python -m bench.bench_alerts            # 1,000 clients × 8 weeks (68,000 events)
     .venv/bin/python -m bench.bench_alerts --quick    # 200 clients
     .venv/bin/python -m bench.bench_alerts --clients 10000   # the issue's 10,000 clients
 
