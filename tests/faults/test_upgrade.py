@@ -12,11 +12,14 @@ import asyncio
 import json
 import re
 import uuid
+from datetime import date
 from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 
+from alliance.core.schedules import Schedule, parse_free_text
 from tests.faults.checkout import snapshot
 from tests.faults.service import Service
 from tests.faults.world import eventually
@@ -32,6 +35,14 @@ def _reported_by(old: Any, new: Any) -> bool:
     return isinstance(old, str) and isinstance(new, dict) and new.get("informant") == old
 
 
+def _schedule(old: Any, new: Any) -> bool:
+    """The free text is read as the schedule it names, starting on the day it was attached."""
+    if not (isinstance(old, str) and isinstance(new, dict) and isinstance(new.get("start"), str)):
+        return False
+    read = parse_free_text(old, start=date.fromisoformat(new["start"]))
+    return msgspec.convert(new, Schedule) == read
+
+
 def _reliable_recovery(old: Any, new: Any) -> bool:
     return old == new or (old == "recovered" and new == "reliable_recovery")
 
@@ -42,6 +53,8 @@ def _reliable_recovery(old: Any, new: Any) -> bool:
 DECLARED: list[tuple[re.Pattern[str], Any, str]] = [
     (re.compile(r"/reported_by$"), _reported_by,
      "6085c02: reported_by became {informant, relationship, channel}; the old value is the informant"),
+    (re.compile(r"/details/schedule$"), _schedule,
+     "goal.measure_attached v2: a measure's free-text schedule became a structured schedule (history shows the event)"),
     (re.compile(r"/clinically_significant_change/status$"), _reliable_recovery,
      "dc2d7e7: Jacobson-Truax 'recovered' is named by NHS Talking Therapies' 'reliable_recovery' (same criterion)"),
 ]
