@@ -50,6 +50,10 @@ export async function instrumentList() {
 }
 export async function instrument(id, version) {
   const all = await instrumentList();
-  return all.find((d) => d.id === id && (!version || d.version === version))
-    || all.filter((d) => d.id === id).at(-1);
+  return all.find((d) => d.id === id && version && d.version === version) || latest(all, id);
+}
+// The newest installed version of an instrument (what a new answer is scored with by default).
+export function latest(all, id) {
+  const versions = all.filter((d) => d.id === id);
+  return versions.sort((x, y) => x.version.localeCompare(y.version, undefined, { numeric: true })).at(-1);
 }

@@ -164,7 +164,7 @@ const CHECK_INS = ["mood_diary", "phq9", "gad7"];
 
 export async function checkIn(main) {
   const all = await api.instrumentList();
-  const offered = CHECK_INS.map((id) => all.filter((d) => d.id === id).at(-1)).filter(Boolean);
+  const offered = CHECK_INS.map((id) => api.latest(all, id)).filter(Boolean);
   replace(main, h("h1", {}, "Check in"),
     h("p", {}, "Tell us how things have been. Your clinician sees your answers."),
     h("ul", { className: "people" }, offered.map((d) => h("li", {},
