@@ -179,6 +179,8 @@ class Alliance:
         self.store = PostgresEventStore(pool, self.codec, PostgresKeyRing(pool, os.urandom(32)), dsn=db.app_dsn)
 
     async def prefill(self, sizes: Sizes) -> None:
+        # As every process does (core/runtime.py): follow key destructions, so data keys are cached.
+        await self.store.listen()
         per_stream = sizes.prefill // sizes.streams
         assert per_stream * sizes.streams == sizes.prefill
         calls = []

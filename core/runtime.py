@@ -52,7 +52,7 @@ async def open_runtime(settings: Settings, *, migrate: bool = True, pool_size: i
     except BaseException:
         await pool.close()
         raise
-    store = PostgresEventStore(pool, codec, keys, dsn=target.app_dsn)
+    store = PostgresEventStore(pool, codec, keys, dsn=target.app_dsn, group_commit=settings.group_commit)
     # Every process follows key destruction, so no cached data key outlives an erasure elsewhere.
     await store.listen()
     try:

@@ -90,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_timeout: float = 20.0
     #: The address staff open Alliance at; notification links point there.
     public_url: str = "http://127.0.0.1:8000"
+    #: Concurrent appends of one process share one statement and one commit (group commit,
+    #: core/events/group_commit.py); off: every append is its own commit.
+    group_commit: bool = True
     #: The signed webhook channel (``plugins/channels/webhook.py``): the clinic's HTTPS endpoint and its
     #: Standard Webhooks secret (``whsec_`` + base64 of 24+ random bytes). No URL: no webhook channel.
     webhook_url: str | None = None
@@ -161,6 +164,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "smtp_password": env.get("ALLIANCE_SMTP_PASSWORD") or None,
         "smtp_timeout": float(env.get("ALLIANCE_SMTP_TIMEOUT", "20")),
         "public_url": env.get("ALLIANCE_PUBLIC_URL", "http://127.0.0.1:8000"),
+        "group_commit": env.get("ALLIANCE_GROUP_COMMIT", "on").lower() == "on",
         "webhook_url": env.get("ALLIANCE_WEBHOOK_URL") or None,
         "webhook_secret": env.get("ALLIANCE_WEBHOOK_SECRET") or None,
         "webhook_timeout": float(env.get("ALLIANCE_WEBHOOK_TIMEOUT", "10")),
@@ -303,6 +307,7 @@ RULES: dict[str, Callable[[str], str | None]] = {
     "ALLIANCE_SMTP_TIMEOUT": _number(minimum=0, inclusive=False, unit="seconds"),
     "ALLIANCE_PUBLIC_URL": _url("http", "https"),
     "ALLIANCE_AUTH_FAILURES_PER_MINUTE": _integer(1, 1_000_000, "a whole number"),
+    "ALLIANCE_GROUP_COMMIT": _one_of("on", "off", fold=True),
     "ALLIANCE_WEB_APP": _one_of("on", "off", fold=True),
     "ALLIANCE_WEBHOOK_URL": _url("https", "http"),
     "ALLIANCE_WEBHOOK_TIMEOUT": _number(minimum=0, inclusive=False, unit="seconds"),

@@ -171,6 +171,8 @@ class StoreBase:
             raise ValidationError("event ids repeat within one append", code="duplicate_event_id",
                                   field="events")
         prepared = []
+        # One key lookup per subject per append, not per event (a measurement and its flag share one).
+        keys: dict[tuple[UUID, UUID], DataKey] = {}
         for index, event in enumerate(events):
             if not isinstance(event, NewEvent):
                 raise ValidationError("events must be NewEvent values", code="invalid_event", field="events")
@@ -183,7 +185,10 @@ class StoreBase:
             key_id = None
             secret = None
             if encoded.personal is not None:
-                key = await self.keys.key_for_append(event.tenant_id, event.subject_id)
+                key = keys.get((event.tenant_id, event.subject_id))
+                if key is None:
+                    key = keys[(event.tenant_id, event.subject_id)] = await self.keys.key_for_append(
+                        event.tenant_id, event.subject_id)
                 assert key.cipher is not None
                 key_id = key.key_id
                 secret = seal(key.cipher, encoded.personal, event.event_id.bytes)

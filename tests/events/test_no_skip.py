@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 
 import asyncpg
+import pytest
 
 from alliance.core.events.crypto import PostgresKeyRing
 from alliance.core.events.postgres import _APPEND, PostgresEventStore
@@ -26,9 +27,11 @@ WRITERS = 8
 SECONDS = 4.0
 
 
-async def test_concurrent_writers_and_a_late_commit_are_never_skipped(app_pool, database):
+@pytest.mark.parametrize("group_commit", [False, True], ids=["single", "grouped"])
+async def test_concurrent_writers_and_a_late_commit_are_never_skipped(app_pool, database, group_commit):
     codec = sample_codec()
-    store = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, TEST_KEK), dsn=database.app_dsn)
+    store = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, TEST_KEK), dsn=database.app_dsn,
+                               group_commit=group_commit)
     tenant, subject = uuid.uuid4(), uuid.uuid4()  # the subject filter isolates this run from other tests
     start = await store.head()
     stop = asyncio.Event()
@@ -113,6 +116,8 @@ async def test_concurrent_writers_and_a_late_commit_are_never_skipped(app_pool, 
     assert len(ids) == len(set(ids)), "an event was delivered twice"
     assert set(ids) == set(appended), "an event was skipped"
     assert len(appended) > 500, "the writers should have produced a few thousand events"
+    if group_commit:
+        assert max(size for size, count in store.group.group_sizes.items() if count) > 1, "nothing was grouped"
     versions = defaultdict(list)
     for event in seen:
         versions[event.stream_id].append(event.version)

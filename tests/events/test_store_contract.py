@@ -18,14 +18,14 @@ from tests.events.helpers import new_event, read_all_settled, sample_codec
 from tests.events.sample_events import Counted, NoteTaken, Renamed
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres", "postgres-grouped"])
 async def store(request, app_pool, database) -> AsyncIterator:
     codec = sample_codec()
     if request.param == "memory":
         yield MemoryEventStore(codec, MemoryKeyRing())
     else:
         pg = PostgresEventStore(app_pool, codec, PostgresKeyRing(app_pool, bytes(range(32))),
-                                dsn=database.app_dsn)
+                                dsn=database.app_dsn, group_commit=request.param == "postgres-grouped")
         yield pg
         await pg.close()
 
@@ -84,6 +84,47 @@ async def test_conflict_carries_actual_version_and_writes_nothing(store, ids):
         await store.append(s, [new_event(Counted(number=2), tenant=tenant, subject=subject)], 5)
     assert caught.value.actual == 1
     assert len(await store.read_stream(s)) == 1
+
+
+async def test_concurrent_appends_keep_each_its_own_check(store, ids):
+    """Appends made at once (grouped into one commit where the store groups) are judged one by one:
+    the one that expected the wrong version is refused alone, with the actual version."""
+    tenant, subject = ids
+    streams = [stream() for _ in range(8)]
+    for s in streams:
+        await store.append(s, [new_event(Counted(number=0), tenant=tenant, subject=subject)], 0)
+    expected = [1] * 8
+    expected[5] = 4  # wrong: that stream is at 1
+    answers = await asyncio.gather(*(
+        store.append(s, [new_event(Counted(number=1), tenant=tenant, subject=subject)], v)
+        for s, v in zip(streams, expected, strict=True)), return_exceptions=True)
+    refused = answers.pop(5)
+    assert isinstance(refused, ConcurrencyConflict) and refused.actual == 1 and refused.expected == 4
+    assert [a.version for a in answers] == [2] * 7
+    assert [len(await store.read_stream(s)) for s in streams] == [2, 2, 2, 2, 2, 1, 2, 2]
+    again = await store.read_stream(streams[0])
+    assert again[1].hash == answers[0].events[0].hash and again[1].position == answers[0].positions[0]
+
+
+async def test_concurrent_appends_keep_each_appends_events_together(store, ids):
+    """Several events of one append (one command's: a measurement and its flag) are never split,
+    and a retry of a recorded append made alongside new ones is answered as a duplicate."""
+    tenant, subject = ids
+    streams = [stream() for _ in range(6)]
+    firsts = [[new_event(Counted(number=0), tenant=tenant, subject=subject)] for _ in streams]
+    for s, events in zip(streams, firsts, strict=True):
+        await store.append(s, events, 0)
+    batches = [[new_event(Counted(number=i), tenant=tenant, subject=subject) for i in range(1, 4)]
+               for _ in streams]
+    calls = [store.append(s, b, 1) for s, b in zip(streams, batches, strict=True)]
+    calls.append(store.append(streams[0], firsts[0], 0))  # a retry, in the same burst
+    *results, retry = await asyncio.gather(*calls)
+    assert retry.duplicate
+    for s, result, batch in zip(streams, results, batches, strict=True):
+        assert result.version == 4 and not result.duplicate
+        read = await store.read_stream(s)
+        assert [e.event_id for e in read[1:]] == [e.event_id for e in batch]
+        assert [e.position for e in read] == sorted(e.position for e in read)
 
 
 async def test_same_event_ids_are_recorded_once(store, ids):
