@@ -53,6 +53,8 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     ("ALLIANCE_KEK", "short", "32 random bytes"),
     ("ALLIANCE_PLUGINS_DIR", "/nonexistent/plugins", "directory"),
     ("ALLIANCE_PUBLIC_URL", "example.org", "http"),
+    ("ALLIANCE_CORS_ORIGINS", "*", "scheme://host[:port]"),
+    ("ALLIANCE_CORS_ORIGINS", "https://app.example/path", "no path"),
     ("DATABASE_URL", "mysql://x@y/z", "postgresql://"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_variable_exit_2(tmp_path, variable, value, allowed):
