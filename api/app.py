@@ -29,6 +29,7 @@ from alliance.api.cors import cors_config
 from alliance.api.errors import EXCEPTION_HANDLERS, Problem
 from alliance.api.idempotency import Claims, forget_expired
 from alliance.api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
+from alliance.api.openapi_doc import document_handlers, finish_document
 from alliance.api.routes.clients import CLIENT_ROUTES
 from alliance.api.routes.clinic import CLINIC_ROUTES
 from alliance.api.routes.compliance import COMPLIANCE_ROUTES
@@ -246,10 +247,11 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *STREAM_TICKET_ROUTES,
                 *COMPLIANCE_ROUTES,
                 *IDENTITY_ROUTES]
+    document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
     document_problems(handlers)
     bound_request_bodies(handlers)
     web = [webapp_router(settings)] if settings.web_app else []  # the reference web app at /app/
-    return Litestar(
+    app = Litestar(
         route_handlers=[*handlers, *web],
         lifespan=[lifespan],
         dependencies={"principal": Provide(provide_principal),
@@ -262,3 +264,5 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         logging_config=None,
         debug=False,
     )
+    finish_document(app.openapi_schema)  # built once here: tags, header parameters, public routes, examples
+    return app

@@ -424,6 +424,30 @@ async def _check_startup(settings: Settings) -> None:
 
 
 @main.command()
+@click.option("--output", "-o", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the document to this file (default: standard output).")
+@click.pass_obj
+def openapi(settings: Settings, output: str) -> None:
+    """Print the OpenAPI 3.1 document the server serves at /schema/openapi.json (no database needed).
+
+    Feed it to a client generator (openapi-typescript, openapi-python-client) or a linter.
+    """
+    import json
+
+    from alliance.api.app import create_app
+
+    try:
+        document = create_app(settings, run_projections=False).openapi_schema.to_schema()
+    except ConfigurationError as exc:
+        fail(exc, settings)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+
+
+@main.command()
 @click.option("--tenant", required=True, help="The clinic (tenant) id.")
 @click.option("--role", required=True, type=click.Choice(["client", "proxy", "clinician", "supervisor",
                                                           "auditor", "admin"]))

@@ -25,6 +25,7 @@ from litestar import Response
 
 from alliance.api.auth import Principal
 from alliance.api.input_limits import BoundedBody, bounded, text_limit
+from alliance.api.schemas.commands import CommandResult, RecordedRef
 from alliance.core.authority import Command
 from alliance.core.handling import Outcome
 
@@ -75,26 +76,6 @@ def build(command: type[Command], body: msgspec.Struct | None, principal: Princi
     values.update(context)
     return command(command_id=command_id, actor=principal.actor, at=at or datetime.now(UTC),
                    tenant_id=principal.tenant_id, **values)
-
-
-class RecordedRef(msgspec.Struct, kw_only=True):
-    event_id: UUID
-    type: str
-    version: int
-    recorded_at: datetime
-
-
-class CommandResult(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """What a command recorded: ids and versions, never personal text (safe to keep for retries)."""
-
-    command_id: UUID
-    stream_id: str
-    version: int
-    events: list[RecordedRef]
-    duplicate: bool = False
-    #: Ids of things the command created (goal_id, milestone_id, …).
-    created: dict[str, UUID] = msgspec.field(default_factory=dict)
-    receipts: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 def result_response(command: Command, outcome: Outcome, *, created: dict[str, UUID] | None = None,

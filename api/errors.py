@@ -14,11 +14,11 @@ import asyncio
 from typing import Any
 
 import asyncpg
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.exceptions import ValidationException as LitestarValidation
 
+from alliance.api.schemas.problems import Problem as _Problem
 from alliance.core.errors import AllianceError, DatabaseUnavailable
 from alliance.core.logging import get_logger
 
@@ -28,16 +28,8 @@ PROBLEM_TYPE_BASE = "https://alliance.example/problems/"
 PROBLEM_JSON = "application/problem+json"
 
 
-class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    field: str | None = None
-    instance: str | None = None
-    errors: list[dict[str, Any]] | None = None
-    extra: dict[str, Any] | None = None
+# The problem-details Struct lives with the other answers' shapes (its fields described there).
+Problem = _Problem
 
 
 _TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",

@@ -16,6 +16,7 @@ from alliance.api.commands import CommandResult, body_for, build, result_respons
 from alliance.api.input_limits import MAX_ITEMS, Answers, BoundedBody, Label, limited
 from alliance.api.routes.common import readable_client, run_command, visible_client
 from alliance.api.routes.goals import _receipts
+from alliance.api.schemas import HistoryView, MeasurementResult, PlanView, ProgressView
 from alliance.api.state import AppServices, now
 from alliance.core import client as c
 from alliance.core.clinic import clinic_stream
@@ -58,7 +59,7 @@ WithdrawBody = body_for(c.WithdrawConsent, exclude=("scope",))
       tags=["consent"], status_code=201,
       summary="Withdraw consent for a scope (stops new actions in it; history stays)")
 async def withdraw_consent(request: Request, client_id: UUID, consent_scope: str, data: WithdrawBody,  # type: ignore[valid-type]
-                           principal: Principal, svc: AppServices) -> Response:
+                           principal: Principal, svc: AppServices) -> Response[CommandResult]:
     try:
         parsed = ConsentScope(consent_scope)
     except ValueError:
@@ -117,7 +118,7 @@ def _reporter(data: MeasurementBody, principal: Principal) -> c.ReportedBy:
       "A client or proxy who raises one is answered with the clinic's crisis information; staff get the "
       "clinic's action lines")
 async def record_measurement(request: Request, client_id: UUID, data: MeasurementBody, principal: Principal,
-                             svc: AppServices) -> Response:
+                             svc: AppServices) -> Response[MeasurementResult]:
     if data.observed_at.tzinfo is None:
         raise ValidationError("observed_at needs a time-zone offset", code="invalid", field="observed_at")
 
@@ -197,7 +198,7 @@ AS_OF = QueryParameter(name="as_of", description="ISO 8601 time with offset: the
 @get("/clients/{client_id:uuid}/plan", operation_id="getPlan", tags=["views"],
      summary="The client's current plan (or as of a moment)")
 async def get_plan(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                   as_of: Annotated[str | None, AS_OF] = None) -> Response[dict[str, Any]]:
+                   as_of: Annotated[str | None, AS_OF] = None) -> Response[PlanView]:
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "plan")
         return _json(await asof.plan_as_of(svc.store, client_id, _as_of(as_of), tenant_id=principal.tenant_id))
@@ -254,7 +255,7 @@ async def _crisis_information(svc: AppServices, tenant_id: UUID, *, clinic_versi
 async def get_progress(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                        as_of: Annotated[str | None, AS_OF] = None,
                        goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
-                       ) -> Response[dict[str, Any]]:
+                       ) -> Response[ProgressView]:
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id, "instruments": svc.instruments}
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "progress")
@@ -274,7 +275,7 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
 async def get_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
                       as_of: Annotated[str | None, AS_OF] = None,
                       goal_id: Annotated[UUID | None, QueryParameter(name="goal_id")] = None
-                      ) -> Response[dict[str, Any]]:
+                      ) -> Response[HistoryView]:
     client = await readable_client(svc, request, principal, client_id, "history")
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id}
     if as_of is not None:
@@ -329,7 +330,7 @@ def _ack_route() -> Any:
         return await run_command(request, svc, principal, work)
 
     acknowledge.__annotations__ = {"request": Request, "client_id": UUID, "flag_id": UUID, "data": body_type,
-                                   "principal": Principal, "svc": AppServices, "return": Response}
+                                   "principal": Principal, "svc": AppServices, "return": Response[CommandResult]}
     return post("/clients/{client_id:uuid}/risk-flags/{flag_id:uuid}/acknowledgement",
                 operation_id="acknowledgeRiskFlag", tags=["risk"], status_code=201,
                 summary="A care-team clinician acknowledges a risk flag with the action taken")(acknowledge)
@@ -347,7 +348,7 @@ def _alert_ack_route() -> Any:
         return await run_command(request, svc, principal, work)
 
     acknowledge_alert.__annotations__ = {"request": Request, "client_id": UUID, "alert_id": UUID, "data": body_type,
-                                         "principal": Principal, "svc": AppServices, "return": Response}
+                                         "principal": Principal, "svc": AppServices, "return": Response[CommandResult]}
     return post("/clients/{client_id:uuid}/alerts/{alert_id:uuid}/acknowledgement",
                 operation_id="acknowledgeAlert", tags=["risk"], status_code=201,
                 summary="A care-team clinician acknowledges a not-on-track alert with the action taken")(
@@ -364,7 +365,7 @@ def _release_hold_route() -> Any:
         return await run_command(request, svc, principal, work)
 
     release.__annotations__ = {"request": Request, "client_id": UUID, "hold_id": UUID, "principal": Principal,
-                               "svc": AppServices, "return": Response}
+                               "svc": AppServices, "return": Response[CommandResult]}
     return post("/clients/{client_id:uuid}/legal-holds/{hold_id:uuid}/release", operation_id="releaseLegalHold",
                 tags=["compliance"], status_code=201, summary="Lift a legal hold")(release)
 

@@ -12,6 +12,7 @@ from alliance.api.auth import Principal, require_role
 from alliance.api.commands import body_for, build, result_response
 from alliance.api.routes.clients import client_route
 from alliance.api.routes.common import run_command, visible_client
+from alliance.api.schemas import Caseload, CommandResult, StaffList
 from alliance.api.state import AppServices
 from alliance.core import client as c
 from alliance.core import clinic as k
@@ -27,7 +28,7 @@ ActivateBody = body_for(k.ActivateStaff, generated=("staff_id",))
 @post("/staff", operation_id="activateStaff", tags=["clinic"], status_code=201,
       summary="Activate a staff member (clinician, supervisor, auditor, admin) in this clinic")
 async def activate_staff(request: Request, data: ActivateBody, principal: Principal,  # type: ignore[valid-type]
-                         svc: AppServices) -> Response:
+                         svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(k.ActivateStaff, data, principal, command_id, generated=("staff_id",))
         return result_response(cmd, await svc.handler.handle_clinic(cmd), created={"staff_id": cmd.staff_id})
@@ -37,7 +38,8 @@ async def activate_staff(request: Request, data: ActivateBody, principal: Princi
 
 @post("/staff/{staff_id:uuid}/deactivation", operation_id="deactivateStaff", tags=["clinic"], status_code=201,
       summary="Deactivate a staff member (their tokens stop working at once)")
-async def deactivate_staff(request: Request, staff_id: UUID, principal: Principal, svc: AppServices) -> Response:
+async def deactivate_staff(request: Request, staff_id: UUID, principal: Principal, svc: AppServices
+                           ) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(k.DeactivateStaff, None, principal, command_id, staff_id=staff_id)
         return result_response(cmd, await svc.handler.handle_clinic(cmd))
@@ -46,7 +48,7 @@ async def deactivate_staff(request: Request, staff_id: UUID, principal: Principa
 
 
 @get("/staff", operation_id="listStaff", tags=["clinic"], summary="Active staff of this clinic (admin)")
-async def list_staff(principal: Principal, svc: AppServices) -> Response:
+async def list_staff(principal: Principal, svc: AppServices) -> Response[StaffList]:
     require_role(principal, Role.ADMIN, Role.SUPERVISOR, action="listing staff")
     clinic = await svc.clinic(principal.tenant_id)
     staff = [{"staff_id": str(sid), "role": str(role)} for sid, role in sorted(clinic.staff.items(), key=str)]
@@ -59,7 +61,7 @@ CrisisBody = body_for(k.SetCrisisInformation)
 @post("/clinic/crisis-information", operation_id="setCrisisInformation", tags=["clinic"], status_code=201,
       summary="The clinic's crisis information, shown to clients with risk flags and in their plan")
 async def set_crisis(request: Request, data: CrisisBody, principal: Principal,  # type: ignore[valid-type]
-                     svc: AppServices) -> Response:
+                     svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(k.SetCrisisInformation, data, principal, command_id)
         return result_response(cmd, await svc.handler.handle_clinic(cmd))
@@ -73,7 +75,7 @@ ContactBody = body_for(k.SetStaffContact, exclude=("staff_id",))
 @post("/staff/{staff_id:uuid}/contact", operation_id="setStaffContact", tags=["clinic"], status_code=201,
       summary="A staff member's work email for notifications (sealed like other personal data; null clears it)")
 async def set_staff_contact(request: Request, staff_id: UUID, data: ContactBody,  # type: ignore[valid-type]
-                            principal: Principal, svc: AppServices) -> Response:
+                            principal: Principal, svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(k.SetStaffContact, data, principal, command_id, staff_id=staff_id)
         return result_response(cmd, await svc.handler.handle_clinic(cmd))
@@ -87,7 +89,7 @@ EscalationBody = body_for(k.SetEscalationPolicy)
 @post("/clinic/escalation-policy", operation_id="setEscalationPolicy", tags=["clinic"], status_code=201,
       summary="When an unacknowledged risk flag escalates (hours, default 24, at most 72) and the duty clinician")
 async def set_escalation_policy(request: Request, data: EscalationBody,  # type: ignore[valid-type]
-                                principal: Principal, svc: AppServices) -> Response:
+                                principal: Principal, svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(k.SetEscalationPolicy, data, principal, command_id)
         return result_response(cmd, await svc.handler.handle_clinic(cmd))
@@ -102,7 +104,7 @@ AlertPolicyBody = body_for(k.SetAlertPolicy)
       summary="When a series with no reliable improvement raises a not-on-track alert: after N administrations "
       "(default 8, 2 to 100) or W weeks from baseline (optional, at most 104), whichever comes first")
 async def set_alert_policy(request: Request, data: AlertPolicyBody,  # type: ignore[valid-type]
-                           principal: Principal, svc: AppServices) -> Response:
+                           principal: Principal, svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(k.SetAlertPolicy, data, principal, command_id)
         return result_response(cmd, await svc.handler.handle_clinic(cmd))
@@ -116,7 +118,7 @@ EnrolBody = body_for(c.EnrollClient, generated=("client_id", "episode_id"))
 @post("/clients", operation_id="enrolClient", tags=["clinic"], status_code=201,
       summary="Enrol a client in this clinic with a primary clinician (opens a care episode)")
 async def enrol_client(request: Request, data: EnrolBody, principal: Principal,  # type: ignore[valid-type]
-                       svc: AppServices) -> Response:
+                       svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         cmd = build(c.EnrollClient, data, principal, command_id, generated=("client_id", "episode_id"))
         outcome = await svc.handler.handle_client(cmd.client_id, cmd)
@@ -151,7 +153,7 @@ async def list_clients(principal: Principal, svc: AppServices,
                            "unacknowledged not-on-track alert")] = None,
                        measures: Annotated[Literal["due", "overdue"] | None, QueryParameter(
                            name="measures", description="only clients with a measure due (its day, within the "
-                           "grace) or overdue now, by the app's clock")] = None) -> Response:
+                           "grace) or overdue now, by the app's clock")] = None) -> Response[Caseload]:
     if principal.role not in (Role.CLINICIAN, Role.SUPERVISOR, Role.ADMIN):
         raise Forbidden("caseloads are for clinicians, supervisors and admins", code="role_not_allowed")
     after = _after(cursor)
@@ -208,7 +210,7 @@ RemoveMemberBody = body_for(c.RemoveCareTeamMember, exclude=("member_id",))
       tags=["clinic"], status_code=201, summary="Remove a member from the care team")
 async def remove_member(request: Request, client_id: UUID, member_id: UUID,
                         data: RemoveMemberBody, principal: Principal,  # type: ignore[valid-type]
-                        svc: AppServices) -> Response:
+                        svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
         cmd = build(c.RemoveCareTeamMember, data, principal, command_id, member_id=member_id)

@@ -11,6 +11,16 @@ from litestar.params import QueryParameter
 from alliance.api.auth import Principal, require_role
 from alliance.api.input_limits import BoundedBody, Statement
 from alliance.api.routes.common import readable_client, run_command, visible_client
+from alliance.api.schemas import (
+    AccessLog,
+    ErasureResult,
+    FhirBundle,
+    HistoryExport,
+    KeySet,
+    MyDataExport,
+    VerificationReport,
+    VerificationResult,
+)
 from alliance.api.state import AppServices, now
 from alliance.core.authority import require_not_auditor
 from alliance.core.compliance.anchors import heads_digest, latest_anchor
@@ -33,7 +43,8 @@ def _json(value: Any, status: int = 200, media_type: str = "application/json") -
 @get("/clients/{client_id:uuid}/history/export", operation_id="exportHistory", tags=["compliance"],
      summary="Signed export of the client's events as stored, chain heads and a verification result "
              "(verify offline with `alliance verify --export FILE`)")
-async def export_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices) -> Response:
+async def export_history(request: Request, client_id: UUID, principal: Principal, svc: AppServices
+                         ) -> Response[HistoryExport]:
     await readable_client(svc, request, principal, client_id, "export")  # 404 before 403: existence never leaks
     require_role(principal, Role.AUDITOR, Role.CLINICIAN, Role.SUPERVISOR, action="exporting decision history")
     return _json(await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id))
@@ -41,7 +52,8 @@ async def export_history(request: Request, client_id: UUID, principal: Principal
 
 @get("/clients/{client_id:uuid}/export", operation_id="exportMyData", tags=["compliance"],
      summary="Everything we hold about the client, readable (for the client or their proxy)")
-async def export_my_data(request: Request, client_id: UUID, principal: Principal, svc: AppServices) -> Response:
+async def export_my_data(request: Request, client_id: UUID, principal: Principal, svc: AppServices
+                         ) -> Response[MyDataExport]:
     await readable_client(svc, request, principal, client_id, "plan")
     require_role(principal, Role.CLIENT, Role.PROXY, action="the client's own export")
     moment = now()
@@ -55,9 +67,10 @@ async def export_my_data(request: Request, client_id: UUID, principal: Principal
 
 
 @get("/clients/{client_id:uuid}/fhir", operation_id="exportFhir", tags=["compliance"],
+     media_type="application/fhir+json",
      summary="The client's record as a FHIR Bundle (R5; ?version=R4B for R4B)")
 async def export_fhir(request: Request, client_id: UUID, principal: Principal, svc: AppServices,
-                      version: Annotated[str, QueryParameter(name="version")] = "R5") -> Response:
+                      version: Annotated[str, QueryParameter(name="version")] = "R5") -> Response[FhirBundle]:
     if version not in {"R5", "R4B"}:
         raise ValidationError("version is R5 or R4B", code="invalid_fhir_version", field="version")
     await readable_client(svc, request, principal, client_id, "fhir")
@@ -77,7 +90,7 @@ class ErasureBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=
 @post("/clients/{client_id:uuid}/erasure", operation_id="eraseClient", tags=["compliance"], status_code=201,
       summary="Right to erasure: destroy the client's data key (blocked by a legal hold); recorded")
 async def erase(request: Request, client_id: UUID, data: ErasureBody, principal: Principal,
-                svc: AppServices) -> Response:
+                svc: AppServices) -> Response[ErasureResult]:
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
         require_not_auditor(principal.actor)
@@ -98,7 +111,7 @@ class ReceiptBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 
 @post("/receipts/verify", operation_id="verifyReceipt", tags=["compliance"],
       summary="Check a receipt: signature, and that the event and its chain are unchanged since", status_code=200)
-async def verify_receipt_route(data: ReceiptBody, svc: AppServices) -> Response:
+async def verify_receipt_route(data: ReceiptBody, svc: AppServices) -> Response[VerificationResult]:
     # Anyone may verify a receipt, so the store is consulted only for receipts we signed:
     # a forged one must not become a way to probe which events exist.
     problem = document_signature_problem(data.receipt, svc.signer) if data.receipt.get("kind") else None
@@ -118,7 +131,8 @@ async def access_log(principal: Principal, svc: AppServices,
                      client: Annotated[UUID | None, QueryParameter(name="client")] = None,
                      from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
                      to: Annotated[datetime | None, QueryParameter(name="to")] = None,
-                     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=5000)] = 500) -> Response:
+                     limit: Annotated[int, QueryParameter(name="limit", ge=1, le=5000)] = 500
+                     ) -> Response[AccessLog]:
     require_role(principal, Role.AUDITOR, action="reading the access log")
     async with svc.pool.acquire() as conn:
         rows = await conn.fetch(
@@ -132,7 +146,7 @@ async def access_log(principal: Principal, svc: AppServices,
 
 @get("/audit/verify", operation_id="lastVerification", tags=["audit"],
      summary="The last full check of the store, for the auditor's own clinic (from the latest signed anchor)")
-async def last_verification(principal: Principal, svc: AppServices) -> Response:
+async def last_verification(principal: Principal, svc: AppServices) -> Response[VerificationReport]:
     require_role(principal, Role.AUDITOR, action="reading the verification report")
     anchor = latest_anchor(svc.runtime.settings.anchor_path)
     if anchor is None:
@@ -171,8 +185,9 @@ def clinic_verification(anchor: dict[str, Any], mine: set[str]) -> dict[str, Any
 
 
 @get("/.well-known/alliance-keys.json", operation_id="signingKeys", tags=["compliance"],
+     media_type="application/jwk-set+json",
      summary="Every public key ever used to sign receipts, exports and anchors (JWKS)")
-async def signing_keys(svc: AppServices) -> Response:
+async def signing_keys(svc: AppServices) -> Response[KeySet]:
     return _json(svc.signer.jwks(), media_type="application/jwk-set+json")
 
 

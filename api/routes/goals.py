@@ -13,6 +13,7 @@ from alliance.api.auth import Principal
 from alliance.api.commands import CommandResult, body_for, build, result_response
 from alliance.api.input_limits import BoundedBody, Statement
 from alliance.api.routes.common import if_match, run_command, visible_client, visible_goal
+from alliance.api.schemas import GoalView
 from alliance.api.state import AppServices, now
 from alliance.core import goal as g
 from alliance.core.errors import ValidationError
@@ -76,7 +77,7 @@ ProposeBody = body_for(g.ProposeGoal, generated=("goal_id",), exclude=())
 @post("/clients/{client_id:uuid}/goals", operation_id="proposeGoal", tags=["goals"], status_code=201,
       summary="Propose a goal (client in their own words, or clinician)")
 async def propose_goal(request: Request, client_id: UUID, data: ProposeBody,  # type: ignore[valid-type]
-                       principal: Principal, svc: AppServices) -> Response:
+                       principal: Principal, svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         await visible_client(svc, principal, client_id)
         cmd = build(g.ProposeGoal, data, principal, command_id, generated=("goal_id",), client_id=client_id)
@@ -89,7 +90,7 @@ async def propose_goal(request: Request, client_id: UUID, data: ProposeBody,  # 
 
 @get("/goals/{goal_id:uuid}", operation_id="getGoal", tags=["goals"],
      summary="A goal as it stands now; ETag is its stream version (send it back in If-Match)")
-async def get_goal(request: Request, goal_id: UUID, principal: Principal, svc: AppServices) -> Response:
+async def get_goal(request: Request, goal_id: UUID, principal: Principal, svc: AppServices) -> Response[GoalView]:
     goal, client = await visible_goal(svc, principal, goal_id)
     authorize_client(principal, client, "goal", now=now())
     await record_access(svc.pool, principal, client.client_id, method="GET", route="/goals/{goal_id}", status=200)
@@ -118,7 +119,7 @@ class StatusBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=T
 @post("/goals/{goal_id:uuid}/status", operation_id="changeGoalStatus", tags=["goals"], status_code=201,
       summary="Pause, resume, close (achieved / not achieved / discontinued), maintenance or entered-in-error")
 async def change_status(request: Request, goal_id: UUID, data: StatusBody, principal: Principal,
-                        svc: AppServices) -> Response:
+                        svc: AppServices) -> Response[CommandResult]:
     async def work(command_id: UUID) -> Response:
         goal, _ = await visible_goal(svc, principal, goal_id)
         common: dict[str, Any] = {"goal_id": goal_id, "client_id": goal.state.client_id}

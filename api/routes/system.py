@@ -5,29 +5,35 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 
 from alliance.api.auth import Principal
 from alliance.api.errors import database_outage, outage_reason
+from alliance.api.schemas import Health, InstrumentList, Readiness
 from alliance.api.state import AppServices
 from alliance.core.errors import NotFound
 from alliance.core.migrations import pending_migrations
 from alliance.core.projections.rebuild import lag
+from alliance.plugins.instruments import InstrumentDefinition
 
 #: /ready fails when a projection is further behind than this.
 READY_MAX_LAG_EVENTS = 1000
 READY_MAX_LAG_SECONDS = 30.0
 #: /ready answers within this even when the database does not (a hung check is no answer).
 READY_DATABASE_SECONDS = 3.0
+#: Not ready is the same document with ``not_ready`` (not a problem: it says which check failed).
+READY_503 = ResponseSpec(data_container=Readiness, description="Not ready: `checks` says which check failed",
+                         generate_examples=False)
 
 
 @get("/health", operation_id="health", tags=["system"], summary="Liveness: the process answers", exclude_from_auth=True)
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> Health:
+    return Health(status="ok")
 
 
-@get("/ready", operation_id="ready", tags=["system"],
+@get("/ready", operation_id="ready", tags=["system"], responses={503: READY_503},
      summary="Readiness: database reachable, migrations applied, projections caught up within a bound")
-async def ready(request: Request, svc: AppServices) -> Response:
+async def ready(request: Request, svc: AppServices) -> Response[Readiness]:
     checks: dict[str, Any] = {}
     ok = True
     try:
@@ -62,7 +68,7 @@ async def ready(request: Request, svc: AppServices) -> Response:
 
 @get("/instruments", operation_id="listInstruments", tags=["instruments"],
      summary="Every installed instrument definition (a frontend renders them as forms)")
-async def list_instruments(principal: Principal, svc: AppServices) -> Response:
+async def list_instruments(principal: Principal, svc: AppServices) -> Response[InstrumentList]:
     return Response(msgspec.json.encode({"instruments": svc.instruments.definitions()}),
                     media_type="application/json")
 
@@ -70,7 +76,7 @@ async def list_instruments(principal: Principal, svc: AppServices) -> Response:
 @get("/instruments/{instrument_id:str}", operation_id="getInstrument", tags=["instruments"],
      summary="One instrument definition (latest version, or ?version=)")
 async def get_instrument(instrument_id: str, principal: Principal, svc: AppServices,
-                         version: str | None = None) -> Response:
+                         version: str | None = None) -> Response[InstrumentDefinition]:
     try:
         definition = svc.instruments.get(instrument_id, version)
     except (KeyError, NotFound):
