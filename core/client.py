@@ -25,6 +25,7 @@ from alliance.core.authority import (
     by_of,
     is_care_team_clinician,
     is_client_voice,
+    party_of,
     require_admin,
     require_care_team_clinician,
     require_client_voice,
@@ -50,6 +51,7 @@ from alliance.core.events.base import (
     PersonalTexts,
 )
 from alliance.core.identity import Actor, Role
+from alliance.core.schedules import Schedule, validate_schedule
 from alliance.plugins.instruments import ScoredMeasurement
 
 #: Namespace for risk-flag ids derived from a measurement id (stable across retries).
@@ -304,12 +306,29 @@ class ClientErased(EventPayload, tag="erasure.completed", kw_only=True, frozen=T
     by_role: Role
 
 
+class EpisodeMeasureAttached(EventPayload, tag="episode.measure_attached", kw_only=True, frozen=True):
+    """An instrument attached to the care episode rather than to one goal (a mood diary kept
+    whatever goal is worked on), with its schedule; attaching again replaces the schedule."""
+
+    instrument_id: str
+    schedule: Schedule
+    by: UUID
+    by_role: Role
+
+
+class EpisodeMeasureDetached(EventPayload, tag="episode.measure_detached", kw_only=True, frozen=True):
+    instrument_id: str
+    by: UUID
+    by_role: Role
+
+
 CLIENT_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
     ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
     MeasurementRecorded, MeasurementEnteredInError, NoteRecorded, NoteEnteredInError,
     RiskFlagRaised, RiskFlagAcknowledged, FeedbackGiven, RelapsePreventionPlanUpdated,
-    LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased, *ALERT_EVENT_TYPES,
+    LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased,
+    EpisodeMeasureAttached, EpisodeMeasureDetached, *ALERT_EVENT_TYPES,
 )
 
 
@@ -456,13 +475,22 @@ class CompleteErasure(Command, tag="erasure.complete", kw_only=True, frozen=True
     request_id: UUID
 
 
+class AttachEpisodeMeasure(Command, tag="episode.attach_measure", kw_only=True, frozen=True):
+    instrument_id: str
+    schedule: Schedule
+
+
+class DetachEpisodeMeasure(Command, tag="episode.detach_measure", kw_only=True, frozen=True):
+    instrument_id: str
+
+
 ClientCommand = (
     EnrollClient | AddCareTeamMember | RemoveCareTeamMember | ChangePrimaryClinician
     | DischargeClient | AuthoriseProxy | RevokeProxy | GrantConsent | WithdrawConsent
     | RecordMeasurement | MarkEntryInError | RecordNote | RaiseRiskFlag | AcknowledgeRiskFlag
     | RaiseAlert | AcknowledgeAlert
     | GiveFeedback | UpdateRelapsePlan | PlaceLegalHold | ReleaseLegalHold | RequestErasure
-    | CompleteErasure
+    | CompleteErasure | AttachEpisodeMeasure | DetachEpisodeMeasure
 )
 
 
@@ -491,6 +519,8 @@ class ClientState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     erased: bool = False
     #: The latest time a measurement was recorded under consent (see WithdrawConsent).
     last_measurement_at: datetime | None = None
+    #: Instruments attached to the episode (not to a goal) -> their schedule.
+    episode_measures: dict[str, Schedule] = {}
 
     @property
     def enrolled(self) -> bool:
@@ -583,6 +613,12 @@ def evolve_client(state: ClientState, event: EventPayload) -> ClientState:
             return replace(state, erasure_requests=state.erasure_requests | {event.request_id})
         case ClientErased():
             return replace(state, erased=True)
+        case EpisodeMeasureAttached():
+            return replace(state, episode_measures={**state.episode_measures,
+                                                    event.instrument_id: event.schedule})
+        case EpisodeMeasureDetached():
+            return replace(state, episode_measures={k: v for k, v in state.episode_measures.items()
+                                                    if k != event.instrument_id})
         case _:
             return state
 
@@ -863,6 +899,25 @@ def decide_client(command: ClientCommand, state: ClientState,
                                                  warning_signs=command.warning_signs,
                                                  actions=command.actions,
                                                  supports=command.supports, **by)]
+        case AttachEpisodeMeasure():
+            party_of(actor, state)  # the client (self-monitoring) or a clinician on the team
+            _require_not_discharged(state)
+            if not state.consent_in_force(ConsentScope.MEASUREMENT, command.at):
+                raise DomainRuleViolation("The client's consent for measurement is not in force.",
+                                          code="consent_not_in_force", scope="measurement")
+            _require_text(command.instrument_id, "instrument_id")
+            schedule = validate_schedule(command.schedule)
+            if state.episode_measures.get(command.instrument_id) == schedule:
+                raise DomainRuleViolation("This measure is already attached with this schedule.",
+                                          code="measure_already_attached")
+            return [EpisodeMeasureAttached(instrument_id=command.instrument_id, schedule=schedule,
+                                           **by)]
+        case DetachEpisodeMeasure():
+            party_of(actor, state)
+            if command.instrument_id not in state.episode_measures:
+                raise NotFound("This measure is not attached to the episode.",
+                               code="measure_not_attached")
+            return [EpisodeMeasureDetached(instrument_id=command.instrument_id, **by)]
         case PlaceLegalHold():
             require_admin(actor)
             if command.hold_id in state.legal_holds:

@@ -24,6 +24,8 @@ from alliance.core.client import (
     ClientDischarged,
     ClientEnrolled,
     ClientErased,
+    EpisodeMeasureAttached,
+    EpisodeMeasureDetached,
     MeasurementEnteredInError,
     MeasurementRecorded,
     PrimaryClinicianChanged,
@@ -48,7 +50,7 @@ from alliance.core.goal import (
 from alliance.core.plain_language import hints_for
 from alliance.core.projections.base import FoldContext, Projection, to_builtins
 from alliance.core.projections.schedule_view import Observations, forget, measure_row, remember, states
-from alliance.core.schedules import Observation
+from alliance.core.schedules import Observation, Schedule, describe
 from alliance.core.smart import assess_smart
 
 NAME = "plan"
@@ -143,6 +145,8 @@ class PlanDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     #: The latest observations per instrument (``schedule_view.remember``): whether today's
     #: administration of an attached measure is done.
     observations: Observations = {}
+    #: Instruments attached to the episode (not to a goal) -> their schedule.
+    episode_measures: dict[str, Schedule] = {}
 
 
 def initial_plan(client_id: UUID, tenant_id: UUID) -> PlanDoc:
@@ -220,6 +224,11 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
                 observed_at=p.observed_at)))
         case MeasurementEnteredInError():
             return replace(doc, observations=forget(doc.observations, p.measurement_id))
+        case EpisodeMeasureAttached():
+            return replace(doc, episode_measures={**doc.episode_measures, p.instrument_id: p.schedule})
+        case EpisodeMeasureDetached():
+            return replace(doc, episode_measures={k: v for k, v in doc.episode_measures.items()
+                                                  if k != p.instrument_id})
         case ClientErased():
             return replace(doc, erased=True)
     return doc
@@ -230,7 +239,7 @@ def apply_plan(doc: PlanDoc, event: RecordedEvent, context: FoldContext) -> Plan
 _CLIENT_TYPES = (ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
                  ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
                  RiskFlagRaised, RiskFlagAcknowledged, RelapsePreventionPlanUpdated, ClientErased,
-                 MeasurementRecorded, MeasurementEnteredInError,
+                 MeasurementRecorded, MeasurementEnteredInError, EpisodeMeasureAttached, EpisodeMeasureDetached,
                  AlertRaised, AlertAcknowledged)
 _HANDLED = frozenset(t.type_name() for t in (*_CLIENT_TYPES, *GOAL_EVENT_TYPES))  # type: ignore[attr-defined]
 
@@ -342,9 +351,16 @@ def measures_due(doc: PlanDoc, now: datetime) -> dict[str, Any]:
     if doc.discharged or doc.erased:
         return {"next_due": None, "states": set()}
     rows = [row for g in doc.goals.values() if g.version > 0
-            for row in _measures(g, now, doc.observations)]
+            for row in _measures(g, now, doc.observations)] + _episode_measures(doc, now)
     dates = [row["next_due"] for row in rows if row.get("next_due")]
     return {"next_due": min(dates) if dates else None, "states": states(rows)}
+
+
+def _episode_measures(doc: PlanDoc, now: datetime | None) -> list[dict[str, Any]]:
+    """The measures attached to the episode; due only while the client is in care."""
+    return [measure_row(k, v, words=None, owner_id=doc.client_id, goal_id=None, observations=doc.observations,
+                        now=now) if now is not None else {"instrument_id": k, "schedule": describe(v)}
+            for k, v in doc.episode_measures.items()]
 
 
 def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
@@ -362,6 +378,7 @@ def render_plan(doc: PlanDoc, *, now: datetime) -> dict[str, Any]:
         "consents_in_force": consents_in_force(doc.consents, now),
         "goals": [render_goal(g, today, now=None if doc.discharged else now, observations=doc.observations)
                   for g in doc.goals.values() if g.version > 0],
+        "measures": _episode_measures(doc, None if doc.discharged else now),
         "relapse_plan": _relapse_plan(doc.relapse_plan),
         "open_risk_flags": [to_builtins(f) for f in doc.risk_flags.values() if not f.acknowledged],
         "open_alerts": [to_builtins(a) for a in doc.alerts.values() if not a.acknowledged],

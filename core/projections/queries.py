@@ -251,7 +251,7 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenan
     # consents in force are computed at ``now``: a consent taking effect later ends the reuse,
     # and so does the next local midnight of a measure's schedule (its state changes by date)
     later = [c.effective_at for c in doc.consents if c.effective_at > moment]
-    schedules = [sc for g in doc.goals.values() for sc in g.schedules.values()]
+    schedules = [sc for g in doc.goals.values() for sc in g.schedules.values()] + list(doc.episode_measures.values())
     midnight = valid_until(schedules, moment)
     later += [midnight] if midnight is not None else []
     _rendered.put(key, data, {**view, "_valid_until": min(later) if later else None,

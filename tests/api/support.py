@@ -142,6 +142,8 @@ EXAMPLES: dict[str, Callable[[World], dict[str, Any] | None]] = {
     "/clients/{client_id}/consents": lambda w: {"scope": "measurement", "text_version": "v2", "mode": "self"},
     "/clients/{client_id}/feedback": lambda w: {"text": "This feels right", "rating": 4},
     "/clients/{client_id}/relapse-plan": lambda w: {"warning_signs": ["sleeping late"], "actions": ["call Sam"]},
+    "/clients/{client_id}/measures": lambda w: {"instrument_id": "mood_diary", "schedule": EVERY_14_DAYS},
+    "/clients/{client_id}/measures/detachment": lambda w: {"instrument_id": "mood_diary"},
     "/clients/{client_id}/risk-flags": lambda w: {"note": "mentions hopelessness"},
     "/clients/{client_id}/notes": lambda w: {"text": "Session went well"},
     "/clients/{client_id}/corrections": lambda w: {"kind": "note", "entry_id": str(uuid.uuid4()),

@@ -58,6 +58,8 @@ ALLOWED: dict[str, set[str]] = {
     "POST /clients/{client_id}/progress/stream-tickets": PARTY, "POST /caseload/stream-tickets": CARE | {"outsider"},
     "POST /clients/{client_id}/feedback": VOICE,
     "POST /clients/{client_id}/relapse-plan": PARTY,
+    "POST /clients/{client_id}/measures": PARTY,
+    "POST /clients/{client_id}/measures/detachment": PARTY,
     "POST /clients/{client_id}/risk-flags": CARE, "POST /clients/{client_id}/notes": CARE,
     "POST /clients/{client_id}/corrections": CARE,
     "POST /clients/{client_id}/proxies": CARE | {"admin"},

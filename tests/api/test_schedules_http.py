@@ -8,10 +8,11 @@ import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from alliance.core.clock import SYSTEM_CLOCK, SettableClock
-from tests.api.support import active_goal, assert_problem, eventually, phq9, store_state
+from tests.api.support import active_goal, assert_problem, eventually, phq9
 
 
 def weekly(start: Any, **extra: Any) -> dict[str, Any]:
@@ -24,6 +25,18 @@ def clock(api: Any) -> Any:
     api.services.clock = clock
     yield clock
     api.services.clock = SYSTEM_CLOCK
+
+
+async def recorded_for(api: Any, client_id: uuid.UUID) -> int:
+    """Events on this client's stream and its goals' streams (the app's background processes,
+    reminders among them, keep streams of their own and may append meanwhile)."""
+    conn = await asyncpg.connect(api.settings.database_url)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM events WHERE subject_id = $1 AND (stream_id = $2 OR stream_id LIKE 'goal-%')",
+            client_id, f"client-{client_id}"))
+    finally:
+        await conn.close()
 
 
 async def _measure(api: Any, client_id: uuid.UUID, headers: dict[str, str], ready: Any) -> dict[str, Any]:
@@ -92,11 +105,11 @@ async def test_an_agreed_goals_schedule_changes_only_when_the_other_party_accept
                             headers=clin)
     assert r.status_code == 201, r.text
     fortnightly = {**weekly(today), "interval": 2}
-    before = await store_state(api.settings.database_url)
+    before = await recorded_for(api, client_id)
     r = await api.http.post(f"/goals/{goal_id}/measures", json={"instrument_id": "phq9", "schedule": fortnightly},
                             headers=clin)
     assert_problem(r, 409, "change_proposal_required")
-    assert await store_state(api.settings.database_url) == before
+    assert await recorded_for(api, client_id) == before
     r = await api.http.post(f"/goals/{goal_id}/changes", headers=clin, json={
         "kind": "measure_schedule", "instrument_id": "phq9", "new_schedule": fortnightly})
     assert r.status_code == 201, r.text
@@ -124,13 +137,13 @@ async def test_a_bad_schedule_is_a_problem_naming_the_field_and_nothing_is_recor
     client_id = await api.enrolled_client(clinic)
     goal_id, _ = await active_goal(api, clinic, client_id)
     clin = api.token(clinic.tenant, "clinician", clinic.clinician)
-    before = await store_state(api.settings.database_url)
+    before = await recorded_for(api, client_id)
     schedule = {**weekly(datetime.now(UTC).date()), **change}
     r = await api.http.post(f"/goals/{goal_id}/measures", json={"instrument_id": "phq9", "schedule": schedule},
                             headers=clin)
     body = assert_problem(r, 422, code)
     assert body["field"] == field
-    assert await store_state(api.settings.database_url) == before
+    assert await recorded_for(api, client_id) == before
     # the same schedule proposed as a change is refused the same way, naming the change's field
     r = await api.http.post(f"/goals/{goal_id}/changes", headers=clin, json={
         "kind": "measure_schedule", "instrument_id": "phq9", "new_schedule": schedule})
@@ -141,7 +154,7 @@ async def test_a_schedule_of_the_wrong_shape_is_refused_by_the_body_schema(api, 
     client_id = await api.enrolled_client(clinic)
     goal_id, _ = await active_goal(api, clinic, client_id)
     clin = api.token(clinic.tenant, "clinician", clinic.clinician)
-    before = await store_state(api.settings.database_url)
+    before = await recorded_for(api, client_id)
     wrong = ("weekly", {"kind": "monthly", "start": "2026-03-02"},
              {"kind": "every", "interval": 1, "unit": "fortnights", "start": "2026-03-02"})
     for schedule in wrong:
@@ -149,4 +162,39 @@ async def test_a_schedule_of_the_wrong_shape_is_refused_by_the_body_schema(api, 
                                 headers=clin)
         body = assert_problem(r, 422)
         assert body["field"] and body["field"].startswith("schedule"), body
-    assert await store_state(api.settings.database_url) == before
+    assert await recorded_for(api, client_id) == before
+
+
+async def test_a_measure_attached_to_the_episode_falls_due_without_a_goal(api, clinic, clock) -> None:
+    client_id = await api.enrolled_client(clinic)
+    me = api.token(clinic.tenant, "client", client_id)
+    clin = api.token(clinic.tenant, "clinician", clinic.clinician)
+    today = datetime.now(UTC).date()
+    daily = {"kind": "every", "interval": 1, "unit": "days", "start": today.isoformat(), "timezone": "UTC"}
+    r = await api.http.post(f"/clients/{client_id}/measures", json={"instrument_id": "mood_diary", "schedule": daily},
+                            headers=me)  # the client sets up their own diary
+    assert r.status_code == 201, r.text
+    clock.set(datetime.combine(today, time(20), tzinfo=UTC))
+
+    async def row() -> Any:
+        r = await api.http.get(f"/clients/{client_id}/plan", headers=clin)
+        return next(iter(r.json().get("measures") or []), None)
+
+    measure = await eventually(row, within=10)
+    assert measure is not None and measure["schedule"] == "daily"
+    assert measure["administration"]["state"] == "due" and measure["administration"]["goal_id"] is None
+    assert str(client_id) in await _caseload(api, clinic, "due")
+    before = await recorded_for(api, client_id)
+    r = await api.http.post(f"/clients/{client_id}/measures", headers=me, json={
+        "instrument_id": "mood_diary", "schedule": {**daily, "timezone": "Nowhere/Special"}})
+    assert assert_problem(r, 422, "schedule_timezone_unknown")["field"] == "schedule.timezone"
+    assert await recorded_for(api, client_id) == before
+    r = await api.http.post(f"/clients/{client_id}/measures/detachment", json={"instrument_id": "mood_diary"},
+                            headers=clin)
+    assert r.status_code == 201, r.text
+    assert await eventually(lambda: _no_row(api, client_id, clin), within=10)
+
+
+async def _no_row(api: Any, client_id: uuid.UUID, headers: dict[str, str]) -> bool:
+    r = await api.http.get(f"/clients/{client_id}/plan", headers=headers)
+    return r.json().get("measures") == []

@@ -221,3 +221,63 @@ def test_at_any_moment_the_state_follows_the_rules(s, offset, hour) -> None:
                                                      tzinfo=ZoneInfo(s.timezone))
                         + timedelta(hours=12))
         assert read(s, now, (m,)).state == "done"
+
+
+# --- the deciders: goal and episode attachments ----------------------------------------------
+
+def test_an_agreed_goals_schedule_changes_by_a_proposal_the_other_party_accepts() -> None:
+    from alliance.core.goal import AcceptChange, AttachMeasure, ProposeChange
+    from tests.domain.helpers import CLIENT, CLINICIAN, fold_goal, goal_cmd, raises
+    from tests.domain.test_goal import active_goal, decide, run
+
+    g = run(active_goal(), goal_cmd(AttachMeasure, CLINICIAN, instrument_id="phq9", schedule=WEEKLY))
+    fortnightly = msgspec.structs.replace(WEEKLY, interval=2)
+    raises("change_proposal_required", decide, g,
+           goal_cmd(AttachMeasure, CLINICIAN, instrument_id="phq9", schedule=fortnightly))
+    bad = msgspec.structs.replace(WEEKLY, end=MONDAY - timedelta(days=1))
+    error = raises("schedule_end_before_start", decide, g, goal_cmd(
+        ProposeChange, CLINICIAN, change_id=uuid.uuid4(), kind="measure_schedule", instrument_id="phq9",
+        new_schedule=bad))
+    assert error.field == "new_schedule.end"
+    raises("measure_not_attached", decide, g, goal_cmd(
+        ProposeChange, CLINICIAN, change_id=uuid.uuid4(), kind="measure_schedule", instrument_id="gad7",
+        new_schedule=fortnightly))
+    change = uuid.uuid4()
+    g = run(g, goal_cmd(ProposeChange, CLINICIAN, change_id=change, kind="measure_schedule", instrument_id="phq9",
+                        new_schedule=fortnightly))
+    assert fold_goal(g).schedules == {"phq9": WEEKLY}  # not until the other party accepts
+    raises("must_be_other_party", decide, g, goal_cmd(AcceptChange, CLINICIAN, change_id=change))
+    g = run(g, goal_cmd(AcceptChange, CLIENT, change_id=change))
+    assert fold_goal(g).schedules == {"phq9": fortnightly} and fold_goal(g).measures == {"phq9": "every 2 weeks"}
+
+
+def test_a_measure_attached_to_the_episode_needs_measurement_consent_and_care() -> None:
+    from alliance.core.client import (
+        AttachEpisodeMeasure,
+        DetachEpisodeMeasure,
+        DischargeClient,
+        decide_client,
+        evolve_client,
+    )
+    from alliance.core.consent import ConsentScope
+    from tests.domain.helpers import CLIENT, CLINICIAN, OUTSIDER, cmd, enrolled, fold_client, raises
+
+    daily = Schedule(kind="every", interval=1, unit="days", start=MONDAY)
+    state = fold_client(enrolled(ConsentScope.MEASUREMENT))
+    [event] = decide_client(cmd(AttachEpisodeMeasure, CLIENT, instrument_id="mood_diary", schedule=daily), state)
+    state = evolve_client(state, event)
+    assert state.episode_measures == {"mood_diary": daily}
+    raises("measure_already_attached", decide_client,
+           cmd(AttachEpisodeMeasure, CLINICIAN, instrument_id="mood_diary", schedule=daily), state)
+    raises("not_on_care_team", decide_client,
+           cmd(AttachEpisodeMeasure, OUTSIDER, instrument_id="gad7", schedule=daily), state)
+    raises("consent_not_in_force", decide_client,
+           cmd(AttachEpisodeMeasure, CLIENT, instrument_id="gad7", schedule=daily), fold_client(enrolled()))
+    error = raises("schedule_weekdays_empty", decide_client, cmd(
+        AttachEpisodeMeasure, CLIENT, instrument_id="gad7", schedule=Schedule(kind="weekdays", start=MONDAY)), state)
+    assert error.field == "schedule.weekdays"
+    [discharged] = decide_client(cmd(DischargeClient, CLINICIAN, reason="done"), state)
+    raises("client_discharged", decide_client,
+           cmd(AttachEpisodeMeasure, CLIENT, instrument_id="gad7", schedule=daily), evolve_client(state, discharged))
+    [detached] = decide_client(cmd(DetachEpisodeMeasure, CLINICIAN, instrument_id="mood_diary"), state)
+    assert evolve_client(state, detached).episode_measures == {}
