@@ -220,6 +220,16 @@ class MeasurementEnteredInError(EventPayload, tag="measurement.entered_in_error"
     by_role: Role
 
 
+class MeasurementInterpreted(EventPayload, tag="measurement.interpreted", kw_only=True, frozen=True):
+    """The client's own reading of one of their entries ("I had a rough week at work"), shown
+    beside it in progress. A later one replaces what is shown; each stays in history."""
+
+    measurement_id: UUID
+    text: PersonalStr
+    by: UUID
+    by_role: Role
+
+
 class NoteRecorded(EventPayload, tag="note.recorded", kw_only=True, frozen=True):
     note_id: UUID
     text: PersonalStr
@@ -325,7 +335,7 @@ class EpisodeMeasureDetached(EventPayload, tag="episode.measure_detached", kw_on
 CLIENT_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
     ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
-    MeasurementRecorded, MeasurementEnteredInError, NoteRecorded, NoteEnteredInError,
+    MeasurementRecorded, MeasurementEnteredInError, MeasurementInterpreted, NoteRecorded, NoteEnteredInError,
     RiskFlagRaised, RiskFlagAcknowledged, FeedbackGiven, RelapsePreventionPlanUpdated,
     LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased,
     EpisodeMeasureAttached, EpisodeMeasureDetached, *ALERT_EVENT_TYPES,
@@ -415,6 +425,13 @@ class MarkEntryInError(Command, tag="entry.mark_in_error", kw_only=True, frozen=
     reason: str
 
 
+class InterpretMeasurement(Command, tag="measurement.interpret", kw_only=True, frozen=True):
+    """The client (or their proxy) says what an entry means to them."""
+
+    measurement_id: UUID
+    text: str
+
+
 class RecordNote(Command, tag="note.record", kw_only=True, frozen=True):
     note_id: UUID
     text: str
@@ -487,7 +504,7 @@ class DetachEpisodeMeasure(Command, tag="episode.detach_measure", kw_only=True, 
 ClientCommand = (
     EnrollClient | AddCareTeamMember | RemoveCareTeamMember | ChangePrimaryClinician
     | DischargeClient | AuthoriseProxy | RevokeProxy | GrantConsent | WithdrawConsent
-    | RecordMeasurement | MarkEntryInError | RecordNote | RaiseRiskFlag | AcknowledgeRiskFlag
+    | RecordMeasurement | MarkEntryInError | InterpretMeasurement | RecordNote | RaiseRiskFlag | AcknowledgeRiskFlag
     | RaiseAlert | AcknowledgeAlert
     | GiveFeedback | UpdateRelapsePlan | PlaceLegalHold | ReleaseLegalHold | RequestErasure
     | CompleteErasure | AttachEpisodeMeasure | DetachEpisodeMeasure
@@ -831,6 +848,16 @@ def decide_client(command: ClientCommand, state: ClientState,
             return _record_measurement(command, state, scorer)
         case MarkEntryInError():
             return _mark_in_error(command, state)
+        case InterpretMeasurement():
+            require_client_voice(actor, state)  # their own words, after discharge too
+            if command.measurement_id not in state.measurements:
+                raise NotFound("There is no such measurement.", code="measurement_not_found",
+                               field="measurement_id")
+            if command.measurement_id in state.measurements_in_error:
+                raise DomainRuleViolation("This measurement was entered in error.",
+                                          code="entered_in_error", field="measurement_id")
+            _require_text(command.text, "text")
+            return [MeasurementInterpreted(measurement_id=command.measurement_id, text=command.text, **by)]
         case RecordNote():
             require_care_team_clinician(actor, state)
             _require_not_discharged(state)

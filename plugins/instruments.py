@@ -252,6 +252,10 @@ class InstrumentDefinition(msgspec.Struct, frozen=True, kw_only=True):
     per_goal: bool = False
     #: Prorating for unanswered items of the total; None: a required item must be answered.
     prorating: Prorating | None = None
+    #: The words progress is described in, by language (BCP 47 tag, not "en", which is built
+    #: in): every key of ``core/projections/plain_words.ENGLISH`` ("name", the sentences, the
+    #: months, …) and ``band.<label>`` for each band. Checked at start-up.
+    words: dict[str, dict[str, str]] = {}
     fingerprint: str = ""
 
     def __post_init__(self) -> None:
@@ -301,7 +305,26 @@ def compute_fingerprint(definition: InstrumentDefinition) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-_LATER_FIELDS: dict[str, Any] = {"prorating": None}
+def _words_problems(d: InstrumentDefinition) -> list[str]:
+    """A language of ``words`` must be complete: a summary half in one language and half in
+    another would be worse than English throughout."""
+    from alliance.core.projections.plain_words import REQUIRED_KEYS  # the one list of sentence keys
+
+    problems = []
+    for language, words in d.words.items():
+        if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", language) or language == "en":
+            problems.append(f"words: '{language}' is not a language tag other than 'en'")
+            continue
+        wanted = REQUIRED_KEYS | {f"band.{b.label}" for b in d.bands}
+        missing = sorted(wanted - set(words))
+        if missing:
+            problems.append(f"words '{language}' lacks {', '.join(missing[:5])}")
+        if len(words.get("months", "").split(",")) != 12:
+            problems.append(f"words '{language}': months must be 12 names separated by commas")
+    return problems
+
+
+_LATER_FIELDS: dict[str, Any] = {"prorating": None, "words": {}}
 
 
 def _canonical_numbers(value: Any) -> Any:
@@ -549,6 +572,7 @@ def definition_problems(definition: InstrumentDefinition) -> list[str]:
     if len(set(panels)) != len(panels):
         problems.append("declares the same panel code twice")
     problems.extend(_risk_rule_problems(d))
+    problems.extend(_words_problems(d))
     if d.prorating is not None:
         if d.scoring.method != "sum":
             problems.append("prorating applies to summed totals only")

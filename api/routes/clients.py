@@ -25,6 +25,7 @@ from alliance.core.errors import NotFound, ValidationError
 from alliance.core.identity import Role
 from alliance.core.projections import asof, queries
 from alliance.core.projections.base import Projection
+from alliance.core.projections.plain_words import add_plain_words, language_of, languages
 from alliance.core.projections.plan import PLAN
 from alliance.core.projections.progress import PROGRESS, initial_progress, render_progress
 
@@ -259,7 +260,7 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id, "instruments": svc.instruments}
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "progress")
-        return _json(await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope))
+        return _json(_in_words(request, svc, await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope)))
     fetched = await _readable_view(svc, request, principal, PROGRESS, client_id, "progress")
     view = await queries.read_progress(svc.pool, client_id, keys=svc.store.keys, fetched=fetched, **scope)
     if view is None:  # not projected yet: answer from the events
@@ -267,7 +268,14 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
     if view is None:  # enrolled, nothing measured yet: an empty view, not a 404
         view = render_progress(initial_progress(client_id, principal.tenant_id), instruments=svc.instruments)
     client = await visible_client(svc, principal, client_id, known_version=fetched.versions[0])
-    return _json(await _with_open_flag_crisis(svc, principal, client, view))
+    return _json(await _with_open_flag_crisis(svc, principal, client, _in_words(request, svc, view)))
+
+
+def _in_words(request: Request, svc: AppServices, view: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The view's plain words in the reader's language (``Accept-Language``) when an installed
+    instrument speaks it; the view comes in English words (``core/projections/plain_words.py``)."""
+    language = language_of(request.headers.get("accept-language"), languages(svc.instruments))
+    return view if view is None or language == "en" else add_plain_words(view, svc.instruments, language)
 
 
 @get("/clients/{client_id:uuid}/history", operation_id="getHistory", tags=["views"],
@@ -359,6 +367,25 @@ def _alert_ack_route() -> Any:
                     acknowledge_alert)
 
 
+def _interpretation_route() -> Any:
+    body_type = body_for(c.InterpretMeasurement, exclude=("measurement_id",))
+
+    async def interpret(request, client_id, measurement_id, data, principal, svc):  # type: ignore[no-untyped-def]
+        async def work(command_id: UUID) -> Response:
+            await visible_client(svc, principal, client_id)
+            cmd = build(c.InterpretMeasurement, data, principal, command_id, measurement_id=measurement_id)
+            return result_response(cmd, await svc.handler.handle_client(client_id, cmd, just_loaded=True))
+
+        return await run_command(request, svc, principal, work)
+
+    interpret.__annotations__ = {"request": Request, "client_id": UUID, "measurement_id": UUID, "data": body_type,
+                                 "principal": Principal, "svc": AppServices, "return": Response[CommandResult]}
+    return post("/clients/{client_id:uuid}/measurements/{measurement_id:uuid}/interpretation",
+                operation_id="interpretMeasurement", tags=["measurements"], status_code=201,
+                summary="The client's own reading of an entry (\"I had a rough week at work\"), shown beside it in "
+                "progress; a later one replaces it there")(interpret)
+
+
 def _release_hold_route() -> Any:
     async def release(request, client_id, hold_id, principal, svc):  # type: ignore[no-untyped-def]
         async def work(command_id: UUID) -> Response:
@@ -374,4 +401,4 @@ def _release_hold_route() -> Any:
                 tags=["compliance"], status_code=201, summary="Lift a legal hold")(release)
 
 
-CLIENT_ROUTES += [_ack_route(), _alert_ack_route(), _release_hold_route()]
+CLIENT_ROUTES += [_ack_route(), _alert_ack_route(), _interpretation_route(), _release_hold_route()]

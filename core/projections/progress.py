@@ -31,6 +31,7 @@ from alliance.core.client import (
     ClientErased,
     FeedbackGiven,
     MeasurementEnteredInError,
+    MeasurementInterpreted,
     MeasurementRecorded,
     RiskFlagAcknowledged,
     RiskFlagRaised,
@@ -62,6 +63,7 @@ from alliance.core.plain_language import hints_for
 from alliance.core.projections.base import FoldContext, Projection, to_builtins
 from alliance.core.projections.outcomes import change_index, gas_summary, measure_indicators, paired_indicators
 from alliance.core.projections.parts import Part
+from alliance.core.projections.plain_words import add_plain_words
 from alliance.core.projections.plan import Alert, RiskFlag, apply_alert, apply_risk, goal_id_of
 from alliance.plugins.instruments import (
     InstrumentDefinition,
@@ -95,6 +97,10 @@ class Point(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     #: prorated by the instrument's rule: a reader must see both beside the total.
     incomplete: str | None = None
     prorated: bool = False
+    #: The client's own reading of this entry (the latest), when and by whom (client or proxy).
+    interpretation: str | None = None
+    interpreted_at: datetime | None = None
+    interpreted_by_role: str | None = None
 
 
 class ReviewEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -143,7 +149,7 @@ def initial_progress(client_id: UUID, tenant_id: UUID) -> ProgressDoc:
 _GOAL_TYPES = (GoalProposed, GoalActivated, GoalDeclined, GoalWithdrawn, GoalPaused, GoalResumed,
                GoalClosed, GoalMaintenanceStarted, GoalEnteredInError, MeasureAttached, MeasureDetached,
                AttainmentScaleSet, ChangeAccepted, ReviewRecorded, ReviewEnteredInError)
-_CLIENT_TYPES = (MeasurementRecorded, MeasurementEnteredInError, FeedbackGiven, RiskFlagRaised,
+_CLIENT_TYPES = (MeasurementRecorded, MeasurementEnteredInError, MeasurementInterpreted, FeedbackGiven, RiskFlagRaised,
                  RiskFlagAcknowledged, ClientErased, AlertRaised, AlertAcknowledged)
 
 
@@ -183,6 +189,10 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
         case MeasurementEnteredInError() if p.measurement_id in doc.points:
             return replace(doc, points={**doc.points, p.measurement_id: replace(
                 doc.points[p.measurement_id], entered_in_error=True)})
+        case MeasurementInterpreted() if p.measurement_id in doc.points:
+            return replace(doc, points={**doc.points, p.measurement_id: replace(
+                doc.points[p.measurement_id], interpretation=p.text, interpreted_at=event.occurred_at,
+                interpreted_by_role=str(p.by_role))})
         case FeedbackGiven():
             feedback = FeedbackEntry(feedback_id=p.feedback_id, text=p.text, rating=p.rating,
                                   resonates=p.resonates, misaligned=p.misaligned, goal_ids=p.goal_ids,
@@ -289,7 +299,10 @@ def summarise(points: list[Point], instruments: Instruments | None) -> dict[str,
         "points": [{"measurement_id": str(pt.measurement_id), "observed_at": pt.observed_at.isoformat(),
                     "recorded_at": pt.recorded_at.isoformat(), "instrument_version": pt.instrument_version,
                     "scores": pt.scores, "band": pt.band, "reported_by": _reporter(pt),
-                    "incomplete": pt.incomplete, "prorated": pt.prorated}
+                    "incomplete": pt.incomplete, "prorated": pt.prorated,
+                    "interpretation": None if pt.interpretation is None else {
+                        "text": pt.interpretation, "at": pt.interpreted_at.isoformat() if pt.interpreted_at else None,
+                        "by_role": pt.interpreted_by_role}}
                    for pt in points],
         "baseline": baseline, "latest": latest,
         "change": None, "reliable_change": None, "clinically_significant_change": None,
@@ -434,7 +447,7 @@ def render_progress(doc: ProgressDoc, *, instruments: Instruments | None = None,
     summaries = [summarise(pts, instruments) for pts in by_instrument.values()]
     unattached = [pt for pt in doc.points.values()
                   if not pt.goal_ids and not pt.entered_in_error and rates_a_goal[pt.instrument_id]]
-    return {
+    view = {
         "client_id": str(doc.client_id),
         "tenant_id": str(doc.tenant_id),
         "erased": doc.erased,
@@ -457,3 +470,6 @@ def render_progress(doc: ProgressDoc, *, instruments: Instruments | None = None,
         "alerts": [to_builtins(a) for a in doc.alerts.values()],
         "open_alerts": sum(1 for a in doc.alerts.values() if not a.acknowledged),
     }
+    # Each measure, goal rating and the GAS summary also in words (English here; the route
+    # describes them again in the reader's language when an instrument speaks it).
+    return add_plain_words(view, instruments)

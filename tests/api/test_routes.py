@@ -52,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "POST /clients/{client_id}/consents": {"client"},
     "POST /clients/{client_id}/consents/{consent_scope}/withdrawal": {"client"},
     "POST /clients/{client_id}/measurements": VOICE,
+    "POST /clients/{client_id}/measurements/{measurement_id}/interpretation": VOICE,
     "GET /clients/{client_id}/plan": PARTY, "GET /clients/{client_id}/progress": PARTY,
     "GET /clients/{client_id}/history": PARTY | {"auditor"},
     "GET /clients/{client_id}/progress/stream": PARTY, "GET /caseload/stream": CARE | {"outsider"},
