@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Union
 from uuid import UUID
@@ -135,18 +135,21 @@ class EventCodec:
         name = cls.type_name()
         if self.types.get(name) is not cls:
             raise ValidationError(f"unknown event type {name!r}", code="unknown_event_type", field="type")
-        full = self._encoder.encode(payload)
+        personal_spec = self._personal[name]
+        if not personal_spec:
+            data = full = self._encoder.encode(payload)
+            personal = None
+        else:
+            # Encoded once each, the blanked payload and the personal values; what is validated is
+            # their splice, exactly what ``decode_many`` will read back (the later key wins).
+            data = self._encoder.encode(msgspec.structs.replace(payload, **{f.name: f.blank for f in personal_spec}))
+            personal = self._encoder.encode({f.name: getattr(payload, f.name) for f in personal_spec})
+            full = data[:-1] + b"," + personal[1:]
         try:
             self._typed[name].decode(full)
         except msgspec.ValidationError as exc:
             raise ValidationError(f"{name}: {exc}", code="invalid_event", field=_field_of(exc)) from exc
-        personal_spec = self._personal[name]
-        if not personal_spec:
-            return EncodedPayload(name, cls.schema_version, full, None)
-        personal = {f.name: getattr(payload, f.name) for f in personal_spec}
-        blanked = msgspec.structs.replace(payload, **{f.name: f.blank for f in personal_spec})
-        return EncodedPayload(name, cls.schema_version, self._encoder.encode(blanked),
-                              self._encoder.encode(personal))
+        return EncodedPayload(name, cls.schema_version, data, personal)
 
     # -- read side ---------------------------------------------------------
     def decode(self, type_name: str, schema_version: int, data: bytes, personal: bytes | None,
@@ -177,6 +180,31 @@ class EventCodec:
                 values[f.name] = tuple(values[f.name])
         names = self._personal_names[type_name]
         return msgspec.structs.replace(payload, **{k: v for k, v in values.items() if k in names})
+
+    def decode_many(self, stored: Sequence[tuple[str, int, bytes, bytes | None, bool, int, datetime]]
+                    ) -> list[EventPayload]:
+        """Many stored payloads — (type, schema version, data, opened secret, erased, position,
+        occurred at) each — in one pass.
+
+        A payload at its type's current schema, not erased, is decoded by one typed-decoder call
+        with its opened personal values spliced in after the blanked ones (in a JSON object the
+        later key wins, so the decoder sees the full payload): no second decode of the secret,
+        no dict, no copy of the Struct. Upcasts, erased subjects, unknown types, and anything the
+        typed decoder refuses go through ``decode``, which names the event's position and type.
+        """
+        types, typed, decode = self.types, self._typed, self.decode
+        out: list[EventPayload] = []
+        for name, version, data, personal, erased, position, occurred_at in stored:
+            cls = types.get(name)
+            if cls is not None and version == cls.schema_version and not erased:
+                try:
+                    out.append(typed[name].decode(data if personal is None else data[:-1] + b"," + personal[1:]))
+                    continue
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    pass
+            out.append(decode(name, version, data, personal, erased=erased, position=position,
+                              occurred_at=occurred_at))
+        return out
 
     def _upcast(self, cls: type[EventPayload], type_name: str, version: int, data: bytes,
                 occurred_at: datetime | None = None) -> EventPayload:

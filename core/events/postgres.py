@@ -37,12 +37,13 @@ from uuid import UUID
 
 import asyncpg
 
-from alliance.core.errors import ConcurrencyConflict, OutcomeUnknown, ValidationError
+from alliance.core.errors import ConcurrencyConflict, EventDecodeError, OutcomeUnknown, ValidationError
 from alliance.core.events.codec import HASH_SCHEME, EventCodec
 from alliance.core.events.crypto import KEYS_CHANNEL, KeyRing
 from alliance.core.events.envelope import NewEvent, RecordedEvent
 from alliance.core.events.group_commit import GROUP_APPEND, GroupCommitter
 from alliance.core.events.store import (
+    _ROLES,
     START,
     AppendResult,
     PreparedEvent,
@@ -297,11 +298,34 @@ class PostgresEventStore(StoreBase):
 
     # -- read ----------------------------------------------------------------
     async def _rows_to_events(self, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
-        # Keys are looked up once per page (one await per subject, not per event).
+        # Keys are looked up once per page (one await per subject, not per event), and the page's
+        # payloads are decoded by one codec call (``EventCodec.decode_many``).
         keys = await self._keys_for({(r[8], r[15]) for r in rows if r[18] is not None and r[15] is not None})
-        decode = self._decode_row
-        return [decode(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
-                       r[14], r[15], r[16], r[17], r[18], r[19], keys) for r in rows]
+        stored = []
+        for r in rows:
+            personal, erased, secret = None, False, r[18]
+            if secret is not None and r[15] is not None:
+                personal = keys[(r[8], r[15])].decrypt(secret, r[2].bytes)
+                erased = personal is None
+            stored.append((r[5], r[6], r[17], personal, erased, r[0], r[11]))
+        payloads = self.codec.decode_many(stored)
+        roles = _ROLES
+        out = []
+        for r, payload in zip(rows, payloads, strict=True):
+            (position, tx, event_id, stream_id, version, type_name, schema_version, tenant_id, subject_id,
+             actor_id, actor_role, occurred_at, recorded_at, correlation_id, causation_id, key_id, hash_scheme,
+             _payload, _secret, hash_) = r
+            role = roles.get(actor_role)
+            if role is None:
+                raise EventDecodeError(f"unknown actor role at position {position}", position=position,
+                                       type_name=type_name)
+            out.append(RecordedEvent(
+                event_id=event_id, stream_id=stream_id, version=version, position=position, type=type_name,
+                schema_version=schema_version, tenant_id=tenant_id, subject_id=subject_id, actor_id=actor_id,
+                actor_role=role, occurred_at=occurred_at, recorded_at=recorded_at, correlation_id=correlation_id,
+                causation_id=causation_id, key_id=key_id, hash_scheme=hash_scheme, hash=hash_, payload=payload,
+                checkpoint=f"{tx}.{position}"))
+        return out
 
     async def read_stream(self, stream_id: str, *, from_version: int = 1, to_version: int | None = None,
                           recorded_until: datetime | None = None) -> list[RecordedEvent]:
