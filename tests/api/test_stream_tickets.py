@@ -150,13 +150,16 @@ async def test_a_page_on_another_origin_subscribes_with_a_ticket(api, clinic, wo
             assert response.status_code == 200, await response.aread()
             assert response.headers["access-control-allow-origin"] == ORIGIN
             await read_sse(response, sse, ready)
-            mid, body = measurement(9)
-            started = time.monotonic()
-            r = await http.post(f"/clients/{client_id}/measurements", json=body, headers=me)
-            assert r.status_code == 201, r.text
-            await read_sse(response, sse, lambda s: any(
-                e.get("event") == "progress" and mid in e.get("data", "") for e in s.events), within=2.0)
-            assert time.monotonic() - started < 2.0
+            # the first change after a worker starts may wait for its feed and the projection
+            # leader to settle (seconds on a loaded machine); the one after it is the measure
+            for bound in (10.0, 2.0):
+                mid, body = measurement(9)
+                started = time.monotonic()
+                r = await http.post(f"/clients/{client_id}/measurements", json=body, headers=me)
+                assert r.status_code == 201, r.text
+                await read_sse(response, sse, lambda s, mid=mid: any(
+                    e.get("event") == "progress" and mid in e.get("data", "") for e in s.events), within=bound)
+            assert time.monotonic() - started < 2.0  # measured: 0.1-0.2 s
 
 
 async def test_a_ticket_opens_once_and_a_spent_one_is_a_stable_401(api, clinic, worker, database):
@@ -217,7 +220,7 @@ async def test_tickets_expire_by_the_injected_clock_and_are_swept_on_issue(api, 
     with pytest.raises(StreamTicketInvalid):
         await spend_ticket(pool, late.ticket, "progress", client_id, clock=clock)
 
-    # expired rows go with a later issue, at most SWEEP_BATCH per issue
+    # expired rows go with a later issue, at most SWEEP_BATCH per issue, oldest first
     conn = await asyncpg.connect(database.owner_dsn)
     try:
         old = [await issue_ticket(pool, grant, "progress", client_id, clock=clock) for _ in range(3)]
@@ -228,9 +231,35 @@ async def test_tickets_expire_by_the_injected_clock_and_are_swept_on_issue(api, 
         assert await conn.fetchval("SELECT count(*) FROM stream_tickets WHERE ticket_hash = ANY($1)", hashes) == 0
         assert await conn.fetchval("SELECT count(*) FROM stream_tickets WHERE ticket_hash = $1",
                                    ticket_hash(fresh.ticket)) == 1
-        assert SWEEP_BATCH >= 100
+        # a backlog (say, after a long quiet spell) is worked off a batch per issue, not all at once
+        backlog = [os.urandom(32) for _ in range(SWEEP_BATCH + 5)]
+        await conn.executemany(
+            "INSERT INTO stream_tickets (ticket_hash, tenant_id, principal_id, role, purpose, client_id, issued_at, "
+            "open_by, grant_ends_at) VALUES ($1, $2, $3, 'client', 'progress', $3, $4, $4, $4)",
+            [(h, clinic.tenant, client_id, datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=i))
+             for i, h in enumerate(backlog)])
+        left = "SELECT count(*) FROM stream_tickets WHERE ticket_hash = ANY($1)"
+        await issue_ticket(pool, grant, "progress", client_id, clock=clock)
+        assert await conn.fetchval(left, backlog) == 5
+        assert await conn.fetchval(left, backlog[-5:]) == 5  # the oldest went first
+        await issue_ticket(pool, grant, "progress", client_id, clock=clock)
+        assert await conn.fetchval(left, backlog) == 0
     finally:
         await conn.close()
+
+
+async def test_a_ticket_from_one_worker_opens_on_another(api, clinic, servers):
+    client_id = await api.enrolled_client(clinic)
+    me = servers.token(clinic.tenant, "client", client_id)
+    async with httpx.AsyncClient(base_url=servers.urls[0], timeout=TIMEOUT) as w0, \
+            httpx.AsyncClient(base_url=servers.urls[1], timeout=TIMEOUT) as w1:
+        issued = await new_ticket(w0, f"/clients/{client_id}/progress/stream-tickets", me)
+        sse = Sse()
+        async with w1.stream("GET", issued["stream_url"], headers=EVENTSOURCE) as response:
+            assert response.status_code == 200
+            await read_sse(response, sse, ready)
+        # spent there, so refused here
+        assert_problem(await w0.get(issued["stream_url"], headers=EVENTSOURCE), 401, "stream_ticket_invalid")
 
 
 async def test_a_ticket_opens_only_its_own_stream(api, clinic, worker):
