@@ -6,7 +6,8 @@
 
 Phases: hello-world (the ceiling); reads with the view cache off (every read a database round
 trip); then the service as configured by default: clients reading their own plan/progress,
-clinicians reading them (never cached, each access-logged), the 70/25/5 mix, SSE fan-out.
+clinicians reading them (never cached, each access-logged), the 70/25/5 mix, writes only (client
+measurement POSTs, the ``writes`` mode of the Lua script), SSE fan-out.
 
 The service runs as it does in production: ``python -m uvicorn alliance.api.app:create_app --factory
 --workers 2`` on a free loopback port (plus ``--log-level warning --no-access-log``, so uvicorn
@@ -763,10 +764,19 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             describe("reads only by clinicians (never cached; each read access-logged)", staff)
             mixed = await run_wrk(api.port, "mixed", seconds, connections, script, data, work)
             describe("mixed 70/25/5", mixed)
+            # Writes only: every request a client's measurement POST (concurrent appends, grouped
+            # into shared commits by each worker's store: ALLIANCE_GROUP_COMMIT=on, the default).
+            writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
+            describe("writes only (client measurement POSTs)", writes)
             hello_rate = ceiling.rate(1)
             results.row("hello-world GET (ceiling)", hello_rate, info=True)
             results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
-                        target=0.25)
+                        target=0.15)
+            results.row("measurement POSTs/s accepted, writes only", writes.counts[2][0] / writes.seconds,
+                        baseline_name="the issue's 2,400/s", baseline=2400.0, target=1.0)
+            results.row("writes only: POST p99", pct(writes.latencies[2], 99), unit="ms", target=100,
+                        lower_is_better=True)
+            results.row("writes only: POST p50", pct(writes.latencies[2], 50), unit="ms", info=True)
             results.row("reads/s, reads only (clients)", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
                         target=0.25)
             results.row("reads/s, reads only, view cache off", reads_uncached.rate(1), baseline_name="hello/s",
@@ -780,13 +790,13 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
                 results.row(f"mix: {label} p99", pct(mixed.latencies[k], 99), unit="ms", info=True)
             results.row("reads only: p99", pct(reads.latencies[1], 99), unit="ms", baseline_name="hello p99",
                         baseline=pct(ceiling.latencies[1], 99), info=True)
-            runs = (mixed, reads, reads_uncached, staff)
-            results.row("5xx responses (mix + reads)", sum(r.server_errors for r in runs), unit="",
+            runs = (mixed, reads, reads_uncached, staff, writes)
+            results.row("5xx responses (mix + reads + writes)", sum(r.server_errors for r in runs), unit="",
                         target=0, lower_is_better=True)
-            results.row("unexpected 4xx (mix + reads)", sum(r.client_errors for r in runs), unit="",
+            results.row("unexpected 4xx (mix + reads + writes)", sum(r.client_errors for r in runs), unit="",
                         target=0, lower_is_better=True)
             socket_errors = sum(sum(r.socket_errors.values()) for r in runs)
-            results.row("socket errors / timeouts (mix + reads)", socket_errors, unit="", target=0,
+            results.row("socket errors / timeouts (mix + reads + writes)", socket_errors, unit="", target=0,
                         lower_is_better=True)
 
         # 4. SSE fan-out: one subscriber per client, one measurement per client per second

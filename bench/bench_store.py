@@ -10,7 +10,10 @@ What each side does (all on one fresh database, same server, same durability set
   computes the content digest); each append goes to an existing stream at its next
   version, round-robin over many streams. ``read_all(after=checkpoint, limit=1000)``
   pages through the first N events in global order into typed ``RecordedEvent``s
-  (personal field decrypted).
+  (personal field decrypted). The store runs with group commit on, as the service does
+  (``ALLIANCE_GROUP_COMMIT``); the 8-writer run is also timed with it off, and prints how many
+  appends each commit carried; a lone append's p50/p99 latency is taken with it on and off,
+  in turns, so both see the same noise.
 * **raw asyncpg** (the physical limit): the very same rows (prepared beforehand, so no
   client-side work is timed) INSERTed one statement each into ``raw_events``, a bare table
   of the same columns with nothing but a primary key; batches with
@@ -176,11 +179,17 @@ class Alliance:
         self.pool = pool
         self.workload = workload
         self.codec = EventCodec([NoteRecorded])
-        self.store = PostgresEventStore(pool, self.codec, PostgresKeyRing(pool, os.urandom(32)), dsn=db.app_dsn)
+        # Grouping on, as the service runs (ALLIANCE_GROUP_COMMIT=on); ``single`` is the same store
+        # with it off, for the lone-append latency figure and the 8-writer comparison.
+        kek = os.urandom(32)
+        self.store = PostgresEventStore(pool, self.codec, PostgresKeyRing(pool, kek), dsn=db.app_dsn,
+                                        group_commit=True)
+        self.single = PostgresEventStore(pool, self.codec, PostgresKeyRing(pool, kek), dsn=db.app_dsn)
 
     async def prefill(self, sizes: Sizes) -> None:
         # As every process does (core/runtime.py): follow key destructions, so data keys are cached.
         await self.store.listen()
+        await self.single.listen()
         per_stream = sizes.prefill // sizes.streams
         assert per_stream * sizes.streams == sizes.prefill
         calls = []
@@ -195,11 +204,23 @@ class Alliance:
                     advance(len(events))
             await asyncio.gather(*(worker() for _ in range(4)))
 
-    async def append_all(self, calls: list[tuple[str, list[NewEvent], int]]) -> int:
-        append = self.store.append
+    async def append_all(self, calls: list[tuple[str, list[NewEvent], int]], *, grouped: bool = True) -> int:
+        append = (self.store if grouped else self.single).append
         for stream, events, expected in calls:
             await append(stream, events, expected)
         return sum(len(c[1]) for c in calls)
+
+    async def lone_latencies(self, count: int) -> tuple[list[float], list[float]]:
+        """Seconds per lone append, grouping on and off, taken in turns so both see the same noise."""
+        on: list[float] = []
+        off: list[float] = []
+        clock = asyncio.get_running_loop().time
+        for i, (stream, events, expected) in enumerate(self.workload.appends(2 * count)):
+            store, into = (self.store, on) if i % 2 == 0 else (self.single, off)
+            started = clock()
+            await store.append(stream, events, expected)
+            into.append(clock() - started)
+        return on, off
 
     async def read(self, total: int, page: int) -> int:
         seen, checkpoint = 0, START
@@ -321,6 +342,11 @@ class EventSourcing:
 
 
 # -- the run -------------------------------------------------------------------------
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 async def median_sync(work: Any, runs: int) -> float:
     rates = [await asyncio.to_thread(timed_sync, work) for _ in range(runs)]
     rates.sort()
@@ -371,16 +397,26 @@ async def run(sizes: Sizes) -> Results:
             r1 = await median_rate(lambda: Raw.insert_all(raw_conns[0], raw_single.pop()), runs)
             es_single = [es.aggregates(sizes.single) for _ in range(runs)]
             e1 = await median_sync(lambda: es.save_each(es_single.pop()), runs)
-            results.add("single append, 1 writer", a1, "raw INSERT", r1, 0.8)
+            results.add("single append, 1 writer", a1, "raw INSERT", r1, 0.5)
             results.add("single append, 1 writer", a1, "eventsourcing (DB functions)", e1, 1.5)
+
+            # 1b. a lone append's latency with grouping on and off (it must not wait for company)
+            on, off = await alliance.lone_latencies(sizes.single)
+            lat = {name: (_quantile(v, 0.5), _quantile(v, 0.99)) for name, v in (("on", on), ("off", off))}
+            console.print(f"  lone append latency, grouping on: p50 {lat['on'][0] * 1000:.3f} ms, "
+                          f"p99 {lat['on'][1] * 1000:.3f} ms; off: p50 {lat['off'][0] * 1000:.3f} ms, "
+                          f"p99 {lat['off'][1] * 1000:.3f} ms")
+            # As rates (1 / latency), so "within 5%" reads as a ratio of at least 0.95.
+            results.add("lone append 1/p50, grouping on", 1 / lat["on"][0], "grouping off", 1 / lat["off"][0], 0.95)
+            results.add("lone append 1/p99, grouping on", 1 / lat["on"][1], "grouping off", 1 / lat["off"][1], 0.95)
 
             # 2. single-event appends, 8 concurrent writers on disjoint streams
             console.print(f"[bold]single-event appends, {sizes.writers} concurrent writers[/]")
             shards = [workload.streams[w::sizes.writers] for w in range(sizes.writers)]
 
-            async def alliance_concurrent() -> int:
+            async def alliance_concurrent(grouped: bool = True) -> int:
                 calls = [workload.appends(sizes.concurrent, among=shard) for shard in shards]
-                return sum(await asyncio.gather(*(alliance.append_all(c) for c in calls)))
+                return sum(await asyncio.gather(*(alliance.append_all(c, grouped=grouped) for c in calls)))
 
             async def raw_concurrent() -> int:
                 rows = [await raw.rows(raw_load.appends(sizes.concurrent)) for _ in shards]
@@ -388,13 +424,22 @@ async def run(sizes: Sizes) -> Results:
                 count = sum(await asyncio.gather(*(Raw.insert_all(c, r) for c, r in zip(raw_conns, rows, strict=True))))
                 return count, asyncio.get_running_loop().time() - started  # type: ignore[return-value]
 
+            assert alliance.store.group is not None
+            sizes_before = alliance.store.group.group_sizes.copy()
             a8 = await median_rate(alliance_concurrent, runs)
+            histogram = alliance.store.group.group_sizes - sizes_before
+            commits = sum(histogram.values())
+            console.print(f"  appends per commit, {sizes.writers} writers grouped ({commits:,} commits): "
+                          + ", ".join(f"{size}: {n:,}" for size, n in sorted(histogram.items())))
+            a8_off = await median_rate(lambda: alliance_concurrent(grouped=False), runs)
+            console.print(f"  {sizes.writers} writers with grouping off: {a8_off:,.0f}/s")
             r8_rates = []
             for _ in range(runs):
                 count, seconds = await raw_concurrent()  # type: ignore[misc]
                 r8_rates.append(count / seconds)
             r8 = sorted(r8_rates)[len(r8_rates) // 2]
-            results.add(f"single append, {sizes.writers} writers", a8, f"raw INSERT, {sizes.writers} conns", r8, 0.6)
+            results.add(f"single append, {sizes.writers} writers", a8, f"raw INSERT, {sizes.writers} conns", r8, 1.0)
+            results.add(f"single append, {sizes.writers} writers", a8, "the same, grouping off", a8_off, 1.0)
 
             # 3. appends of 100 events per call
             console.print(f"[bold]appends of {sizes.batch} events per call[/]")
@@ -407,8 +452,8 @@ async def run(sizes: Sizes) -> Results:
             rb = await median_rate(lambda: Raw.copy_all(raw_conns[0], raw_batches.pop()), runs)
             es_batches = [es.aggregates(sizes.batches * sizes.batch) for _ in range(runs)]
             eb = await median_sync(lambda: es.save_batches(es_batches.pop(), sizes.batch), runs)
-            results.add(f"{sizes.batch} events per append", ab, "raw COPY", rb, 0.6)
-            results.add(f"{sizes.batch} events per append", ab, f"eventsourcing ({sizes.batch} per save)", eb, 3.0)
+            results.add(f"{sizes.batch} events per append", ab, "raw COPY", rb, 0.5)
+            results.add(f"{sizes.batch} events per append", ab, f"eventsourcing ({sizes.batch} per save)", eb, 4.0)
         finally:
             for conn in raw_conns:
                 await conn.close()
@@ -420,6 +465,7 @@ async def run(sizes: Sizes) -> Results:
         er = await median_sync(lambda: es.read(sizes.read, sizes.page), runs)
         results.add(f"read_all {sizes.read:,} typed", ar, "eventsourcing notifications → domain events", er, 2.5)
         await alliance.store.close()
+        await alliance.single.close()
     finally:
         if es is not None:
             es.close()
