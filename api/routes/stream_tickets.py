@@ -9,6 +9,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request, post
+from litestar.datastructures import CacheControlHeader
 
 from alliance.api.access import authorize_client
 from alliance.api.auth import Principal
@@ -34,6 +35,10 @@ def _answer(issued: IssuedTicket, path: str) -> StreamTicket:
                         expires_at=issued.open_by, open_within_seconds=issued.open_within_seconds)
 
 
+#: A ticket is a credential for a minute: no cache keeps it. Nor is it kept as an Idempotency-Key
+#: answer (api/idempotency.py stores answers): a retry simply gets a new ticket, and writes nothing.
+NO_STORE = CacheControlHeader(no_store=True)
+ISSUED = "A ticket for one open of the stream"
 _DESCRIPTION = ("For browsers (EventSource cannot send `Authorization`): a ticket that opens {what} once, within "
                 "60 s, as the caller; the stream then lasts until the bearer token's `exp` and is re-authorised "
                 "like one opened with the token. Same authorisation as opening the stream. A spent, expired "
@@ -41,7 +46,7 @@ _DESCRIPTION = ("For browsers (EventSource cannot send `Authorization`): a ticke
 
 
 @post("/clients/{client_id:uuid}/progress/stream-tickets", operation_id="issueProgressStreamTicket",
-      tags=["views"], status_code=201,
+      tags=["views"], status_code=201, cache_control=NO_STORE, response_description=ISSUED,
       summary="A single-use ticket to open this client's progress stream with EventSource (?ticket=)",
       description=_DESCRIPTION.format(what="`GET /clients/{client_id}/progress/stream`"))
 async def progress_stream_ticket(request: Request[Any, Any, Any], client_id: UUID, principal: Principal,
@@ -56,6 +61,7 @@ async def progress_stream_ticket(request: Request[Any, Any, Any], client_id: UUI
 
 
 @post("/caseload/stream-tickets", operation_id="issueCaseloadStreamTicket", tags=["views"], status_code=201,
+      cache_control=NO_STORE, response_description=ISSUED,
       summary="A single-use ticket to open the caller's caseload stream with EventSource (?ticket=)",
       description=_DESCRIPTION.format(what="`GET /caseload/stream`"))
 async def caseload_stream_ticket(request: Request[Any, Any, Any], principal: Principal,

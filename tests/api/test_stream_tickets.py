@@ -144,6 +144,13 @@ async def test_a_page_on_another_origin_subscribes_with_a_ticket(api, clinic, wo
         assert expires.tzinfo is not None
         assert timedelta(seconds=55) < expires - datetime.now(UTC) <= timedelta(seconds=61)
         assert len(issued["ticket"]) >= 43 and issued["ticket"] not in me["Authorization"]
+        assert r.headers["cache-control"] == "no-store"
+        # never kept as an Idempotency-Key answer (that would store the ticket): a retry gets a new one
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        again = [(await http.post(tickets, headers={**me, **key})) for _ in range(2)]
+        assert all(a.status_code == 201 and "idempotent-replayed" not in a.headers for a in again)
+        assert again[0].json()["ticket"] != again[1].json()["ticket"]
+        ISSUED.extend(a.json()["ticket"] for a in again)
 
         sse = Sse()
         async with http.stream("GET", issued["stream_url"], headers=EVENTSOURCE) as response:
