@@ -35,6 +35,8 @@ from alliance.api.routes.clinic import CLINIC_ROUTES
 from alliance.api.routes.compliance import COMPLIANCE_ROUTES
 from alliance.api.routes.goals import GOAL_ROUTES
 from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
+from alliance.api.routes.links import LINK_ROUTES
+from alliance.api.routes.reminders import REMINDER_ROUTES
 from alliance.api.routes.stream import STREAM_ROUTES
 from alliance.api.routes.stream_tickets import STREAM_TICKET_ROUTES
 from alliance.api.routes.system import SYSTEM_ROUTES
@@ -55,6 +57,8 @@ from alliance.core.projections.queries import Fetched, fetched_weight
 from alliance.core.projections.registry import PROJECTIONS
 from alliance.core.projections.runner import ProjectionRunner
 from alliance.core.projections.view_cache import ViewCache
+from alliance.core.questionnaire_links import link_key
+from alliance.core.reminders.service import reminder_runner
 from alliance.core.runtime import open_runtime
 from alliance.core.settings import Settings, load_settings
 from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
@@ -189,11 +193,16 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 svc.runners.append(runner)
                 svc.tasks.append(asyncio.create_task(runner.run(), name=f"projections:{runner.name}"))
             channels = notification_channels(plugins, settings)  # validated even when not dispatching
+            svc.channels = channels
             if run_projections:
                 # Risk-flag notifications and escalation: one leader among the processes, like the runner.
-                dispatcher = notification_dispatcher(runtime, channels, settings)
+                dispatcher = notification_dispatcher(runtime, channels, settings, link_key=link_key(svc.mac_key))
                 svc.runners.append(dispatcher)
                 svc.tasks.append(dispatcher.start())
+                # Reminders of due questionnaires: one leader too, delivered by the dispatcher above.
+                reminders = reminder_runner(runtime, channels, settings, key=link_key(svc.mac_key))
+                svc.runners.append(reminders)
+                svc.tasks.append(reminders.start())
                 # Not-on-track alerts: one leader among the processes too (core/alerts/follower.py).
                 alerts = AlertFollower(runtime.store, registry_definitions(registry), band=plugin_bands(plugins),
                                        dsn=runtime.target.app_dsn)
@@ -246,7 +255,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     )
     handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *STREAM_TICKET_ROUTES,
                 *COMPLIANCE_ROUTES,
-                *IDENTITY_ROUTES]
+                *IDENTITY_ROUTES, *LINK_ROUTES, *REMINDER_ROUTES]
     document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
     document_problems(handlers)
     bound_request_bodies(handlers)

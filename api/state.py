@@ -42,6 +42,8 @@ class AppServices:
     signer: Any = None
     #: Signs receipts for agreements and consents (set in the lifespan).
     issue_receipts: Any = None
+    #: The installed notification channels (reminder opt-outs name one of them).
+    channels: Any = ()
     #: The time views are read at (due / overdue measures); a test sets a ``SettableClock``.
     clock: Clock = SYSTEM_CLOCK
 

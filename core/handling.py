@@ -224,6 +224,19 @@ class CommandHandler:
         return await self._run(command, command.tenant_id, attempt, stream_id=clinic_stream(command.tenant_id),
                                evolve=evolve_clinic)
 
+    async def handle_on(self, command: Command, *, stream_id: str, subject_id: UUID, initial: Any,
+                        evolve: Callable[[Any, EventPayload], Any], reads: Callable[[], Any],
+                        decide: Callable[[Any, Any], list[EventPayload]]) -> Outcome:
+        """A command on a stream of another module's type (reminder settings, say): ``reads()``
+        loads the stream its rules read (a client's, a clinic's), which the append asserts
+        unchanged; ``decide(state, read_state)`` decides. Same loop, retries and ids as above."""
+        async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
+            written = await load(self.store, stream_id, initial, evolve, cache=self.cache)
+            read: Loaded = await reads()
+            return written, [read], decide(written.state, read.state)
+
+        return await self._run(command, subject_id, attempt, stream_id=stream_id, evolve=evolve)
+
     # -- the loop ------------------------------------------------------------
     async def _already_recorded(self, command: Command) -> Outcome | None:
         first = await self.store.read_event(derive_event_id(command.command_id, 0))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -400,6 +401,8 @@ class NotificationDispatcher:
             if to is None:
                 return "no_address", False  # an address may be added before the retries end
         text = composer(request, self.public_url)
+        if inspect.isawaitable(text):  # a composer that reads the store (reminders: the clinic's own text)
+            text = await text
         message = OutgoingMessage(message_id=str(request.notification_id), notification_id=request.notification_id,
                                   tenant_id=tenant_id, kind=request.kind, recipient_id=request.recipient_id, to=to,
                                   subject=text.subject, body=text.body, link=text.link)

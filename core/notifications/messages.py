@@ -8,7 +8,7 @@ The text is built when sending and never stored or logged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from alliance.core.notifications.events import RISK_FLAG_ESCALATED, RISK_FLAG_RAISED, NotificationRequested
@@ -21,8 +21,9 @@ class Text:
     link: str | None = None
 
 
-#: (request, public URL of the service) → the text to send.
-Composer = Callable[[NotificationRequested, str], Text]
+#: (request, public URL of the service) → the text to send (or an awaitable of it, for a
+#: composer that reads the store when sending, as reminders read the clinic's own text).
+Composer = Callable[[NotificationRequested, str], "Text | Awaitable[Text]"]
 
 
 def _client_link(request: NotificationRequested, public_url: str) -> str | None:
