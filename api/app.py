@@ -35,6 +35,7 @@ from alliance.api.routes.clinic import CLINIC_ROUTES
 from alliance.api.routes.compliance import COMPLIANCE_ROUTES
 from alliance.api.routes.goals import GOAL_ROUTES
 from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
+from alliance.api.routes.me import who_am_i
 from alliance.api.routes.links import LINK_ROUTES
 from alliance.api.routes.reminders import REMINDER_ROUTES
 from alliance.api.routes.stream import STREAM_ROUTES
@@ -257,6 +258,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 *COMPLIANCE_ROUTES,
                 *IDENTITY_ROUTES, *LINK_ROUTES, *REMINDER_ROUTES]
     document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
+    handlers.append(who_am_i)  # GET /me: whose views a page signed in through the provider opens
     document_problems(handlers)
     bound_request_bodies(handlers)
     web = [webapp_router(settings)] if settings.web_app else []  # the reference web app at /app/

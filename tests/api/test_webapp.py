@@ -55,3 +55,10 @@ async def test_web_app_off_leaves_it_out(tmp_path):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://alliance.test") as http:
         for path in ("/app/", "/app/js/main.js", "/app/sign-in-options"):
             assert (await http.get(path)).status_code == 404, path
+
+
+async def test_me_says_who_the_token_is(api, clinic):
+    r = await api.http.get("/me", headers=api.token(clinic.tenant, "clinician", clinic.clinician))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": str(clinic.clinician), "tenant_id": str(clinic.tenant), "role": "clinician"}
+    assert (await api.http.get("/me")).status_code == 401

@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 AXE = HERE / "vendor" / "axe-core" / "axe.min.js"
+AXE_VERSION = "4.11.0"
 CHROMIUM = os.environ.get("ALLIANCE_CHROMIUM", "/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -197,6 +198,7 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     (the page itself may load nothing from elsewhere)."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
         page.evaluate(AXE.read_text())
+    assert page.evaluate("axe.version") == AXE_VERSION  # the vendored copy, not nothing
     result = page.evaluate("""async () => {
         const r = await axe.run(document, { resultTypes: ['violations'] });
         return r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help,

@@ -110,7 +110,7 @@ export function measureChart(measure, definition, marks, { forClient }) {
   const rows = measure.points.map((p) => h("tr", {},
     h("td", {}, when(p.observed_at)), h("td", { className: "score" }, fmt(p.scores.total)),
     forClient ? null : h("td", {}, p.band || ""), forClient ? null : h("td", {}, p.reported_by?.informant || "")));
-  const table = h("div", { className: "table-scroll" }, h("table", {},
+  const table = h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": `${title}: every score` }, h("table", {},
     h("caption", { className: "visually-hidden" }, `${title}: every score`),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, "Score"),
       forClient ? null : h("th", { scope: "col" }, "Band"), forClient ? null : h("th", { scope: "col" }, "Reported by"))),

@@ -111,6 +111,7 @@ function changes(goal, where) {
 function current(goal, change) {
   if (change.kind === "due_date") return goal.due_date ? when(goal.due_date) : "No date";
   if (change.kind === "pace") return goal.pace || "No pace set";
+  if (change.kind === "target") return goal.facets?.target || "No aim set yet";
   return goal.statement || goal.client_words;
 }
 function proposed(change) {

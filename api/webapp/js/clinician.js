@@ -23,7 +23,7 @@ export function awaiting(plan) {
 
 export async function caseload(main) {
   replace(main, h("h1", {}, "Caseload"), h("p", { className: "status-live", id: "live-status" }, "Connecting…"));
-  const table = h("div", { className: "table-scroll", id: "caseload" });
+  const table = h("div", { className: "table-scroll", id: "caseload", tabindex: 0, role: "region", "aria-label": "My clients" });
   main.append(table);
   const draw = async () => {
     const page = await api.get("/clients?discharged=false");
@@ -155,7 +155,7 @@ function goalCard(goal) {
     textForm({ label: "Revise the wording (a new version)", name: "text", button: "Revise", className: "revise",
       send: (text) => api.post(`/goals/${g}/revisions`, { text }) }));
   if (goal.status === "active") {
-    details.append(textForm({ label: "Propose a change to the aim (the client decides)", name: "new_text",
+    details.append(textForm({ label: "Propose a new aim (the client decides)", name: "new_text",
       button: "Propose change", className: "propose-change",
       extra: [h("label", { for: `why-${g}` }, "Why (shown to the client)"), h("input", { type: "text", id: `why-${g}`, name: "rationale" })],
       send: (newText, form) => api.post(`/goals/${g}/changes`,
@@ -176,7 +176,7 @@ export async function history(main, clientId) {
   const view = await api.get(`/clients/${clientId}/history`);
   replace(main, h("h1", {}, `History – ${api.nameOf(clientId)}`),
     h("p", {}, h("a", { href: `#/clients/${clientId}` }, "Back to plan and progress")),
-    h("div", { className: "table-scroll" }, h("table", {},
+    h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": "History" }, h("table", {},
       h("caption", { className: "visually-hidden" }, "Every recorded decision, newest first"),
       h("thead", {}, h("tr", {}, ["When", "What", "Who", "Goal version"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, [...view.entries].reverse().map((e) => h("tr", {},
