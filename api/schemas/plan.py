@@ -10,7 +10,8 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from alliance.api.schemas.shared import CrisisInformation, PlainLanguageHint, RiskFlagView
+from alliance.api.schemas.shared import AlertView, CrisisInformation, PlainLanguageHint, RiskFlagView
+from alliance.core.schedules import Administration, Schedule
 
 Agreed = Literal["agree", "pending"]
 
@@ -98,10 +99,16 @@ class AttainmentScaleView(msgspec.Struct, kw_only=True):
 
 
 class AttachedMeasure(msgspec.Struct, kw_only=True):
-    """An instrument attached to the goal."""
+    """An instrument attached to the goal (or the episode), with its schedule and what is due today."""
 
     instrument_id: Annotated[str, Meta(description="The instrument (GET /instruments/{id})")]
-    schedule: Annotated[str, Meta(description="How often it is taken (e.g. `weekly`, `P14D`)")]
+    schedule: Annotated[str | None, Meta(description="The schedule in words (`every 2 weeks from 5 January`)")]
+    schedule_detail: Annotated[Schedule | UnsetType | None, Meta(
+        description="The structured schedule (null: free text from before schedules had a shape); "
+                    "absent when the goal is paused or closed, or the client discharged")] = UNSET
+    next_due: Annotated[date | UnsetType | None, Meta(description="The next date the client is asked")] = UNSET
+    administration: Annotated[Administration | UnsetType | None, Meta(
+        description="Today's administration and its state (due, overdue, done, missed…)")] = UNSET
 
 
 class OpenChange(msgspec.Struct, kw_only=True):
@@ -118,6 +125,8 @@ class OpenChange(msgspec.Struct, kw_only=True):
     milestone_id: Annotated[UUID | None, Meta(description="The milestone it changes")]
     new_levels: Annotated[list[str], Meta(description="New attainment-scale levels")]
     new_weight: Annotated[float | None, Meta(description="New attainment-scale weight")]
+    instrument_id: Annotated[str | None, Meta(description="The measure whose schedule changes")]
+    new_schedule: Annotated[Schedule | None, Meta(description="The new schedule")]
     status: Annotated[str, Meta(description="Always `pending` here")]
     decided_by_party: Annotated[str | None, Meta(description="Who decided (null while pending)")]
     decided_by: Annotated[UUID | None, Meta(description="Who decided (null while pending)")]
@@ -212,8 +221,10 @@ class PlanView(msgspec.Struct, kw_only=True):
     erased: Annotated[bool, Meta(description="Whether the client's data was erased")]
     consents_in_force: Annotated[list[ConsentView], Meta(description="Consents in force at `as_of`")]
     goals: Annotated[list[PlanGoal], Meta(description="Every goal")]
+    measures: Annotated[list[AttachedMeasure], Meta(description="Measures attached to the episode (not a goal)")]
     relapse_plan: Annotated[RelapsePlanView | None, Meta(description="The relapse-prevention plan, once written")]
     open_risk_flags: Annotated[list[RiskFlagView], Meta(description="Risk flags not yet acknowledged")]
+    open_alerts: Annotated[list[AlertView], Meta(description="Not-on-track alerts not yet acknowledged")]
     as_of: Annotated[datetime, Meta(description="The moment the view is computed at")]
     crisis_information: Annotated[CrisisInformation | UnsetType, Meta(
         description="The clinic's crisis information (current views only, not `as_of` ones)")] = UNSET

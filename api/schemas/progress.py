@@ -12,7 +12,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from alliance.api.schemas.shared import CrisisInformation, PlainLanguageHint, RiskFlagView
+from alliance.api.schemas.shared import AlertView, CrisisInformation, PlainLanguageHint, RiskFlagView
 
 Scores = Annotated[dict[str, float], Meta(
     description="Scores by name: `total` and the instrument's own subscales (open-ended, per instrument)")]
@@ -24,6 +24,24 @@ class Reporter(msgspec.Struct, kw_only=True):
     informant: Annotated[str, Meta(description="`self`, `proxy` or `clinician`")]
     relationship: Annotated[str | None, Meta(description="A proxy's relationship to the client")]
     channel: Annotated[str | None, Meta(description="`app`, `link`, `session` or `import` (null on old entries)")]
+
+
+class Interpretation(msgspec.Struct, kw_only=True):
+    """What the client made of an entry, in their words."""
+
+    text: Annotated[str, Meta(description="In the client's words")]
+    at: Annotated[datetime | None, Meta(description="When")]
+    by_role: Annotated[str | None, Meta(description="Who wrote it (the client or a proxy)")]
+
+
+class PlainWords(msgspec.Struct, kw_only=True):
+    """A measure described for the client in plain words, with the criteria for the clinician."""
+
+    language: Annotated[str, Meta(description="The words' language (`Accept-Language`, where the instrument "
+                                              "speaks it)")]
+    text: Annotated[str | None, Meta(description="e.g. 'Since 3 March your PHQ-9 score has gone from 16 to 7. "
+                                                 "That is a reliable improvement.'")]
+    criteria: Annotated[list[str], Meta(description="The criteria behind the words, each with its source")]
 
 
 class MeasurePoint(msgspec.Struct, kw_only=True):
@@ -38,6 +56,7 @@ class MeasurePoint(msgspec.Struct, kw_only=True):
     reported_by: Annotated[Reporter, Meta(description="Who answered")]
     incomplete: Annotated[str | None, Meta(description="Why the answer set was incomplete")]
     prorated: Annotated[bool, Meta(description="Whether the total was prorated")]
+    interpretation: Annotated[Interpretation | None, Meta(description="The client's own reading of this entry")]
 
 
 class ReliableChangeView(msgspec.Struct, kw_only=True):
@@ -133,6 +152,7 @@ class MeasureSummary(msgspec.Struct, kw_only=True):
         description="`lower_is_better` or `higher_is_better`")] = UNSET
     schedule: Annotated[str | UnsetType | None, Meta(
         description="On a goal: the schedule it was attached with (null: rated without being attached)")] = UNSET
+    plain_words: Annotated[PlainWords, Meta(description="The measure in plain words")]
 
 
 class GasLevel(msgspec.Struct, kw_only=True):
@@ -144,6 +164,7 @@ class GasLevel(msgspec.Struct, kw_only=True):
     baseline_level: Annotated[int | None, Meta(description="The level at the start")]
     observed_at: Annotated[datetime, Meta(description="When it was rated")]
     reported_by: Annotated[Reporter, Meta(description="Who rated it")]
+    plain_words: Annotated[str | None, Meta(description="The level in the client's words")]
 
 
 class ReviewView(msgspec.Struct, kw_only=True):
@@ -161,6 +182,11 @@ class ReviewView(msgspec.Struct, kw_only=True):
     occurred_at: Annotated[datetime, Meta(description="When")]
     in_error: Annotated[bool, Meta(description="Always false here (reviews in error are left out)")]
     plain_language: Annotated[list[PlainLanguageHint], Meta(description="Plain-language hints")]
+    client_agrees: Annotated[bool | UnsetType | None, Meta(
+        description="The client's confirmation of the review: agrees or not (null: not yet)")] = UNSET
+    client_confirmation: Annotated[str | UnsetType | None, Meta(description="In the client's words")] = UNSET
+    confirmed_by_role: Annotated[str | UnsetType | None, Meta(description="Who confirmed (client or proxy)")] = UNSET
+    confirmed_at: Annotated[datetime | UnsetType | None, Meta(description="When")] = UNSET
 
 
 class GoalProgress(msgspec.Struct, kw_only=True):
@@ -222,6 +248,7 @@ class GasSummary(msgspec.Struct, kw_only=True):
     criterion: Annotated[str, Meta(description="Which goals count")]
     source: Annotated[str, Meta(description="Kiresuk & Sherman 1968")]
     goals: Annotated[list[GasGoal], Meta(description="Each goal, counted or not")]
+    plain_words: Annotated[str | None, Meta(description="The summary in plain words")]
 
 
 class UnattachedRating(msgspec.Struct, kw_only=True):
@@ -232,6 +259,17 @@ class UnattachedRating(msgspec.Struct, kw_only=True):
     observed_at: Annotated[datetime, Meta(description="When")]
     scores: Scores
     note: Annotated[str, Meta(description="Why it counts for no goal")]
+
+
+class FeedbackAnswerView(msgspec.Struct, kw_only=True):
+    """A clinician's answer to the client's feedback."""
+
+    answer_id: Annotated[UUID, Meta(description="The answer")]
+    text: Annotated[str, Meta(description="In the clinician's words")]
+    change_event_ids: Annotated[list[UUID], Meta(description="The events of what changed because of it")]
+    by: Annotated[UUID, Meta(description="Who answered")]
+    by_role: Annotated[str, Meta(description="Their role")]
+    occurred_at: Annotated[datetime, Meta(description="When")]
 
 
 class FeedbackView(msgspec.Struct, kw_only=True):
@@ -245,6 +283,8 @@ class FeedbackView(msgspec.Struct, kw_only=True):
     goal_ids: Annotated[list[UUID], Meta(description="The goals it is about")]
     by_role: Annotated[str, Meta(description="Who gave it")]
     occurred_at: Annotated[datetime, Meta(description="When")]
+    answers: Annotated[list[FeedbackAnswerView] | UnsetType, Meta(
+        description="The care team's answers, each naming the events of what changed because of it")] = UNSET
 
 
 class ProgressView(msgspec.Struct, kw_only=True):
@@ -264,5 +304,8 @@ class ProgressView(msgspec.Struct, kw_only=True):
     feedback: Annotated[list[FeedbackView], Meta(description="The client's feedback")]
     risk_flags: Annotated[list[RiskFlagView], Meta(description="Every risk flag, acknowledged or not")]
     open_risk_flags: Annotated[int, Meta(description="How many are not acknowledged")]
+    alerts: Annotated[list[AlertView], Meta(description="Not-on-track alerts, open and acknowledged")]
+    open_alerts: Annotated[int, Meta(description="How many alerts are not acknowledged")]
+    language: Annotated[str, Meta(description="The language of the plain words")]
     crisis_information: Annotated[CrisisInformation | UnsetType, Meta(
         description="While a risk flag is open: the clinic's crisis information")] = UNSET

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -77,6 +77,15 @@ class StaffList(msgspec.Struct, kw_only=True):
     staff: Annotated[list[StaffMember], Meta(description="Staff, by id")]
 
 
+class CaseloadAlert(msgspec.Struct, kw_only=True):
+    """An open alert, by rule and instrument (the plan and progress show its data)."""
+
+    alert_id: Annotated[UUID, Meta(description="The alert")]
+    rule: Annotated[str, Meta(description="Its rule")]
+    instrument_id: Annotated[str, Meta(description="The instrument")]
+    raised_at: Annotated[datetime, Meta(description="When it was raised")]
+
+
 class CaseloadItem(msgspec.Struct, kw_only=True):
     """A client on the caller's caseload (no personal text: read the plan for that)."""
 
@@ -84,7 +93,11 @@ class CaseloadItem(msgspec.Struct, kw_only=True):
     primary_clinician: Annotated[UUID, Meta(description="Their primary clinician")]
     discharged: Annotated[bool, Meta(description="Whether discharged")]
     open_risk_flags: Annotated[int, Meta(description="Risk flags awaiting acknowledgement")]
+    open_alerts: Annotated[list[CaseloadAlert], Meta(description="Not-on-track alerts awaiting acknowledgement")]
     goals: Annotated[int, Meta(description="How many goals")]
+    next_due: Annotated[date | None, Meta(description="The earliest date a measure is next due")]
+    measures_due: Annotated[bool, Meta(description="A measure is due today")]
+    measures_overdue: Annotated[bool, Meta(description="A measure is overdue")]
     last_activity: Annotated[datetime, Meta(description="When their plan last changed")]
 
 
