@@ -131,7 +131,7 @@ async def stream_grant(request: Request[Any, Any, Any], svc: AppServices, purpos
     address = request.client.host if request.client else "unknown"
     svc.tokens.failures.check(address)
     try:
-        grant = await spend_ticket(svc.pool, ticket, purpose, client_id)
+        grant = await spend_ticket(svc.pool, ticket, purpose, client_id, clock=svc.clock)
     except StreamTicketInvalid:
         svc.tokens.failures.record(address)
         raise

@@ -56,7 +56,7 @@ async def progress_stream_ticket(request: Request[Any, Any, Any], client_id: UUI
     client = await visible_client(svc, principal, client_id)
     authorize_client(principal, client, "stream", now=datetime.now(UTC))
     purpose: Purpose = "progress"
-    issued = await issue_ticket(svc.pool, bearer_grant(request, principal), purpose, client_id)
+    issued = await issue_ticket(svc.pool, bearer_grant(request, principal), purpose, client_id, clock=svc.clock)
     return _answer(issued, f"/clients/{client_id}/progress/stream")
 
 
@@ -67,7 +67,7 @@ async def progress_stream_ticket(request: Request[Any, Any, Any], client_id: UUI
 async def caseload_stream_ticket(request: Request[Any, Any, Any], principal: Principal,
                                  svc: AppServices) -> StreamTicket:
     require_caseload_reader(principal)
-    issued = await issue_ticket(svc.pool, bearer_grant(request, principal), "caseload", None)
+    issued = await issue_ticket(svc.pool, bearer_grant(request, principal), "caseload", None, clock=svc.clock)
     return _answer(issued, "/caseload/stream")
 
 

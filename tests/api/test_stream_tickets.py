@@ -37,7 +37,7 @@ from alliance.api.stream_tickets import (
     spend_ticket,
     ticket_hash,
 )
-from alliance.core.clock import SettableClock
+from alliance.core.clock import SYSTEM_CLOCK, SettableClock
 from alliance.core.identity import Role
 from tests.api.conftest import JWT_SECRET, KEK, _stop, _tail, free_port
 from tests.api.support import PROBLEM_JSON, assert_problem, phq9
@@ -226,6 +226,17 @@ async def test_tickets_expire_by_the_injected_clock_and_are_swept_on_issue(api, 
     clock.advance(timedelta(seconds=2))
     with pytest.raises(StreamTicketInvalid):
         await spend_ticket(pool, late.ticket, "progress", client_id, clock=clock)
+
+    # the routes read the app's clock too
+    fixed = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    api.services.clock = SettableClock(fixed)
+    try:
+        r = await api.http.post(f"/clients/{client_id}/progress/stream-tickets",
+                                headers=api.token(clinic.tenant, "client", client_id))
+        assert r.status_code == 201, r.text
+        assert datetime.fromisoformat(r.json()["expires_at"]) == fixed + timedelta(seconds=OPEN_WITHIN_SECONDS)
+    finally:
+        api.services.clock = SYSTEM_CLOCK
 
     # expired rows go with a later issue, at most SWEEP_BATCH per issue, oldest first
     conn = await asyncpg.connect(database.owner_dsn)
