@@ -63,7 +63,9 @@ def database_outage(exc: BaseException) -> bool:
 
     The one list of what counts: refused or reset sockets (``OSError``, which includes
     ``ConnectionRefusedError``, but not the errors of files), a timeout waiting for a connection, asyncpg's connection
-    and shutdown errors by SQLSTATE, and ``InterfaceError`` on a closed pool or connection.
+    and shutdown errors by SQLSTATE (a read-only transaction, 25006, is a demoted primary or a standby),
+    no host of a multi-host DSN accepting writes (``TargetServerAttributeNotMatched``), and
+    ``InterfaceError`` on a closed pool or connection.
     An exception group (Litestar resolves dependencies in a task group) counts when every
     exception in it does.
     """
@@ -78,6 +80,10 @@ def database_outage(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None) or ""
         return sqlstate.startswith("08") or sqlstate in _OUTAGE_SQLSTATES
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        # A multi-host DSN with target_session_attrs=read-write found no writable host: during a
+        # failover, the old primary is gone and the standby is not promoted yet.
+        return True
     if isinstance(exc, asyncpg.InterfaceError):
         text = str(exc)
         return "closed" in text or "closing" in text or "not connected" in text
@@ -102,6 +108,8 @@ def outage_reason(exc: BaseException) -> str:
         return "too many connections"
     if sqlstate == "25006":
         return "read-only (a standby)"
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        return "no writable primary (failover in progress)"
     if sqlstate.startswith("08") or isinstance(exc, (ConnectionError, asyncpg.InterfaceError)):
         return "connection lost"
     if isinstance(exc, OSError):
