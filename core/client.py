@@ -280,6 +280,19 @@ class FeedbackGiven(EventPayload, tag="feedback.given", kw_only=True, frozen=Tru
     by_role: Role
 
 
+class FeedbackAnswered(EventPayload, tag="feedback.answered", kw_only=True, frozen=True):
+    """A care-team clinician's answer to the client's feedback, linking what changed because of
+    it (the ids of the events that made the change: a proposed change, a revision, a review), so
+    the feedback loop is closed in the record."""
+
+    feedback_id: UUID
+    answer_id: UUID
+    text: PersonalStr
+    change_event_ids: tuple[UUID, ...] = ()
+    by: UUID
+    by_role: Role
+
+
 class RelapsePreventionPlanUpdated(EventPayload, tag="relapse_plan.updated", kw_only=True, frozen=True):
     plan_version: int
     warning_signs: PersonalTexts = ()
@@ -336,7 +349,7 @@ CLIENT_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ClientEnrolled, CareTeamMemberAdded, CareTeamMemberRemoved, PrimaryClinicianChanged,
     ClientDischarged, ProxyAuthorised, ProxyRevoked, ConsentGranted, ConsentWithdrawn,
     MeasurementRecorded, MeasurementEnteredInError, MeasurementInterpreted, NoteRecorded, NoteEnteredInError,
-    RiskFlagRaised, RiskFlagAcknowledged, FeedbackGiven, RelapsePreventionPlanUpdated,
+    RiskFlagRaised, RiskFlagAcknowledged, FeedbackGiven, FeedbackAnswered, RelapsePreventionPlanUpdated,
     LegalHoldPlaced, LegalHoldReleased, ErasureRequested, ClientErased,
     EpisodeMeasureAttached, EpisodeMeasureDetached, *ALERT_EVENT_TYPES,
 )
@@ -469,6 +482,16 @@ class GiveFeedback(Command, tag="feedback.give", kw_only=True, frozen=True):
     goal_ids: tuple[UUID, ...] = ()
 
 
+class AnswerFeedback(Command, tag="feedback.answer", kw_only=True, frozen=True):
+    """Answer the client's feedback, naming the events of what changed because of it (the API
+    checks they are this client's)."""
+
+    feedback_id: UUID
+    answer_id: UUID
+    text: str
+    change_event_ids: tuple[UUID, ...] = ()
+
+
 class UpdateRelapsePlan(Command, tag="relapse_plan.update", kw_only=True, frozen=True):
     warning_signs: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
@@ -506,7 +529,7 @@ ClientCommand = (
     | DischargeClient | AuthoriseProxy | RevokeProxy | GrantConsent | WithdrawConsent
     | RecordMeasurement | MarkEntryInError | InterpretMeasurement | RecordNote | RaiseRiskFlag | AcknowledgeRiskFlag
     | RaiseAlert | AcknowledgeAlert
-    | GiveFeedback | UpdateRelapsePlan | PlaceLegalHold | ReleaseLegalHold | RequestErasure
+    | GiveFeedback | AnswerFeedback | UpdateRelapsePlan | PlaceLegalHold | ReleaseLegalHold | RequestErasure
     | CompleteErasure | AttachEpisodeMeasure | DetachEpisodeMeasure
 )
 
@@ -530,6 +553,7 @@ class ClientState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     risk_flags: dict[UUID, bool] = {}  # id -> acknowledged
     alerts: dict[UUID, bool] = {}  # not-on-track alert id -> acknowledged
     feedback: frozenset[UUID] = frozenset()
+    feedback_answers: frozenset[UUID] = frozenset()
     relapse_plan_version: int = 0
     legal_holds: frozenset[UUID] = frozenset()
     erasure_requests: frozenset[UUID] = frozenset()
@@ -619,6 +643,8 @@ def evolve_client(state: ClientState, event: EventPayload) -> ClientState:
             return replace(state, alerts={**state.alerts, event.alert_id: True})
         case FeedbackGiven():
             return replace(state, feedback=state.feedback | {event.feedback_id})
+        case FeedbackAnswered():
+            return replace(state, feedback_answers=state.feedback_answers | {event.answer_id})
         case RelapsePreventionPlanUpdated():
             return replace(state, relapse_plan_version=max(state.relapse_plan_version,
                                                            event.plan_version))
@@ -915,6 +941,17 @@ def decide_client(command: ClientCommand, state: ClientState,
                                   rating=command.rating, resonates=command.resonates,
                                   misaligned=command.misaligned, goal_ids=command.goal_ids,
                                   **by)]
+        case AnswerFeedback():
+            # Allowed after discharge too: feedback given while self-monitoring deserves an answer.
+            require_care_team_clinician(actor, state)
+            if command.feedback_id not in state.feedback:
+                raise NotFound("There is no such feedback.", code="feedback_not_found", field="feedback_id")
+            if command.answer_id in state.feedback_answers:
+                raise DomainRuleViolation("An answer with this id exists.", code="duplicate_id")
+            _require_text(command.text, "text")
+            return [FeedbackAnswered(feedback_id=command.feedback_id, answer_id=command.answer_id,
+                                     text=command.text, change_event_ids=tuple(dict.fromkeys(command.change_event_ids)),
+                                     **by)]
         case UpdateRelapsePlan():
             if not is_client_voice(actor, state):
                 require_care_team_clinician(actor, state)

@@ -338,6 +338,17 @@ class ReviewRecorded(EventPayload, tag="goal.review_recorded", kw_only=True, fro
     by_role: Role
 
 
+class ReviewConfirmed(EventPayload, tag="goal.review_confirmed", kw_only=True, frozen=True):
+    """The client's own word on a review: whether they agree with it, and their view. A review
+    is the client's as much as the clinician's; one the client disagrees with says so."""
+
+    review_id: UUID
+    agrees: bool
+    client_view: OptionalPersonalStr = None
+    by: UUID
+    by_role: Role
+
+
 class ReviewEnteredInError(EventPayload, tag="goal.review_entered_in_error", kw_only=True, frozen=True):
     review_id: UUID
     reason: PersonalStr
@@ -381,7 +392,7 @@ GOAL_EVENT_TYPES: tuple[type[EventPayload], ...] = (
     ChangeWithdrawn, MilestoneAdded, MilestoneReached, CheckpointScheduled,
     CheckpointCancelled, BarrierNoted, ContingencyPlanned, ResourceNoted, InterventionLinked,
     GoalItemRemoved, AttainmentScaleSet, MeasureAttached, MeasureDetached, ReviewRecorded,
-    ReviewEnteredInError, GoalPaused, GoalResumed, GoalClosed, GoalMaintenanceStarted,
+    ReviewConfirmed, ReviewEnteredInError, GoalPaused, GoalResumed, GoalClosed, GoalMaintenanceStarted,
     GoalEnteredInError,
 )
 
@@ -536,6 +547,15 @@ class RecordReview(GoalCommand, tag="goal.record_review", kw_only=True, frozen=T
     summary: str | None = None
 
 
+class ConfirmReview(GoalCommand, tag="goal.confirm_review", kw_only=True, frozen=True):
+    """The client (or their proxy) confirms a review: agrees or not, in their own words."""
+
+    review_id: UUID
+    agrees: bool
+    #: Their view of the review; needed when they do not agree.
+    client_view: str | None = None
+
+
 class MarkReviewInError(GoalCommand, tag="goal.mark_review_in_error", kw_only=True,
                         frozen=True):
     review_id: UUID
@@ -568,7 +588,7 @@ GoalCommandUnion = (
     | WithdrawGoal | ProposeChange | AcceptChange | DeclineChange | WithdrawChange
     | AddMilestone | MarkMilestoneReached | ScheduleCheckpoint | CancelCheckpoint
     | NoteBarrier | PlanContingency | NoteResource | LinkIntervention | RemoveGoalItem
-    | SetAttainmentScale | AttachMeasure | DetachMeasure | RecordReview | MarkReviewInError
+    | SetAttainmentScale | AttachMeasure | DetachMeasure | RecordReview | ConfirmReview | MarkReviewInError
     | PauseGoal | ResumeGoal | CloseGoal | StartMaintenance | MarkGoalInError
 )
 
@@ -641,6 +661,8 @@ class Review(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     outcome: str
     checkpoint_id: UUID | None = None
     in_error: bool = False
+    #: The client's confirmation: None before it, else whether they agree.
+    client_agrees: bool | None = None
 
 
 class GoalState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -884,6 +906,12 @@ def evolve_goal(state: GoalState, event: EventPayload) -> GoalState:
                 checkpoints = {**checkpoints, cp.checkpoint_id: replace(cp, reviewed=True)}
             return replace(state, reviews={**state.reviews, rv.review_id: rv},
                            checkpoints=checkpoints)
+        case ReviewConfirmed():
+            confirmed = state.reviews.get(event.review_id)
+            if confirmed is None:
+                return state
+            return replace(state, reviews={**state.reviews, confirmed.review_id:
+                                           replace(confirmed, client_agrees=event.agrees)})
         case ReviewEnteredInError():
             old_rv = state.reviews.get(event.review_id)
             if old_rv is None:
@@ -1246,6 +1274,20 @@ def decide_goal(command: GoalCommandUnion, goal: GoalState,
                                    measurement_ids=command.measurement_ids,
                                    outcome=command.outcome, client_view=command.client_view,
                                    summary=command.summary, **by)]
+        case ConfirmReview():
+            require_client_voice(actor, client)
+            confirmed = goal.reviews.get(command.review_id)
+            if confirmed is None or confirmed.in_error:
+                raise NotFound("There is no such review.", code="review_not_found", field="review_id")
+            if confirmed.client_agrees is not None:
+                raise DomainRuleViolation("This review was already confirmed.",
+                                          code="review_already_confirmed")
+            view = command.client_view.strip() if command.client_view else None
+            if not command.agrees and not view:
+                raise ValidationError("Say what you see differently.", code="client_view_required",
+                                      field="client_view")
+            return [ReviewConfirmed(review_id=confirmed.review_id, agrees=command.agrees,
+                                    client_view=command.client_view if view else None, **by)]
         case MarkReviewInError():
             require_care_team_clinician(actor, client)
             review = goal.reviews.get(command.review_id)

@@ -386,6 +386,33 @@ def _interpretation_route() -> Any:
                 "progress; a later one replaces it there")(interpret)
 
 
+def _feedback_answer_route() -> Any:
+    body_type = body_for(c.AnswerFeedback, generated=("answer_id",), exclude=("feedback_id",))
+
+    async def answer_feedback(request, client_id, feedback_id, data, principal, svc):  # type: ignore[no-untyped-def]
+        async def work(command_id: UUID) -> Response:
+            await visible_client(svc, principal, client_id)
+            cmd = build(c.AnswerFeedback, data, principal, command_id, generated=("answer_id",),
+                        feedback_id=feedback_id)
+            for event_id in cmd.change_event_ids:  # a change of this client's, in this clinic
+                linked = await svc.store.read_event(event_id)
+                if linked is None or linked.subject_id != client_id or linked.tenant_id != principal.tenant_id:
+                    raise ValidationError("no such event of this client", code="unknown_event",
+                                          field="change_event_ids")
+            outcome = await svc.handler.handle_client(client_id, cmd, just_loaded=True)
+            return result_response(cmd, outcome, created={"answer_id": cmd.answer_id})
+
+        return await run_command(request, svc, principal, work)
+
+    answer_feedback.__annotations__ = {"request": Request, "client_id": UUID, "feedback_id": UUID,
+                                       "data": body_type, "principal": Principal, "svc": AppServices,
+                                       "return": Response[CommandResult]}
+    return post("/clients/{client_id:uuid}/feedback/{feedback_id:uuid}/answers", operation_id="answerFeedback",
+                tags=["clients"], status_code=201,
+                summary="A care-team clinician answers the client's feedback, linking the events of what changed "
+                "because of it (change_event_ids: this client's events)")(answer_feedback)
+
+
 def _release_hold_route() -> Any:
     async def release(request, client_id, hold_id, principal, svc):  # type: ignore[no-untyped-def]
         async def work(command_id: UUID) -> Response:
@@ -401,4 +428,5 @@ def _release_hold_route() -> Any:
                 tags=["compliance"], status_code=201, summary="Lift a legal hold")(release)
 
 
-CLIENT_ROUTES += [_ack_route(), _alert_ack_route(), _interpretation_route(), _release_hold_route()]
+CLIENT_ROUTES += [_ack_route(), _alert_ack_route(), _interpretation_route(), _feedback_answer_route(),
+                  _release_hold_route()]

@@ -29,6 +29,7 @@ from msgspec.structs import replace
 from alliance.core.alerts.events import AlertAcknowledged, AlertRaised
 from alliance.core.client import (
     ClientErased,
+    FeedbackAnswered,
     FeedbackGiven,
     MeasurementEnteredInError,
     MeasurementInterpreted,
@@ -54,6 +55,7 @@ from alliance.core.goal import (
     GoalWithdrawn,
     MeasureAttached,
     MeasureDetached,
+    ReviewConfirmed,
     ReviewEnteredInError,
     ReviewRecorded,
     evolve_goal,
@@ -115,6 +117,21 @@ class ReviewEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     by_role: str
     occurred_at: datetime
     in_error: bool = False
+    #: The client's confirmation (``goal.review_confirmed``): agrees or not, in their words.
+    client_agrees: bool | None = None
+    client_confirmation: str | None = None
+    confirmed_by_role: str | None = None
+    confirmed_at: datetime | None = None
+
+
+class FeedbackAnswer(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    answer_id: UUID
+    text: str
+    #: The events of what changed because of the feedback.
+    change_event_ids: tuple[UUID, ...] = ()
+    by: UUID
+    by_role: str
+    occurred_at: datetime
 
 
 class FeedbackEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -136,6 +153,8 @@ class ProgressDoc(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     goals: dict[UUID, GoalState] = {}
     reviews: dict[UUID, ReviewEntry] = {}
     feedback: tuple[FeedbackEntry, ...] = ()
+    #: Answers by feedback id (kept apart: ``feedback`` is an append-only part).
+    feedback_answers: dict[UUID, tuple[FeedbackAnswer, ...]] = {}
     risk_flags: dict[UUID, RiskFlag] = {}
     alerts: dict[UUID, Alert] = {}
     erased: bool = False
@@ -148,8 +167,9 @@ def initial_progress(client_id: UUID, tenant_id: UUID) -> ProgressDoc:
 # Goal events that change what progress shows (status, measures, attainment scale, reviews).
 _GOAL_TYPES = (GoalProposed, GoalActivated, GoalDeclined, GoalWithdrawn, GoalPaused, GoalResumed,
                GoalClosed, GoalMaintenanceStarted, GoalEnteredInError, MeasureAttached, MeasureDetached,
-               AttainmentScaleSet, ChangeAccepted, ReviewRecorded, ReviewEnteredInError)
-_CLIENT_TYPES = (MeasurementRecorded, MeasurementEnteredInError, MeasurementInterpreted, FeedbackGiven, RiskFlagRaised,
+               AttainmentScaleSet, ChangeAccepted, ReviewRecorded, ReviewConfirmed, ReviewEnteredInError)
+_CLIENT_TYPES = (MeasurementRecorded, MeasurementEnteredInError, MeasurementInterpreted, FeedbackGiven,
+                 FeedbackAnswered, RiskFlagRaised,
                  RiskFlagAcknowledged, ClientErased, AlertRaised, AlertAcknowledged)
 
 
@@ -172,6 +192,10 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
                                     client_view=p.client_view, summary=p.summary, by=p.by,
                                     by_role=str(p.by_role), occurred_at=event.occurred_at)
                 return replace(doc, reviews={**doc.reviews, p.review_id: entry})
+            case ReviewConfirmed() if p.review_id in doc.reviews:
+                return replace(doc, reviews={**doc.reviews, p.review_id: replace(
+                    doc.reviews[p.review_id], client_agrees=p.agrees, client_confirmation=p.client_view,
+                    confirmed_by_role=str(p.by_role), confirmed_at=event.occurred_at)})
             case ReviewEnteredInError() if p.review_id in doc.reviews:
                 return replace(doc, reviews={**doc.reviews, p.review_id: replace(
                     doc.reviews[p.review_id], in_error=True)})
@@ -198,6 +222,11 @@ def apply_progress(doc: ProgressDoc, event: RecordedEvent, context: FoldContext)
                                   resonates=p.resonates, misaligned=p.misaligned, goal_ids=p.goal_ids,
                                   by_role=str(p.by_role), occurred_at=event.occurred_at)
             return replace(doc, feedback=(*doc.feedback, feedback))
+        case FeedbackAnswered():
+            answer = FeedbackAnswer(answer_id=p.answer_id, text=p.text, change_event_ids=p.change_event_ids,
+                                    by=p.by, by_role=str(p.by_role), occurred_at=event.occurred_at)
+            answers = (*doc.feedback_answers.get(p.feedback_id, ()), answer)
+            return replace(doc, feedback_answers={**doc.feedback_answers, p.feedback_id: answers})
         case RiskFlagRaised() | RiskFlagAcknowledged():
             return replace(doc, risk_flags=apply_risk(doc.risk_flags, p))
         case AlertRaised() | AlertAcknowledged():
@@ -463,7 +492,10 @@ def render_progress(doc: ProgressDoc, *, instruments: Instruments | None = None,
              "observed_at": pt.observed_at.isoformat(), "scores": pt.scores,
              "note": "A rating of one goal that names no goal (recorded before ratings had to name one): "
                      "counted for no goal."} for pt in unattached],
-        "feedback": [to_builtins(f) for f in doc.feedback],
+        # Each piece of feedback with its answers and the events of what changed because of it.
+        "feedback": [{**to_builtins(f),
+                      "answers": [to_builtins(a) for a in doc.feedback_answers.get(f.feedback_id, ())]}
+                     for f in doc.feedback],
         "risk_flags": [to_builtins(f) for f in doc.risk_flags.values()],
         "open_risk_flags": sum(1 for f in doc.risk_flags.values() if not f.acknowledged),
         # Not-on-track alerts, open and acknowledged, each with its rule and the data behind it.

@@ -58,6 +58,8 @@ ALLOWED: dict[str, set[str]] = {
     "GET /clients/{client_id}/progress/stream": PARTY, "GET /caseload/stream": CARE | {"outsider"},
     "POST /clients/{client_id}/progress/stream-tickets": PARTY, "POST /caseload/stream-tickets": CARE | {"outsider"},
     "POST /clients/{client_id}/feedback": VOICE,
+    "POST /clients/{client_id}/feedback/{feedback_id}/answers": CARE,
+    "POST /goals/{goal_id}/reviews/{review_id}/confirmation": VOICE,
     "POST /clients/{client_id}/relapse-plan": PARTY,
     "POST /clients/{client_id}/questionnaire-links": CARE,
     "POST /clients/{client_id}/reminder-contact": VOICE | CARE,
