@@ -117,6 +117,27 @@ def decide_preferences(command: ReminderCommand, state: ReminderState, client: C
             assert_never(command)
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def names_it(text: str, name: str) -> bool:
+    """Whether ``text`` names an instrument by ``name`` (an id or a title): its words in a row
+    ("Patient Health Questionnaire"), or its letters run together however they are split
+    ("phq9", "PHQ-9", "PHQ 9"). A title's parts count on their own ("PHQ-9 (Patient …)")."""
+    words = _words(text)
+    for part in re.split(r"[()]", name):
+        wanted = _words(part)
+        if not wanted:
+            continue
+        n, joined = len(wanted), "".join(wanted)
+        if any(words[i:i + n] == wanted for i in range(len(words) - n + 1)):
+            return True
+        if any("".join(words[i:i + k]) == joined for k in (1, 2, 3) for i in range(len(words) - k + 1)):
+            return True
+    return False
+
+
 def decide_text(command: SetReminderText, clinic: ClinicState, *,
                 instrument_names: Iterable[str]) -> list[EventPayload]:
     """The clinic's reminder text; refused when it names an installed instrument (by id or
@@ -132,10 +153,8 @@ def decide_text(command: SetReminderText, clinic: ClinicState, *,
         if len(value) > limit or (field == "subject" and "\n" in value):
             raise ValidationError(f"The {field} is at most {limit} characters" + (" on one line." if
                                   field == "subject" else "."), code="too_long", field=field)
-        lowered = value.lower()
-        for name in instrument_names:
-            if name and re.search(rf"(?<![a-z0-9]){re.escape(name.lower())}(?![a-z0-9])", lowered):
-                raise ValidationError("A reminder never names the questionnaire (it can be read on a lock "
-                                      "screen or by someone else).", code="names_instrument", field=field)
+        if any(names_it(value, name) for name in instrument_names):
+            raise ValidationError("A reminder never names the questionnaire (it can be read on a lock "
+                                  "screen or by someone else).", code="names_instrument", field=field)
     return [ReminderTextSet(tenant_id=clinic.tenant_id, subject=subject, body=body, by=actor.id,
                             by_role=actor.role)]

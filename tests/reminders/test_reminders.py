@@ -235,3 +235,39 @@ async def test_the_next_week_gets_its_own_reminder_and_a_day_later_nothing_new(r
     assert [e.payload.due_on for e in scheduled] == [day, day + timedelta(days=7)]
     ids = {m["Message-ID"] for m in smtp.inbox.to(s.email)}
     assert len(ids) == 2
+
+
+async def test_a_reminder_through_the_signed_webhook_reaches_the_clinics_endpoint_once(remind_api, clocked):
+    import base64
+    import json
+
+    from alliance.plugins.channels.webhook import WebhookChannel, verify
+    from tests.notifications.receiver import Receiver
+
+    api = remind_api
+    clock, day = clocked
+    s = await weekly_phq9(api, day, email=False)  # no address: the clinic-wide endpoint still reaches them
+    secret = "whsec_" + base64.b64encode(b"r" * 32).decode()
+    receiver = await Receiver(script=[503]).start()
+
+    async def no_wait(_delay: float) -> None:
+        return None
+
+    hook = WebhookChannel(url=receiver.url, secret=secret, attempts=3, sleep=no_wait)
+    r, d = runner(api, clock, [hook]), dispatcher(api, [hook], clock)
+    r.start()
+    d.start()
+    try:
+        sent = await eventually(lambda: reminder_events(api, s.client, "reminder.sent"), what="reminder.sent")
+    finally:
+        await r.stop()
+        await d.stop()
+        await receiver.stop()
+    nid = notification_id_for(REMINDER_KIND, s.reminder(), s.client, "webhook")
+    assert [(e.payload.channel, e.payload.message_id) for e in sent] == [("webhook", str(nid))]
+    mine = [q for q in receiver.requests if q.headers["webhook-id"] == str(nid)]
+    assert len(mine) == 2 and all(verify(secret, q.headers, q.body) for q in mine)  # 503, then accepted
+    body = json.loads(mine[-1].body)
+    assert (body["type"], body["recipient_id"], body["subject"]) == ("reminder", str(s.client),
+                                                                    "A questionnaire is ready")
+    assert LINK.fullmatch(body["link"]) and not CLINICAL.search(body["subject"] + body["text"])
