@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.oidc_issuer import AUDIENCE
+from tests.browser.oidc_provider import CLIENT_ID, Provider, running_provider
 from tests.database import create_test_database, drop_test_database
 from tests.faults.cluster import free_port
 
@@ -88,6 +90,7 @@ class Server:
     log: Path
     allowed: Site
     refused: Site
+    provider: Provider
     people: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def headers(self, label: str) -> dict[str, str]:
@@ -111,7 +114,14 @@ def _wait(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] |
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def provider() -> Iterator[Provider]:
+    """The clinic's identity provider for the production sign-in (authorization code + PKCE)."""
+    with running_provider() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, provider: Provider) -> Iterator[Server]:
     admin, owner, _app = asyncio.run(create_test_database("alliance_browser"))
     home = tmp_path_factory.mktemp("alliance-browser-home")
     allowed, refused = Site(free_port()), Site(free_port())
@@ -119,20 +129,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = home / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLIANCE_") and k != "DATABASE_URL"}
     env.update({"ALLIANCE_HOME": str(home), "DATABASE_URL": owner, "TERM": "dumb",
-                "ALLIANCE_CORS_ORIGINS": allowed.origin, "ALLIANCE_LOG_LEVEL": "warning"})
+                "ALLIANCE_CORS_ORIGINS": allowed.origin, "ALLIANCE_LOG_LEVEL": "warning",
+                # development keeps the demo's own tokens working beside the provider's
+                "ALLIANCE_OIDC_ISSUER": provider.url, "ALLIANCE_OIDC_AUDIENCE": AUDIENCE,
+                "ALLIANCE_OIDC_CLIENT_ID": CLIENT_ID})
     env.pop("PYTEST_CURRENT_TEST", None)
     with log.open("w") as sink:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("alliance")), "serve", "--demo", "--host",
                                  "127.0.0.1", "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    provider.app_origin = url
     try:
         _wait(lambda: httpx.get(url + "/health", timeout=2).status_code == 200, START_TIMEOUT, "alliance serve --demo",
               proc, log)
         allowed.start()
         refused.start()
         people = httpx.get(url + "/app/dev-sign-in", timeout=10).json()["people"]
-        yield Server(url, log, allowed, refused, {p["label"]: p for p in people})
+        yield Server(url, log, allowed, refused, provider, {p["label"]: p for p in people})
     finally:
         for site in (allowed, refused):
             site.stop()

@@ -42,7 +42,10 @@ export async function render() {
   signOutButton.hidden = !who;
   if (!who) {
     navigation([]);
-    await signInPage(main, () => { location.hash = who?.role === "client" ? "#/me" : home(); render(); });
+    await signInPage(main, () => {
+      const target = home();
+      if (location.hash === target) render(); else location.hash = target;  // a hash change renders
+    });
     return focusHeading();
   }
   const hash = location.hash;

@@ -12,6 +12,12 @@ export async function signInPage(main, done) {
     return;
   }
   replace(main, h("h1", {}, "Sign in"));
+  if (options.oidc) {
+    const button = h("button", { type: "button", className: "oidc" }, "Sign in with your clinic account");
+    const where = h("div");
+    button.addEventListener("click", () => startOidc(options.oidc).catch((err) => where.append(errorBox(err))));
+    main.append(h("div", { className: "actions" }, button), where);
+  }
   if (options.development) {
     const response = await fetch("/app/dev-sign-in");
     if (!response.ok) {
@@ -19,23 +25,17 @@ export async function signInPage(main, done) {
       return;
     }
     const { people } = await response.json();
-    main.append(h("p", {}, "Development mode: pick one of the demo clinic's people (invented, no real data)."),
+    main.append(h("h2", {}, "Demo clinic"),
+      h("p", {}, "Development mode: pick one of the demo clinic's people (invented, no real data)."),
       h("ul", { className: "people" }, people.map((person) => h("li", {},
         h("button", { type: "button", className: "quiet", "data-person": person.label, onclick: () => {
           api.signIn(person.token, { id: person.id, role: person.role, tenant_id: person.tenant_id }, people);
-          location.hash = person.role === "client" ? "#/me" : "#/caseload";
           done();
         } }, `${person.label} – ${person.role}`)))));
-    return;
   }
-  if (options.oidc) {
-    const button = h("button", { type: "button" }, "Sign in with your clinic account");
-    const where = h("div");
-    button.addEventListener("click", () => startOidc(options.oidc).catch((err) => where.append(errorBox(err))));
-    main.append(button, where);
-    return;
+  if (!options.oidc && !options.development) {
+    main.append(h("p", {}, "Sign-in is not set up on this server: it needs ALLIANCE_OIDC_ISSUER and ALLIANCE_OIDC_CLIENT_ID."));
   }
-  main.append(h("p", {}, "Sign-in is not set up on this server: it needs ALLIANCE_OIDC_ISSUER and ALLIANCE_OIDC_CLIENT_ID."));
 }
 
 const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
