@@ -46,7 +46,7 @@ from alliance.core.events.store import StreamAppend
 from alliance.core.handling import envelope, load
 from alliance.core.identity import Actor, Role
 from alliance.core.logging import get_logger
-from alliance.core.reminders.sources import attached_measures
+from alliance.core.reminders.sources import attached_measures, episode_measures
 from alliance.core.schedules import status
 from alliance.plugins.instruments import InstrumentDefinition
 
@@ -260,23 +260,25 @@ async def _administration(svc: AppServices, client_id: UUID, instrument_id: str,
                        if e.stream_id.startswith("goal-")})
     open_now = []
     view_cache = svc.handler.cache
-    measures = await attached_measures(svc.store, client_id, goal_ids, view_cache)
+    client = await svc.handler.load_client(client_id)
+    measures = [*episode_measures(client.state), *await attached_measures(svc.store, client_id, goal_ids, view_cache)]
     for m in measures:
         if m.instrument_id != instrument_id:
             continue
-        read = status(m.schedule, owner_id=m.goal_id, instrument_id=m.instrument_id, goal_id=m.goal_id,
+        read = status(m.schedule, owner_id=m.owner_id, instrument_id=m.instrument_id, goal_id=m.goal_id,
                       measurements=(), now=now, checkpoints=m.checkpoints)
         if read.current is not None:
-            open_now.append((read.current.state not in ("due", "overdue"), read.current.administration_id, m.goal_id))
+            goals = () if m.goal_id is None else (m.goal_id,)
+            open_now.append((read.current.state not in ("due", "overdue"), read.current.administration_id, goals))
     if wanted is not None:
-        for _, administration_id, goal_id in open_now:
+        for _, administration_id, goals in open_now:
             if administration_id == wanted:
-                return administration_id, (goal_id,)
+                return administration_id, goals
         raise ValidationError("This is not an administration of this client's measure that is open now.",
                               code="unknown_administration", field="administration_id")
     if open_now:
-        _, administration_id, goal_id = min(open_now)
-        return administration_id, (goal_id,)
+        _, administration_id, goals = min(open_now, key=lambda o: o[0])
+        return administration_id, goals
     return ql.unscheduled_administration(link_id), ()
 
 

@@ -1,7 +1,7 @@
 """The reminder process's decision for one client at one moment (pure: time, states, channels
 and the link key are passed in; ``runner.py`` does every read and write).
 
-For each attached measure whose goal still makes measures due, the administration open today
+For each measure attached to the episode, or to a goal that still makes measures due, the administration open today
 (``core/schedules.py``) gets one reminder once its reminder time has come, if it is due or
 overdue and not answered: ``reminder.scheduled`` with a one-time link and one notification
 request per channel that can reach the client, or ``reminder.suppressed`` with the reason:
@@ -53,9 +53,11 @@ REMIND_AT = time(9, 0)
 
 @dataclass(frozen=True)
 class Attached:
-    """One measure attached to a goal, with what its schedule needs."""
+    """One measure attached to a goal (or to the episode: ``goal_id`` None, owned by the
+    client), with what its schedule needs."""
 
-    goal_id: UUID
+    owner_id: UUID
+    goal_id: UUID | None
     instrument_id: str
     schedule: Schedule
     checkpoints: tuple[date, ...] = ()
@@ -105,7 +107,7 @@ def decide(*, client: ClientState, prefs: ReminderState, attached: Sequence[Atta
     wake: list[datetime] = []
     for measure in attached:
         schedule = measure.schedule
-        read = status(schedule, owner_id=measure.goal_id, instrument_id=measure.instrument_id,
+        read = status(schedule, owner_id=measure.owner_id, instrument_id=measure.instrument_id,
                       goal_id=measure.goal_id, measurements=observations, now=now, checkpoints=measure.checkpoints)
         today = now.astimezone(zone_of(schedule)).date()
         following = next_on_or_after(schedule, today + timedelta(days=1), measure.checkpoints)
@@ -134,7 +136,8 @@ def decide(*, client: ClientState, prefs: ReminderState, attached: Sequence[Atta
         expires = min(now + timedelta(hours=link_hours), window_closes)
         decision.links.append(QuestionnaireLinkIssued(
             link_id=link_id, client_id=client.client_id, instrument_id=measure.instrument_id,
-            administration_id=current.administration_id, goal_ids=(measure.goal_id,),
+            administration_id=current.administration_id,
+            goal_ids=() if measure.goal_id is None else (measure.goal_id,),
             token_hash=token_hash(token_for(key, link_id)), expires_at=expires, via="reminder",
             reminder_id=rid, by=REMINDER_ACTOR_ID, by_role=REMINDER_ROLE))
         nids = []

@@ -8,8 +8,8 @@ loses its lock with its session and a standby takes over.
 
 Each round of the leader:
 
-1. **Follow.** Read the store after the checkpoint. A measure attached to a goal adds the
-   client (and goal) to ``reminder_watch``; anything about a watched client that can change a
+1. **Follow.** Read the store after the checkpoint. A measure attached to a goal (or to the
+   episode) adds the client (and goal) to ``reminder_watch``; anything about a watched client that can change a
    decision (schedule, checkpoint, goal status, consent, discharge, measurement, reminder
    settings, erasure) marks them to be decided now. A reminder's notification sent, or given
    up, is recorded as ``reminder.sent`` / ``reminder.failed`` on the client's reminder stream
@@ -69,7 +69,13 @@ from alliance.core.reminders.events import (
     outcome_event_id,
     reminders_stream,
 )
-from alliance.core.reminders.sources import attached_measures, client_view, observations_of, reminder_settings
+from alliance.core.reminders.sources import (
+    attached_measures,
+    client_view,
+    episode_measures,
+    observations_of,
+    reminder_settings,
+)
 
 log = get_logger("alliance.reminders")
 
@@ -80,6 +86,7 @@ _OWN = frozenset({"reminder.scheduled", "reminder.suppressed", "reminder.sent", 
                   "questionnaire_link.issued", "questionnaire_link.refused", "notification.requested",
                   "notification.sent", "notification.failed", "notification.escalation_decided"})
 _ATTACHED = "goal.measure_attached"
+_EPISODE_ATTACHED = "episode.measure_attached"
 
 
 async def load_checkpoint(conn: asyncpg.Connection, name: str) -> str:
@@ -200,6 +207,8 @@ class ReminderRunner:
             if e.type == _ATTACHED and e.stream_id.startswith("goal-"):
                 entry = attached.setdefault(e.subject_id, (e.tenant_id, set()))
                 entry[1].add(UUID(e.stream_id[len("goal-"):]))
+            elif e.type == _EPISODE_ATTACHED:
+                attached.setdefault(e.subject_id, (e.tenant_id, set()))
             elif isinstance(e.payload, NotificationSent | NotificationFailed):
                 await self._outcome(e)
             if e.type not in _OWN:
@@ -288,7 +297,8 @@ class ReminderRunner:
                        ) -> tuple[Decision, list[StreamAppend], int]:
         view, _ = await client_view(self.store, client_id, self._states)
         prefs, version = await reminder_settings(self.store, client_id, self._states)
-        attached = await attached_measures(self.store, client_id, goal_ids, self._states)
+        attached = [*episode_measures(view.state),
+                    *await attached_measures(self.store, client_id, goal_ids, self._states)]
         decision = decide(client=view.state, prefs=prefs, attached=attached, observations=observations_of(view),
                           channels=self.channels, now=now, key=self.key, link_hours=self.link_hours)
         return decision, self._appends(view.state.tenant_id, client_id, version, decision, now), version

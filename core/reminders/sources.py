@@ -82,8 +82,14 @@ def attached_of(goal: GoalState) -> list[Attached]:
     if goal.status not in MEASURED:
         return []
     checkpoints = tuple(sorted(c.provisional_date for c in goal.checkpoints.values() if not c.cancelled))
-    return [Attached(goal.goal_id, instrument, schedule, checkpoints)
+    return [Attached(goal.goal_id, goal.goal_id, instrument, schedule, checkpoints)
             for instrument, schedule in sorted(goal.schedules.items()) if schedule.kind != "legacy"]
+
+
+def episode_measures(client: ClientState) -> list[Attached]:
+    """Measures attached to the episode (owned by the client, no goal, no checkpoints)."""
+    return [Attached(client.client_id, None, instrument, schedule)
+            for instrument, schedule in sorted(client.episode_measures.items()) if schedule.kind != "legacy"]
 
 
 async def attached_measures(store: EventStore, client_id: UUID, goal_ids: Iterable[UUID],

@@ -271,3 +271,36 @@ async def test_a_reminder_through_the_signed_webhook_reaches_the_clinics_endpoin
     assert (body["type"], body["recipient_id"], body["subject"]) == ("reminder", str(s.client),
                                                                     "A questionnaire is ready")
     assert LINK.fullmatch(body["link"]) and not CLINICAL.search(body["subject"] + body["text"])
+
+
+async def test_a_daily_mood_diary_on_the_episode_is_reminded_each_day(remind_api, clocked):
+    from alliance.core.reminders.events import reminder_id_for
+    from alliance.core.schedules import administration_id
+
+    api = remind_api
+    clock, day = clocked
+    s = await weekly_phq9(api, day)
+    clin = api.token(s.team.tenant, "clinician", s.team.primary)
+    r = await api.http.post(f"/clients/{s.client}/measures", headers=clin, json={
+        "instrument_id": "mood_diary", "schedule": {"kind": "every", "interval": 1, "unit": "days",
+                                                    "start": day.isoformat(), "timezone": "Europe/London"}})
+    assert r.status_code == 201, r.text
+    run = runner(api, clock)
+    run.start()
+    try:
+        await eventually(lambda: _count(api, s.client, 2), what="today's two reminders")
+        clock.advance(timedelta(days=1))
+        run.kick()
+        await eventually(lambda: _count(api, s.client, 3), what="tomorrow's diary reminder")
+        await run.wait_rounds(3)
+    finally:
+        await run.stop()
+    scheduled = await reminder_events(api, s.client, "reminder.scheduled")
+    diary = [e.payload for e in scheduled if e.payload.instrument_id == "mood_diary"]
+    assert [(p.due_on, p.goal_id) for p in diary] == [(day, None), (day + timedelta(days=1), None)]
+    assert diary[0].reminder_id == reminder_id_for(administration_id(s.client, "mood_diary", day))
+    assert len(scheduled) == 3  # the weekly PHQ-9 once, the diary each day
+
+
+async def _count(api: Any, client: Any, n: int) -> bool:
+    return len(await reminder_events(api, client, "reminder.scheduled")) >= n
