@@ -64,8 +64,8 @@ def database_outage(exc: BaseException) -> bool:
     The one list of what counts: refused or reset sockets (``OSError``, which includes
     ``ConnectionRefusedError``, but not the errors of files), a timeout waiting for a connection, asyncpg's connection
     and shutdown errors by SQLSTATE (a read-only transaction, 25006, is a demoted primary or a standby),
-    no host of a multi-host DSN accepting writes (``TargetServerAttributeNotMatched``), and
-    ``InterfaceError`` on a closed pool or connection.
+    no host of a multi-host DSN accepting writes (``TargetServerAttributeNotMatched``), a
+    connection whose server died mid-error, and ``InterfaceError`` on a closed pool or connection.
     An exception group (Litestar resolves dependencies in a task group) counts when every
     exception in it does.
     """
@@ -83,6 +83,11 @@ def database_outage(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
         # A multi-host DSN with target_session_attrs=read-write found no writable host: during a
         # failover, the old primary is gone and the standby is not promoted yet.
+        return True
+    if isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc):
+        # The protocol still waits for the end of an error the server sent as it died (a FATAL
+        # "unexpected postmaster exit" is followed by no ReadyForQuery), so the connection is
+        # lost; two tasks sharing a connection fail earlier, as the InterfaceError below.
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         text = str(exc)
@@ -110,7 +115,8 @@ def outage_reason(exc: BaseException) -> str:
         return "read-only (a standby)"
     if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
         return "no writable primary (failover in progress)"
-    if sqlstate.startswith("08") or isinstance(exc, (ConnectionError, asyncpg.InterfaceError)):
+    if sqlstate.startswith("08") or isinstance(exc, (ConnectionError, asyncpg.InterfaceError,
+                                                     asyncpg.InternalClientError)):
         return "connection lost"
     if isinstance(exc, OSError):
         return "network error"

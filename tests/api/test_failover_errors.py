@@ -43,3 +43,13 @@ async def test_a_write_refused_by_a_read_only_node_is_a_503_with_retry_after(dat
     assert database_outage(caught.value)
     assert _answer(caught.value) == (503, "2", "database_unavailable")
     assert outage_reason(caught.value) == "read-only (a standby)"
+
+
+def test_a_connection_whose_server_died_mid_error_is_a_503_and_a_concurrency_bug_is_not() -> None:
+    # Raised by asyncpg's protocol when the primary's backends die with a FATAL and no
+    # ReadyForQuery follows (met in the failover trial, as a 500, before database_outage knew it).
+    died = asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    assert database_outage(died) and _answer(died) == (503, "2", "database_unavailable")
+    assert outage_reason(died) == "connection lost"
+    shared = asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+    assert not database_outage(shared) and _answer(shared)[0] == 500

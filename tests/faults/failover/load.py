@@ -23,6 +23,7 @@ REQUEST_SECONDS = 15.0
 
 @dataclass
 class Answer:
+    sent: float
     at: float
     status: int | str  # an HTTP status, or the transport error's class name
     retry_after: bool = False
@@ -53,8 +54,9 @@ class Load:
         return [i for i in self.sent if not _ok(i.first_status)]
 
     def first_ok_after(self, moment: float) -> float | None:
-        """Seconds from ``moment`` to the first 2xx answered after it."""
-        times = [a.at for a in self.answers if a.at > moment and _ok(a.status)]
+        """Seconds from ``moment`` to the first 2xx of a request sent after it (one sent before
+        may have committed before it and been answered after)."""
+        times = [a.at for a in self.answers if a.sent > moment and _ok(a.status)]
         return min(times) - moment if times else None
 
     def longest_stall(self, since: float) -> float:
@@ -72,17 +74,18 @@ class Load:
                 n += 1
                 self.sent.append(item)
                 item.attempts += 1
+                sent = time.monotonic()
                 try:
                     r = await own.post(url, json=item.body, headers=self.clinic.client_headers(client_id, item.key))
                 except httpx.HTTPError as exc:
                     item.first_status = type(exc).__name__
-                    self.answers.append(Answer(time.monotonic(), item.first_status))
+                    self.answers.append(Answer(sent, time.monotonic(), item.first_status))
                 else:
                     item.first_status = r.status_code
                     if _ok(r.status_code):
                         item.measurement_id = r.json()["created"]["measurement_id"]
                     self.answers.append(Answer(
-                        time.monotonic(), r.status_code, "retry-after" in r.headers,
+                        sent, time.monotonic(), r.status_code, "retry-after" in r.headers,
                         r.headers.get("content-type", "").startswith("application/problem+json")))
                 await asyncio.sleep(PAUSE)
 

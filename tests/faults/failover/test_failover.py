@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
@@ -155,7 +156,7 @@ async def test_primary_killed_the_standby_is_promoted_and_nothing_acknowledged_i
     known = {i.measurement_id for i in load.sent if i.measurement_id}
     duplicated = [m for m, n in counts.items() if n > 1]
     strays = sum(n for m, n in counts.items() if m not in known)
-    outage = [a for a in load.answers if kill_at < a.at < writable_again]
+    outage = [a for a in load.answers if a.sent > kill_at and a.at < writable_again]
     not_503 = [a for a in load.answers if not isinstance(a.status, int) or (a.status >= 500 and a.status != 503)]
     bare_503 = [a for a in load.answers if a.status == 503 and not (a.retry_after and a.problem)]
 
@@ -256,14 +257,9 @@ async def _stream_figures(dsn: str, follower: Follower, client_id: uuid.UUID, wr
                 twice_in_last_view=sum(1 for m in written if shown[m] > 1))
 
 
-def _measurement_ids(doc: object) -> list[str]:
-    """Every ``measurement_id`` value in a view (its points), wherever they are nested."""
-    if isinstance(doc, dict):
-        found = [str(doc["measurement_id"])] if "measurement_id" in doc else []
-        return found + [m for v in doc.values() for m in _measurement_ids(v)]
-    if isinstance(doc, list):
-        return [m for v in doc for m in _measurement_ids(v)]
-    return []
+def _measurement_ids(view: dict[str, Any]) -> list[str]:
+    """The measurement ids of the view's points (a risk flag names its measurement too: not counted)."""
+    return [str(pt["measurement_id"]) for measure in view.get("measures", []) for pt in measure.get("points", [])]
 
 
 async def _key_destroyed(dsn: str, subject: uuid.UUID) -> bool:
