@@ -262,7 +262,8 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
         await readable_client(svc, request, principal, client_id, "progress")
         return _json(_in_words(request, svc, await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope)))
     fetched = await _readable_view(svc, request, principal, PROGRESS, client_id, "progress")
-    view = await queries.read_progress(svc.pool, client_id, keys=svc.store.keys, fetched=fetched, **scope)
+    view = await queries.read_progress(svc.pool, client_id, keys=svc.store.keys, fetched=fetched,
+                                       now=svc.clock.now(), **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.progress_as_of(svc.store, client_id, now(), **scope)
     if view is None:  # enrolled, nothing measured yet: an empty view, not a 404

@@ -5,7 +5,7 @@ Every number that interprets a score says which criterion it applied and cites i
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -13,6 +13,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from alliance.api.schemas.shared import AlertView, CrisisInformation, PlainLanguageHint, RiskFlagView
+from alliance.core.schedules import Administration
 
 Scores = Annotated[dict[str, float], Meta(
     description="Scores by name: `total` and the instrument's own subscales (open-ended, per instrument)")]
@@ -152,6 +153,10 @@ class MeasureSummary(msgspec.Struct, kw_only=True):
         description="`lower_is_better` or `higher_is_better`")] = UNSET
     schedule: Annotated[str | UnsetType | None, Meta(
         description="On a goal: the schedule it was attached with (null: rated without being attached)")] = UNSET
+    next_due: Annotated[date | UnsetType | None, Meta(
+        description="On a goal being worked on: the next date the client is asked (by the app's clock)")] = UNSET
+    administration: Annotated[Administration | UnsetType | None, Meta(
+        description="On a goal being worked on: today's administration and its state (due, overdue, done…)")] = UNSET
     plain_words: Annotated[PlainWords, Meta(description="The measure in plain words")]
 
 

@@ -24,6 +24,7 @@ from alliance.core.projections.base import Projection
 from alliance.core.projections.history import HISTORY, HistoryDoc, render_history
 from alliance.core.projections.plan import PLAN, PlanDoc, render_plan
 from alliance.core.projections.progress import PROGRESS, Instruments, ProgressDoc, render_progress
+from alliance.core.projections.progress_due import due_inputs, with_due
 from alliance.core.projections.schedule_view import valid_from, valid_until
 from alliance.core.projections.sealing import HEAD, Row, keys_live, open_rows
 
@@ -261,18 +262,24 @@ async def read_plan(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenan
 
 async def read_progress(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None,
                         goal_id: UUID | None = None, instruments: Instruments | None = None,
-                        fetched: Fetched | None = None) -> dict[str, Any] | None:
+                        fetched: Fetched | None = None, now: datetime | None = None) -> dict[str, Any] | None:
     """The client's progress (None: none stored in this tenant, or erased and not re-folded yet).
-    ``fetched``: as for ``read_plan``."""
+    ``fetched``: as for ``read_plan``. With ``now``, each goal's attached measures also show today's
+    administration and next due date (computed per read; the rendered view is cached without them)."""
     rows = (fetched or await fetch_view(pool, PROGRESS, client_id, tenant_id, keys=keys)).rows
     if not rows:
         return None
     key = ("progress", client_id, tenant_id, goal_id, id(instruments))
+    due_key = ("progress_due", client_id, tenant_id)
     cached = _rendered.get(key, rows)
-    if cached is not None:
-        return cached
-    doc, _ = PROGRESS.layout.assemble(PROGRESS.decode(rows[0][2]), rows[1:])
-    return _rendered.put(key, rows, render_progress(doc, instruments=instruments, goal_id=goal_id))
+    inputs = _rendered.get(due_key, rows) if now is not None else None
+    if cached is None or (now is not None and inputs is None):
+        doc, _ = PROGRESS.layout.assemble(PROGRESS.decode(rows[0][2]), rows[1:])
+        if cached is None:
+            cached = _rendered.put(key, rows, render_progress(doc, instruments=instruments, goal_id=goal_id))
+        if now is not None:
+            inputs = _rendered.put(due_key, rows, {"inputs": due_inputs(doc)})
+    return cached if now is None or inputs is None else with_due(cached, inputs["inputs"], now)
 
 
 async def read_history(pool: asyncpg.Pool, client_id: UUID, *, keys: KeyRing, tenant_id: UUID | None = None,

@@ -76,6 +76,15 @@ async def test_a_weekly_phq9_falls_due_goes_overdue_and_is_done_by_a_measurement
     assert str(client_id) in await _caseload(api, clinic, "due")
     assert str(client_id) not in await _caseload(api, clinic, "overdue")
 
+    async def in_progress() -> Any:  # the progress view computes the same at the same clock
+        r = await api.http.get(f"/clients/{client_id}/progress", headers=me)
+        rows = [m for g in r.json()["goals"] for m in g["measures"] if m.get("administration")]
+        return rows[0] if rows else None
+
+    shown = await eventually(in_progress, within=10)
+    assert shown and (shown["administration"]["state"], shown["next_due"]) == ("due", start.isoformat())
+    assert shown["administration"]["administration_id"] == row["administration"]["administration_id"]
+
     clock.set(datetime.combine(today, time(9), tzinfo=UTC))  # three days on: past the two days' grace
     row = await _measure(api, client_id, clin, lambda m: m["administration"]["state"] == "overdue")
     assert row["next_due"] == start.isoformat()
