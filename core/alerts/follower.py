@@ -173,6 +173,7 @@ class AlertFollower:
                 log.warning("alert_not_recorded", alert_id=str(decision.payload.alert_id), error=type(exc).__name__)
                 continue
             except AllianceError as exc:  # refused: discharged or erased since; nothing to record
+                policy.forget(decision)
                 log.info("alert_refused", alert_id=str(decision.payload.alert_id), code=exc.code)
                 continue
             if recorded:

@@ -214,8 +214,13 @@ class AlertPolicy:
         return taken
 
     def give_back(self, decision: Decision) -> None:
+        """Not recorded this time (an outage, a conflict): decide it again at the next round."""
+        self.forget(decision)
+        self.pending.setdefault(decision.key, decision)
+
+    def forget(self, decision: Decision) -> None:
+        """Refused for good (the client was discharged or erased meanwhile): it is not open."""
         client = self.clients[decision.client_id]
         key = (decision.payload.instrument_id, decision.payload.rule)
         if client.open_alerts.get(key) == decision.payload.alert_id:
             del client.open_alerts[key]
-        self.pending.setdefault(decision.key, decision)

@@ -208,3 +208,16 @@ def test_the_clinic_sets_when_no_improvement_alerts() -> None:
     clinic = evolve_clinic(clinic, event)
     assert (clinic.alert_after_administrations, clinic.alert_after_weeks) == (6, 10)
     assert ActivateStaff  # the clinic's other commands are untouched
+
+
+def test_a_decision_given_back_is_decided_again_and_a_refused_one_is_not_open() -> None:
+    log = Log()
+    log.phq9(8, week=0)
+    log.phq9(15, week=1)
+    policy = fold(log)
+    [decision] = policy.take_pending()
+    assert policy.take_pending() == []  # taken once
+    policy.give_back(decision)  # the store was down: next round
+    assert policy.take_pending() == [decision]
+    policy.forget(decision)  # refused (discharged meanwhile): the rule may alert again later
+    assert policy.clients[CLIENT_ID].open_alerts == {}
