@@ -137,6 +137,7 @@ async def test_primary_killed_the_standby_is_promoted_and_nothing_acknowledged_i
     assert r.status_code == 201, r.text
 
     acked_before = len(load.acked())
+    log_offset = service.log.stat().st_size
     kill_at = time.monotonic()
     await asyncio.to_thread(ha.kill, primary)
     promoted = asyncio.create_task(_promoted(ha, standby, kill_at))
@@ -178,6 +179,9 @@ async def test_primary_killed_the_standby_is_promoted_and_nothing_acknowledged_i
         for own in workers.values():
             await own.aclose()
     key_destroyed = await _key_destroyed(ha.dsn(), doomed)
+    # Each worker's LISTEN connection died with the primary: a notification gap (caches dropped,
+    # the key ring distrusted) until its keeper listens on the new primary.
+    gaps = _logged(service, "notification_gap", log_offset)
     verify = await asyncio.to_thread(service.cli, "verify", "--anchors")
     projections = await asyncio.to_thread(service.cli, "projections", "verify")
 
@@ -193,9 +197,9 @@ async def test_primary_killed_the_standby_is_promoted_and_nothing_acknowledged_i
           f"slowest_resolution={max((i.resolved_after or 0.0) for i in failed) if failed else 0.0:.2f}s")
     print(f"[failover] stream across the promotion: {stream}")
     print(f"[failover] erased just before the kill: reads after={status_counts(erased_statuses)} showing the text="
-          f"{erased_hits} key destroyed on the new primary={key_destroyed}; verify --anchors exit="
-          f"{verify.returncode} projections verify exit={projections.returncode}; service pid unchanged="
-          f"{service.proc is not None and service.proc.poll() is None}")
+          f"{erased_hits} key destroyed on the new primary={key_destroyed} notification gaps logged={gaps}; "
+          f"verify --anchors exit={verify.returncode} projections verify exit={projections.returncode}; "
+          f"service pid unchanged={service.proc is not None and service.proc.poll() is None}")
 
     assert promotion is not None, f"{standby} was not promoted"
     assert first_write is not None and first_write < FIRST_WRITE_BOUND, f"no write within {FIRST_WRITE_BOUND} s"
@@ -206,6 +210,7 @@ async def test_primary_killed_the_standby_is_promoted_and_nothing_acknowledged_i
     assert stream["duplicates"] == 0 and stream["out_of_order"] == 0 and stream["gaps"] == 0, stream
     assert stream["missing_from_last_view"] == 0 and stream["twice_in_last_view"] == 0, stream
     assert erased_hits == 0 and key_destroyed, (erased_hits, key_destroyed)
+    assert gaps >= service.workers, f"{gaps} notification gaps for {service.workers} workers"
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert projections.returncode == 0, projections.stdout + projections.stderr
 
@@ -269,6 +274,13 @@ async def _key_destroyed(dsn: str, subject: uuid.UUID) -> bool:
     finally:
         await conn.close()
     return bool(rows) and all(r["gone"] for r in rows)
+
+
+def _logged(service: Service, event: str, offset: int) -> int:
+    """How many JSON log lines of ``event`` the service wrote after ``offset``."""
+    with service.log.open("rb") as f:
+        f.seek(offset)
+        return sum(1 for line in f if f'"event": "{event}"'.encode() in line)
 
 
 def _now() -> str:
