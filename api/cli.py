@@ -89,8 +89,10 @@ def _database_where(settings: Settings | None) -> str:
     if settings is None or not settings.database_url:
         return "(the embedded PostgreSQL)"
     url = urlsplit(settings.database_url)
-    host = url.hostname or "localhost"
-    return f"at {host}:{url.port or 5432}{url.path or ''} (DATABASE_URL)"
+    # every host of a multi-host DSN (h1:p1,h2:p2, for failover), without the credentials
+    hosts = ",".join(h if ":" in h else f"{h or 'localhost'}:5432"
+                     for h in url.netloc.rsplit("@", 1)[-1].split(",")) or "localhost:5432"
+    return f"at {hosts}{url.path or ''} (DATABASE_URL)"
 
 
 def progress_bar() -> Progress:
@@ -421,6 +423,24 @@ async def _check_startup(settings: Settings) -> None:
         await pool.close()
     InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir),
                                            known_fingerprints=settings.home / "instrument-fingerprints.json")
+
+
+@main.command()
+@click.pass_obj
+def projector(settings: Settings) -> None:
+    """Run the background work as its own process: projections (and the change feed they write),
+    risk-flag notifications, reminders, not-on-track alerts and anchors.
+
+    Run it beside `serve` with ALLIANCE_BACKGROUND=off on the HTTP workers, so they only serve.
+    Several projectors may run: one leads each task, the others stand by and take over.
+    SIGTERM or SIGINT stops it (exit 0).
+    """
+    from alliance.api.projector import run_projector
+
+    # The checks serve makes (the KEK against the stored keys, the plugins): one line, exit 2.
+    run_async(_check_startup(settings), settings)
+    console.print("Alliance projector: projections, notifications, reminders, alerts and anchors run here")
+    run(run_projector(settings), settings)
 
 
 @main.command()
