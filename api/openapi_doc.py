@@ -11,6 +11,7 @@ generator (openapi-typescript, openapi-python-client) and the linters (Spectral'
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,13 +175,37 @@ class _Verbatim(BaseSchemaObject):
 
 
 def _one_number(schema: Any) -> None:
-    """``int | float`` is one JSON number: Litestar's ``oneOf: [integer, number]`` matches an integer
-    twice, so no integer would be valid. Collapsed to ``number``, everywhere in the tree."""
+    """Unions as a generator reads them, everywhere in the tree:
+
+    - ``int | float`` is one JSON number: Litestar's ``oneOf: [integer, number]`` matches an integer
+      twice, so no integer would be valid. Collapsed to ``number``.
+    - ``X | UnsetType`` (a field that may be absent) leaves ``oneOf: [X]``, and ``tuple[int, ...]``
+      an empty schema beside ``integer`` for its ``...``: the one real member is used directly
+      (``allOf`` around a reference, so the field keeps its description).
+    """
     if not isinstance(schema, Schema):
         return
-    members = schema.one_of or []
-    if members and {getattr(m, "type", None) for m in members} == {OpenAPIType.INTEGER, OpenAPIType.NUMBER}:
-        schema.one_of, schema.type = None, OpenAPIType.NUMBER
+    for key in ("one_of", "any_of"):
+        members = getattr(schema, key) or []
+        if not members:
+            continue
+        if {getattr(m, "type", None) for m in members} == {OpenAPIType.INTEGER, OpenAPIType.NUMBER}:
+            setattr(schema, key, None)
+            schema.type = OpenAPIType.NUMBER
+            continue
+        members = [m for m in members if not (isinstance(m, Schema) and m == Schema())]
+        if len(members) == 1:
+            (member,) = members
+            setattr(schema, key, None)
+            if isinstance(member, Schema):
+                for field in dataclasses.fields(member):
+                    value = getattr(member, field.name)
+                    if value is not None and getattr(schema, field.name) is None:
+                        setattr(schema, field.name, value)
+            else:
+                schema.all_of = [member]
+        else:
+            setattr(schema, key, members)
     for child in (*(schema.one_of or ()), *(schema.any_of or ()), *(schema.all_of or ()),
                   *(schema.properties or {}).values(), schema.items, schema.additional_properties):
         _one_number(child)

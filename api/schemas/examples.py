@@ -93,7 +93,9 @@ def history_example() -> dict[str, Any]:
 
 def caseload_example() -> dict[str, Any]:
     return {"items": [{"client_id": str(CLIENT), "primary_clinician": str(CLINICIAN), "discharged": False,
-                       "open_risk_flags": 0, "goals": 1, "last_activity": "2026-03-16T08:30:00.120000+00:00"}],
+                       "open_risk_flags": 0, "open_alerts": [], "goals": 1, "next_due": "2026-03-30",
+                       "measures_due": False, "measures_overdue": False,
+                       "last_activity": "2026-03-16T08:30:00.120000+00:00"}],
             "next_cursor": None}
 
 
