@@ -131,7 +131,7 @@ class ReminderEntry(msgspec.Struct, kw_only=True):
     due_on: date
     #: "scheduled" or "suppressed".
     decision: str
-    #: Why it was suppressed: consent_not_in_force, discharged, opted_out or no_address.
+    #: Why it was suppressed: consent_not_in_force, discharged or opted_out.
     reason: str | None = None
     #: Channels it was sent through.
     sent: list[str] = []

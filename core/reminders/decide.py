@@ -9,8 +9,11 @@ request per channel that can reach the client, or ``reminder.suppressed`` with t
 1. consent for measurement is not in force (``consent_not_in_force``);
 2. the client is discharged and has not asked for reminders to continue for their own
    self-monitoring (``discharged``);
-3. every channel that could reach them is one they opted out of (``opted_out``), or none can
-   reach them at all (``no_address``: no email address given and no clinic-wide channel).
+3. every channel that could reach them is one they opted out of (``opted_out``).
+
+With no channel able to reach the client at all (no address given yet, no clinic-wide channel)
+nothing is decided: the reminder waits for an address (giving one wakes the client's decision
+again) rather than being written off, since the address often follows the schedule by minutes.
 
 A reminder already decided is never decided again (its id derives from the administration),
 so the same call after a crash, or on another leader, decides nothing new. ``next_at`` is
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Literal
 from uuid import UUID
 
 from alliance.core.client import ClientState
@@ -85,7 +89,7 @@ def remind_at(schedule: Schedule, due_on: date) -> datetime:
 
 
 def _suppression(client: ClientState, prefs: ReminderState, channels: Sequence[ChannelInfo],
-                 now: datetime) -> tuple[SuppressionReason | None, list[str]]:
+                 now: datetime) -> tuple[SuppressionReason | Literal["no_address"] | None, list[str]]:
     if not client.consent_in_force(ConsentScope.MEASUREMENT, now):
         return "consent_not_in_force", []
     if client.discharged and not prefs.after_discharge:
@@ -124,6 +128,8 @@ def decide(*, client: ClientState, prefs: ReminderState, attached: Sequence[Atta
             wake.append(at)
             continue
         reason, reachable = _suppression(client, prefs, channels, now)
+        if reason == "no_address":
+            continue  # undecided until an address is given (that wakes this client again)
         if reason is not None:
             decision.reminders.append(ReminderSuppressed(
                 reminder_id=rid, administration_id=current.administration_id, instrument_id=measure.instrument_id,

@@ -39,7 +39,7 @@ REMINDER_ROLE = Role.SYSTEM
 DEFAULT_SUBJECT = "A questionnaire is ready"
 DEFAULT_BODY = "A questionnaire is ready for you. Open the link below to answer it; it works once."
 
-SuppressionReason = Literal["consent_not_in_force", "discharged", "opted_out", "no_address"]
+SuppressionReason = Literal["consent_not_in_force", "discharged", "opted_out"]
 
 
 def reminders_stream(client_id: UUID) -> str:
@@ -82,7 +82,7 @@ class ReminderScheduled(EventPayload, tag="reminder.scheduled", kw_only=True, fr
 
 
 class ReminderSuppressed(EventPayload, tag="reminder.suppressed", kw_only=True, frozen=True):
-    """A reminder that is not sent, and why (consent, discharge, opt-out, no address)."""
+    """A reminder that is not sent, and why (consent, discharge, opt-out)."""
 
     reminder_id: UUID
     administration_id: UUID

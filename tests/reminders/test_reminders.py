@@ -163,7 +163,7 @@ async def test_after_discharge_only_if_self_monitoring_continues(remind_api, clo
     assert b.type == "reminder.scheduled"
 
 
-async def test_an_opted_out_channel_is_not_used_and_without_any_the_reminder_is_suppressed(remind_api, clocked):
+async def test_an_opted_out_channel_suppresses_and_a_missing_address_waits_for_one(remind_api, clocked):
     api = remind_api
     clock, day = clocked
     s = await weekly_phq9(api, day)
@@ -181,10 +181,20 @@ async def test_an_opted_out_channel_is_not_used_and_without_any_the_reminder_is_
         api.services.channels = ()
     [decided] = await _decided(api, s, clock)
     assert (decided.type, decided.payload.reason) == ("reminder.suppressed", "opted_out")
-    # no address at all (and no clinic-wide channel): suppressed too, saying why
+    # no address yet (and no clinic-wide channel): nothing is decided until the client gives one
     bare = await weekly_phq9(api, day, email=False)
-    [none] = await _decided(api, bare, clock)
-    assert (none.type, none.payload.reason) == ("reminder.suppressed", "no_address")
+    r = runner(api, clock)
+    r.start()
+    try:
+        await r.wait_rounds(5)
+        assert await reminder_events(api, bare.client) == []
+        me = api.token(bare.team.tenant, "client", bare.client)
+        given = await api.http.post(f"/clients/{bare.client}/reminder-contact", json={"email": bare.email},
+                                    headers=me)
+        assert given.status_code == 201, given.text
+        await eventually(lambda: reminder_events(api, bare.client, "reminder.scheduled"), what="scheduled")
+    finally:
+        await r.stop()
 
 
 async def test_a_runner_stopped_after_scheduled_and_started_again_sends_exactly_once(remind_api, smtp, clocked):
