@@ -132,7 +132,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, provider: Provider) -> Iter
                 "ALLIANCE_CORS_ORIGINS": allowed.origin, "ALLIANCE_LOG_LEVEL": "warning",
                 # development keeps the demo's own tokens working beside the provider's
                 "ALLIANCE_OIDC_ISSUER": provider.url, "ALLIANCE_OIDC_AUDIENCE": AUDIENCE,
-                "ALLIANCE_OIDC_CLIENT_ID": CLIENT_ID})
+                "ALLIANCE_OIDC_CLIENT_ID": CLIENT_ID,
+                # a clinic's own instrument with a Dutch translation (tests/browser/plugins/)
+                "ALLIANCE_PLUGINS_DIR": str(HERE / "plugins")})
     env.pop("PYTEST_CURRENT_TEST", None)
     with log.open("w") as sink:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("alliance")), "serve", "--demo", "--host",

@@ -5,6 +5,8 @@ through its live stream."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 
 from tests.browser.conftest import Server, sign_in
@@ -66,4 +68,36 @@ def test_a_change_is_consented_side_by_side_and_a_review_reaches_the_history(ser
     assert "goal review recorded" in rows.nth(0).inner_text() and "Clinician A" in rows.nth(0).inner_text()
     history = desk.locator("main tbody").inner_text()
     assert "goal change accepted" in history and "goal change proposed" in history
+    assert not staff.errors and not client.errors, staff.errors + client.errors
+
+
+def test_what_is_due_reaches_the_caseload_and_the_client_and_the_clinician_agrees(server: Server, open_page):
+    sam = server.id("Sam (client)")
+    clinician = server.headers(CLINICIAN)
+    r = httpx.post(f"{server.url}/clients/{sam}/goals", json={"text": "Text a friend on Fridays"}, headers=clinician,
+                   timeout=10)
+    assert r.status_code == 201, r.text
+    goal_id = r.json()["created"]["goal_id"]
+    today = datetime.now(UTC).date().isoformat()
+    r = httpx.post(f"{server.url}/goals/{goal_id}/measures", headers=clinician, timeout=10, json={
+        "instrument_id": "gad7", "schedule": {"kind": "every", "interval": 1, "unit": "days", "start": today}})
+    assert r.status_code == 201, r.text
+
+    staff = open_page()
+    desk = sign_in(staff, server, CLINICIAN)
+    row = desk.locator(f"tr[data-client='{sam}']")
+    row.wait_for(timeout=10_000)
+    waiting = row.locator("td").nth(2).inner_text()
+    assert "a goal to agree" in waiting and "gad7 due" in waiting, waiting
+    row.get_by_role("link").click()
+    goal = desk.locator(f"article.goal[data-goal='{goal_id}']")
+    goal.locator("summary", has_text="Work on this goal").click()
+    goal.get_by_role("button", name="Agree to version 1").click()
+    desk.locator(f"article.goal[data-goal='{goal_id}']", has_text="clinician agree").wait_for(timeout=10_000)
+
+    client = open_page()
+    page = sign_in(client, server, "Sam (client)")
+    todo = page.locator("#due")
+    todo.get_by_role("link", name="GAD-7", exact=False).click()
+    page.locator("form.questionnaire[data-instrument=gad7]").wait_for(timeout=10_000)
     assert not staff.errors and not client.errors, staff.errors + client.errors

@@ -94,9 +94,7 @@ export function measureChart(measure, definition, marks, { forClient }) {
   const title = definition ? definition.title : measure.instrument_id;
   const line = changeLine(measure);
   const holder = h("div", { className: "chart", "aria-hidden": "true" });
-  const legend = h("ul", { className: "chart-legend" },
-    h("li", {}, h("span", { className: "swatch", style: undefined }), " "),
-  );
+  const legend = h("ul", { className: "chart-legend" });
   legend.replaceChildren(
     ...(definition?.bands?.length
       ? [h("li", {}, forClient ? "Shaded areas: score ranges, lightest = fewest difficulties"
@@ -122,6 +120,10 @@ export function measureChart(measure, definition, marks, { forClient }) {
     h("h3", { id: `chart-${measure.instrument_id}` }, title),
     h("p", { className: "summary", "data-latest": measure.points.at(-1)?.scores.total ?? "" },
       describe(measure, definition, { forClient })),
+    measure.plain_words?.text ? h("p", { className: "plain-words" }, measure.plain_words.text) : null,
+    !forClient && measure.plain_words?.criteria?.length
+      ? h("details", {}, h("summary", {}, "Criteria behind the words"),
+        h("ul", {}, measure.plain_words.criteria.map((c) => h("li", {}, c)))) : null,
     holder, legend,
     h("details", {}, h("summary", {}, "See all the numbers"), table, markList));
   requestAnimationFrame(() => draw(holder, measure, definition, line, marks));

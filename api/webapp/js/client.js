@@ -20,12 +20,30 @@ export async function plan(main) {
   const view = await api.get(`/clients/${me()}/plan`);
   setCrisis(view.crisis_information);
   replace(main, h("h1", {}, "My goals"), liveStatus());
+  const due = h("div", { id: "due" });
   const list = h("div", { id: "goals" });
-  main.append(list);
+  main.append(due, list);
+  drawDue(due, view);
   drawGoals(list, view);
   follow(`/clients/${me()}/progress/stream-tickets`, {
-    plan: (fresh) => { if (fresh.crisis_information) setCrisis(fresh.crisis_information); drawGoals(list, fresh); say("Your goals were updated."); },
+    plan: (fresh) => {
+      if (fresh.crisis_information) setCrisis(fresh.crisis_information);
+      drawDue(due, fresh);
+      drawGoals(list, fresh);
+      say("Your goals were updated.");
+    },
   }, { onStatus: showStatus });
+}
+
+// Questionnaires the plan asks for today (a schedule's administration that is due or overdue).
+async function drawDue(box, view) {
+  const attached = [...(view.measures || []), ...(view.goals || []).flatMap((g) => g.measures || [])];
+  const due = attached.filter((m) => m.administration && ["due", "overdue"].includes(m.administration.state));
+  if (!due.length) { box.replaceChildren(); return; }
+  const all = await api.instrumentList();
+  replace(box, h("section", { className: "card notice", "aria-labelledby": "due-h" }, h("h2", { id: "due-h" }, "To do today"),
+    h("ul", {}, due.map((m) => h("li", {}, h("a", { href: `#/me/check-in/${m.instrument_id}` },
+      api.latest(all, m.instrument_id)?.title || m.instrument_id))))));
 }
 
 function drawGoals(list, view) {
@@ -164,8 +182,10 @@ export async function chartCards(view, planView, { forClient }) {
 const CHECK_INS = ["mood_diary", "phq9", "gad7"];
 
 export async function checkIn(main) {
-  const all = await api.instrumentList();
-  const offered = CHECK_INS.map((id) => api.latest(all, id)).filter(Boolean);
+  const [all, view] = await Promise.all([api.instrumentList(), api.get(`/clients/${me()}/plan`)]);
+  // The everyday check-ins, and whatever the plan attached (on a goal or the episode).
+  const attached = [...(view.measures || []), ...view.goals.flatMap((g) => g.measures || [])].map((m) => m.instrument_id);
+  const offered = [...new Set([...CHECK_INS, ...attached])].map((id) => api.latest(all, id)).filter(Boolean);
   replace(main, h("h1", {}, "Check in"),
     h("p", {}, "Tell us how things have been. Your clinician sees your answers."),
     h("ul", { className: "people" }, offered.map((d) => h("li", {},

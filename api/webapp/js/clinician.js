@@ -15,10 +15,16 @@ export function awaiting(plan) {
   for (const goal of plan.goals || []) {
     if (goal.status === "proposed" && goal.agreement?.clinician !== "agree") items.push("a goal to agree");
     for (const c of goal.open_changes || []) if (c.awaiting === "clinician") items.push("a change to answer");
-    for (const d of goal.due_measures || []) items.push(`${d.instrument_id} due`);
   }
-  for (const alert of plan.alerts || plan.not_on_track || []) items.push(alert.summary || "not on track");
+  for (const m of dueMeasures(plan)) items.push(`${m.instrument_id} ${m.administration.state}`);
+  for (const alert of plan.open_alerts || []) items.push(`not on track (${alert.instrument_id})`);
   return items;
+}
+
+// Attached measures (on goals and on the episode) whose administration today is due or overdue.
+export function dueMeasures(plan) {
+  const attached = [...(plan.measures || []), ...(plan.goals || []).flatMap((g) => g.measures || [])];
+  return attached.filter((m) => m.administration && ["due", "overdue"].includes(m.administration.state));
 }
 
 export async function caseload(main) {
@@ -66,7 +72,12 @@ export async function clientPage(main, clientId) {
   let latestPlan = plan;
   let latestProgress = progress;
   const drawPlan = () => {
-    replace(risks, h("h2", { id: "risks-h" }, "Open risk flags"), riskFlags(clientId, latestPlan));
+    replace(risks, h("h2", { id: "risks-h" }, "Open risk flags"), riskFlags(clientId, latestPlan),
+      (latestPlan.open_alerts || []).length ? [h("h2", {}, "Not on track"), latestPlan.open_alerts.map((a) =>
+        h("p", { className: "hint alert" }, `${a.instrument_id}: ${a.baseline} → ${a.latest} after ${a.administrations} `
+          + `administrations. ${a.criterion} (${a.source})`))] : null,
+      dueMeasures(latestPlan).length ? h("p", { className: "hint" }, `Due: ${dueMeasures(latestPlan)
+        .map((m) => `${m.instrument_id} (${m.administration.state})`).join(", ")}`) : null);
     replace(goals, h("h2", { id: "plan-h" }, "Plan"), latestPlan.goals.length ? latestPlan.goals.map(goalCard) : h("p", {}, "No goals yet."));
   };
   const drawProgress = async () => replace(charts, h("h2", { id: "charts-h" }, "Progress"),
