@@ -20,7 +20,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, YamlRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +30,7 @@ from alliance.api.errors import EXCEPTION_HANDLERS, Problem
 from alliance.api.idempotency import Claims, forget_expired
 from alliance.api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
 from alliance.api.openapi_doc import document_handlers, finish_document
+from alliance.api.openapi_viewer import viewer_files, viewer_plugin
 from alliance.api.routes.clients import CLIENT_ROUTES
 from alliance.api.routes.clinic import CLINIC_ROUTES
 from alliance.api.routes.compliance import COMPLIANCE_ROUTES
@@ -248,7 +249,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
         title="Alliance", version=API_VERSION,
         description="Collaborative therapeutic goal setting: every proposal, revision, agreement, consent and "
                     "measurement is an immutable event; plans, progress and decision history are projections.",
-        path="/schema", render_plugins=[ScalarRenderPlugin(path="/"), JsonRenderPlugin(), YamlRenderPlugin()],
+        path="/schema", render_plugins=[viewer_plugin(), JsonRenderPlugin(), YamlRenderPlugin()],  # Redoc, vendored
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer",
                                                                          bearer_format="JWT")}),
         security=[{"bearer": []}],
@@ -259,9 +260,11 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 *IDENTITY_ROUTES, *LINK_ROUTES, *REMINDER_ROUTES]
     document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
     handlers.append(who_am_i)  # GET /me: whose views a page signed in through the provider opens
+    document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
     document_problems(handlers)
     bound_request_bodies(handlers)
     web = [webapp_router(settings)] if settings.web_app else []  # the reference web app at /app/
+    web.append(viewer_files())  # the API viewer's vendored files (api/openapi_viewer.py)
     app = Litestar(
         route_handlers=[*handlers, *web],
         lifespan=[lifespan],
