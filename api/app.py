@@ -258,7 +258,6 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     handlers = [*SYSTEM_ROUTES, *CLINIC_ROUTES, *CLIENT_ROUTES, *GOAL_ROUTES, *STREAM_ROUTES, *STREAM_TICKET_ROUTES,
                 *COMPLIANCE_ROUTES,
                 *IDENTITY_ROUTES, *LINK_ROUTES, *REMINDER_ROUTES]
-    document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
     handlers.append(who_am_i)  # GET /me: whose views a page signed in through the provider opens
     document_handlers(handlers)  # descriptions and headers shared code sends: api/openapi_doc.py
     document_problems(handlers)
