@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import profile_stages
 from bench.harness import (
     BenchDatabase,
     Comparison,
@@ -699,7 +701,17 @@ def raise_nofile(wanted: int = 65536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def run(quick: bool, subscribers: int | None = None, sse_only: bool = False) -> ApiResults:
+def print_write_budget(samples: Counter[str], posts: float, *, rate: int) -> None:
+    """CPU per measurement POST in the workers, by stage (py-spy samples at ``rate`` per second)."""
+    total = sum(samples.values())
+    console.print(f"  worker CPU per measurement POST, by stage (py-spy, {total:,} samples at {rate}/s, "
+                  f"{posts:,.0f} POSTs): {total / rate / max(posts, 1) * 1e6:,.0f} µs in all")
+    for stage, n in samples.most_common():
+        console.print(f"    {stage:<40} {n / rate / max(posts, 1) * 1e6:7,.0f} µs  {n / total:6.1%}")
+
+
+async def run(quick: bool, subscribers: int | None = None, sse_only: bool = False,
+              profile_writes: bool = False) -> ApiResults:
     results = ApiResults("API: mixed traffic vs hello-world ceiling, SSE fan-out (issue 6)")
     seconds = 10.0 if quick else 30.0
     sse_seconds, default_subscribers = (5.0, 200) if quick else (20.0, 1000)
@@ -766,8 +778,15 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             describe("mixed 70/25/5", mixed)
             # Writes only: every request a client's measurement POST (concurrent appends, grouped
             # into shared commits by each worker's store: ALLIANCE_GROUP_COMMIT=on, the default).
+            recording = None
+            if profile_writes:  # py-spy on each worker while the phase runs (bench/profile_stages.py)
+                recording = asyncio.create_task(profile_stages.record(
+                    profile_stages.worker_pids(api.proc.pid), seconds - 1, work / "py-spy"))
             writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
             describe("writes only (client measurement POSTs)", writes)
+            if recording is not None:
+                print_write_budget(profile_stages.budget(await recording), writes.counts[2][0] * (seconds - 1)
+                                   / seconds, rate=250)
             hello_rate = ceiling.rate(1)
             results.row("hello-world GET (ceiling)", hello_rate, info=True)
             results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
@@ -837,6 +856,9 @@ def main() -> ApiResults:
                         help="SSE subscribers (and clients), each sent one measurement a second "
                              "(default 1,000; 200 with --quick)")
     parser.add_argument("--sse-only", action="store_true", help="only the SSE phase (to size it with --subscribers)")
+    parser.add_argument("--profile-writes", action="store_true",
+                        help="record the workers with py-spy during the writes phase and print the CPU per "
+                             "measurement POST by stage (needs py-spy: pip install py-spy)")
     args, _ = parser.parse_known_args()
     try:
         import uvloop
@@ -844,7 +866,7 @@ def main() -> ApiResults:
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        return runner.run(run(args.quick, args.subscribers, args.sse_only))
+        return runner.run(run(args.quick, args.subscribers, args.sse_only, args.profile_writes))
 
 
 if __name__ == "__main__":
