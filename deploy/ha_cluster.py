@@ -251,6 +251,12 @@ class HACluster:
         self.pgids.pop(name, None)
         self._save()
 
+    def switchover(self, timeout: float = 60) -> None:
+        """A planned switchover through the monitor: the primary is demoted (its PostgreSQL
+        restarted as a standby) and the standby promoted; returns once it is done."""
+        self.run(pg_autoctl(), "perform", "switchover", "--pgdata", str(self.root / "monitor"),
+                 "--wait", str(int(timeout)), timeout=timeout + 10)
+
     def nodes(self) -> list[Node]:
         """The monitor's view: each node's reported and assigned state, and its health check."""
         out = self.psql(self.ports["monitor"], "SELECT nodename, nodeport, reportedstate, goalstate, health "

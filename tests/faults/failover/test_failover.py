@@ -3,7 +3,9 @@
 1. The synchronous standby killed (``kill -9`` of its keeper and PostgreSQL): the primary goes
    on taking writes once the monitor has released synchronous replication (a few seconds in
    which commits wait), nothing acknowledged is lost, and the standby catches up when it is back.
-2. The primary killed (its whole process group: keeper, postmaster, backends): the monitor
+2. A planned switchover under the same load (``pg_autoctl perform switchover``): every answer
+   while the primary is demoted and the standby promoted is a 503 with ``Retry-After``, never a 500.
+3. The primary killed (its whole process group: keeper, postmaster, backends): the monitor
    promotes the standby; the same service processes find it through the multi-host DSN. Promise:
    every acknowledged write is stored exactly once, every retry with its key resolves, the first
    write after the kill succeeds within 60 s (goal 30 s), while no primary is writable every
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -95,6 +98,51 @@ async def test_standby_killed_the_primary_goes_on_taking_writes(settled: HAClust
     assert all(a.status == 201 for a in load.answers), status_counts([a.status for a in load.answers])
     assert not lost and not duplicated, (lost[:5], duplicated[:5])
     assert sync_after, "the standby came back but replication stayed asynchronous"
+
+
+async def test_switchover_under_load_the_demoted_primary_answers_no_500(
+        settled: HACluster, ha_service: Service, ha_clinic: Clinic, http: httpx.AsyncClient) -> None:
+    """A planned switchover: the primary is demoted (stopped, restarted as a standby) while
+    requests reach it; every answer meanwhile is a 503 with ``Retry-After``, whatever form the
+    outage takes (refused, lost mid-command, starting up, read-only), and the pool moves to the
+    new primary by itself."""
+    ha, service, clinic = settled, ha_service, ha_clinic
+    primary = ha.primary()
+    assert primary is not None
+    load = Load(clinic, [await enrol_client(clinic, http) for _ in range(WRITERS)], "switchover")
+    load.start()
+    assert await until(lambda: len(load.acked()) >= ACKED_BEFORE_KILL, within=30), "the load did not start"
+    log_offset = service.log.stat().st_size
+    started = time.monotonic()
+    await asyncio.to_thread(ha.switchover)
+    switched = time.monotonic() - started
+    await until(lambda: load.first_ok_after(started + switched) is not None, within=FIRST_WRITE_BOUND)
+    await asyncio.sleep(AFTER_SECONDS)
+    await load.stop()
+    new_primary = await asyncio.to_thread(ha.primary)
+    failed = load.not_acked()
+    await retry_all(clinic, http, failed, within=RETRY_SECONDS)
+    unresolved = [i for i in failed if not (isinstance(i.final_status, int) and 200 <= i.final_status < 300)]
+    counts = await measurement_counts(ha.dsn(), load.clients)
+    lost = [i.key for i in load.acked() if counts.get(i.measurement_id or "", 0) == 0]
+    known = {i.measurement_id for i in load.sent if i.measurement_id}
+    duplicated = [m for m, n in counts.items() if n > 1]
+    strays = sum(n for m, n in counts.items() if m not in known)
+    not_503 = [a for a in load.answers if not isinstance(a.status, int) or (a.status >= 500 and a.status != 503)]
+    bare_503 = [a for a in load.answers if a.status == 503 and not (a.retry_after and a.problem)]
+    print(f"\n[switchover] {primary} -> {new_primary} in {switched:.2f}s (pg_autoctl perform switchover); "
+          f"longest time without a 2xx={load.longest_stall(started):.2f}s; answers="
+          f"{status_counts([a.status for a in load.answers])} 503_without_retry_after_or_problem={len(bare_503)}; "
+          f"503s by cause={_outage_causes(service, log_offset)}")
+    print(f"[switchover] keys={len(load.sent)} acknowledged={len(load.acked())} acknowledged_lost={len(lost)} "
+          f"duplicates={len(duplicated)} events_of_no_key={strays} not_2xx_first={len(failed)} "
+          f"retries_final={status_counts([i.final_status for i in failed])} unresolved={len(unresolved)}")
+
+    assert new_primary is not None and new_primary != primary, (primary, new_primary)
+    assert load.first_ok_after(started + switched) is not None, "no write succeeded after the switchover"
+    assert not not_503 and not bare_503, (status_counts([a.status for a in not_503]), len(bare_503))
+    assert not lost and not duplicated and strays == 0, (lost[:5], duplicated[:5], strays)
+    assert not unresolved, f"unresolved retries: {status_counts([i.final_status for i in unresolved])}"
 
 
 async def test_primary_killed_the_standby_is_promoted_and_nothing_acknowledged_is_lost(
@@ -281,6 +329,19 @@ def _logged(service: Service, event: str, offset: int) -> int:
     with service.log.open("rb") as f:
         f.seek(offset)
         return sum(1 for line in f if f'"event": "{event}"'.encode() in line)
+
+
+def _outage_causes(service: Service, offset: int) -> dict[str, int]:
+    """The error classes behind the service's 503s after ``offset`` (its ``database_unavailable`` lines)."""
+    counts: dict[str, int] = {}
+    with service.log.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            with contextlib.suppress(ValueError):
+                line = json.loads(raw)
+                if isinstance(line, dict) and line.get("event") == "database_unavailable":
+                    counts[str(line.get("error"))] = counts.get(str(line.get("error")), 0) + 1
+    return counts
 
 
 def _now() -> str:
