@@ -62,3 +62,20 @@ async def test_me_says_who_the_token_is(api, clinic):
     assert r.status_code == 200, r.text
     assert r.json() == {"id": str(clinic.clinician), "tenant_id": str(clinic.tenant), "role": "clinician"}
     assert (await api.http.get("/me")).status_code == 401
+
+
+def test_every_web_app_file_ships_in_the_package():
+    """pip install gives a working app: every file under api/webapp/ is matched by the
+    package-data patterns in pyproject.toml (setuptools ships nothing else from there)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["alliance.api"]
+    files = [p.relative_to(root / "api").as_posix() for p in (root / "api" / "webapp").rglob("*") if p.is_file()]
+    assert "webapp/index.html" in files and "webapp/vendor/uplot/LICENSE" in files
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, pattern) and f.count("/") == pattern.count("/")
+                                             for pattern in patterns)]
+    assert unshipped == []

@@ -101,3 +101,52 @@ def test_what_is_due_reaches_the_caseload_and_the_client_and_the_clinician_agree
     todo.get_by_role("link", name="GAD-7", exact=False).click()
     page.locator("form.questionnaire[data-instrument=gad7]").wait_for(timeout=10_000)
     assert not staff.errors and not client.errors, staff.errors + client.errors
+
+
+def test_the_clinician_reflects_and_revises_and_the_client_declines_a_change(server: Server, open_page):
+    jo = server.id("Jo (client)")
+    me = server.headers("Jo (client)")
+    r = httpx.post(f"{server.url}/clients/{jo}/goals", json={"text": "Stretch after each run"}, headers=me, timeout=10)
+    assert r.status_code == 201, r.text
+    new_goal = r.json()["created"]["goal_id"]
+    plan = httpx.get(f"{server.url}/clients/{jo}/plan", headers=me, timeout=10).json()
+    run = next(g for g in plan["goals"] if g["status"] == "active")
+    r = httpx.post(f"{server.url}/goals/{run['goal_id']}/changes", headers=server.headers("Clinician B"), timeout=10,
+                   json={"kind": "pace", "new_text": "Twice a week", "rationale": "You enjoy it"})
+    assert r.status_code == 201, r.text
+
+    staff = open_page()
+    desk = sign_in(staff, server, "Clinician B")
+    desk.evaluate(f"location.hash = '#/clients/{jo}'")
+    goal = desk.locator(f"article.goal[data-goal='{new_goal}']")
+    goal.locator("summary", has_text="Work on this goal").click()
+    goal.locator("form.reflect").get_by_label("Reflect the goal back").fill("A few minutes of stretching after running")
+    goal.locator("form.reflect").get_by_role("button", name="Reflect").click()
+    goal = desk.locator(f"article.goal[data-goal='{new_goal}']", has_text="A few minutes of stretching after running")
+    goal.wait_for(timeout=10_000)
+    goal.locator("summary", has_text="Work on this goal").click()
+    revise = goal.locator("form.revise")
+    revise.get_by_label("Revise the wording (a new version)").fill("Stretch for 5 minutes after runs")
+    revise.get_by_role("button", name="Revise").click()
+    desk.locator(f"article.goal[data-goal='{new_goal}']", has_text="version 2").wait_for(timeout=10_000)
+    # an agreed goal offers no rewording: only a change proposal
+    active = desk.locator(f"article.goal[data-goal='{run['goal_id']}']")
+    assert active.locator("form.reflect").count() == 0 and active.locator("form.propose-change").count() == 1
+
+    client = open_page()
+    page = sign_in(client, server, "Jo (client)")
+    mine = page.locator(f"article.goal[data-goal='{new_goal}']")
+    assert "My clinician's reflection: “A few minutes of stretching after running”" in mine.inner_text()
+    assert "Stretch for 5 minutes after runs" in mine.inner_text()
+    card = page.locator(f"article.goal[data-goal='{run['goal_id']}']")
+    offer = card.locator("section.change")
+    now, suggested = offer.locator(".side-by-side > div").all()
+    assert "No pace set" in now.inner_text() and "Twice a week" in suggested.inner_text()
+    offer.get_by_label("If you say no, you can say why (optional)").fill("Once is enough while I start")
+    offer.get_by_role("button", name="No, keep it as it is").click()
+    card.locator("section.change").wait_for(state="detached", timeout=10_000)
+    history = httpx.get(f"{server.url}/clients/{jo}/history", headers=server.headers("Clinician B"), timeout=10).json()
+    declined = [e for e in history["entries"] if e["type"] == "goal.change_declined"]
+    assert declined and declined[-1]["actor_role"] == "client"
+    assert "Once is enough while I start" in str(declined[-1]["details"])
+    assert not staff.errors and not client.errors, staff.errors + client.errors

@@ -160,11 +160,13 @@ function goalCard(goal) {
     agree.addEventListener("click", () => act(agree, where, () => api.post(`/goals/${g}/agreements`, { version: goal.version })));
     details.append(h("div", { className: "actions" }, agree), where);
   }
-  details.append(
-    textForm({ label: "Reflect the goal back", name: "reflection", button: "Reflect", className: "reflect",
-      send: (reflection) => api.post(`/goals/${g}/reflections`, { reflection }) }),
-    textForm({ label: "Revise the wording (a new version)", name: "text", button: "Revise", className: "revise",
-      send: (text) => api.post(`/goals/${g}/revisions`, { text }) }));
+  if (goal.status === "proposed") {  // once agreed, the wording changes only through a change proposal
+    details.append(
+      textForm({ label: "Reflect the goal back", name: "reflection", button: "Reflect", className: "reflect",
+        send: (reflection) => api.post(`/goals/${g}/reflections`, { reflection }) }),
+      textForm({ label: "Revise the wording (a new version)", name: "text", button: "Revise", className: "revise",
+        send: (text) => api.post(`/goals/${g}/revisions`, { text }) }));
+  }
   if (goal.status === "active") {
     details.append(textForm({ label: "Propose a new aim (the client decides)", name: "new_text",
       button: "Propose change", className: "propose-change",
