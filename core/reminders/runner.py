@@ -104,7 +104,7 @@ class ReminderRunner:
 
     def __init__(self, store: EventStore, *, dsn: str, channels: Sequence[ChannelInfo], key: bytes,
                  clock: Clock = SYSTEM_CLOCK, link_hours: float = 72.0, name: str = "reminders",
-                 batch_size: int = 500, decide_batch: int = 500, group_size: int = 50,
+                 batch_size: int = 500, decide_batch: int = 1000, group_size: int = 50, concurrency: int = 6,
                  poll_interval: float = 1.0, standby_interval: float = 1.0) -> None:
         self.store = store
         self.dsn = dsn
@@ -116,6 +116,8 @@ class ReminderRunner:
         self.batch_size = batch_size
         self.decide_batch = decide_batch
         self.group_size = group_size
+        #: Groups decided at once (each holds one pooled connection at a time).
+        self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.standby_interval = standby_interval
         self.leading = False
@@ -282,10 +284,13 @@ class ReminderRunner:
             by_tenant: dict[UUID, list[asyncpg.Record]] = defaultdict(list)
             for row in rows:
                 by_tenant[row[1]].append(row)
-            next_at: list[tuple[UUID, datetime | None]] = []
-            for tenant, clients in by_tenant.items():
-                for start in range(0, len(clients), self.group_size):
-                    next_at.extend(await self._decide_group(tenant, clients[start:start + self.group_size], now))
+            # Groups of one clinic's clients, several at once: each is mostly waiting on the
+            # database (reads, then one append transaction), so they overlap on the pool.
+            groups = [(tenant, clients[i:i + self.group_size]) for tenant, clients in by_tenant.items()
+                      for i in range(0, len(clients), self.group_size)]
+            gate = asyncio.Semaphore(self.concurrency)
+            next_at = [item for done in await asyncio.gather(*(self._gated(gate, t, g, now) for t, g in groups))
+                       for item in done]
             await conn.executemany("UPDATE reminder_watch SET next_at = $2, updated_at = now() WHERE client_id = $1",
                                    next_at)
             total += len(rows)
@@ -293,19 +298,25 @@ class ReminderRunner:
             if len(rows) < self.decide_batch:
                 return total
 
+    async def _gated(self, gate: asyncio.Semaphore, tenant: UUID, rows: Sequence[asyncpg.Record], now: datetime
+                     ) -> list[tuple[UUID, datetime | None]]:
+        async with gate:
+            return await self._decide_group(tenant, rows, now)
+
     async def _decided(self, client_id: UUID, goal_ids: Sequence[UUID], now: datetime
                        ) -> tuple[Decision, list[StreamAppend], int]:
-        view, _ = await client_view(self.store, client_id, self._states)
-        prefs, version = await reminder_settings(self.store, client_id, self._states)
-        attached = [*episode_measures(view.state),
-                    *await attached_measures(self.store, client_id, goal_ids, self._states)]
+        (view, _), (prefs, version), on_goals = await asyncio.gather(
+            client_view(self.store, client_id, self._states), reminder_settings(self.store, client_id, self._states),
+            attached_measures(self.store, client_id, goal_ids, self._states))
+        attached = [*episode_measures(view.state), *on_goals]
         decision = decide(client=view.state, prefs=prefs, attached=attached, observations=observations_of(view),
                           channels=self.channels, now=now, key=self.key, link_hours=self.link_hours)
         return decision, self._appends(view.state.tenant_id, client_id, version, decision, now), version
 
     async def _decide_group(self, tenant: UUID, rows: Sequence[asyncpg.Record], now: datetime
                             ) -> list[tuple[UUID, datetime | None]]:
-        decided = [(row[0], list(row[2]), *(await self._decided(row[0], list(row[2]), now))) for row in rows]
+        results = await asyncio.gather(*(self._decided(row[0], list(row[2]), now) for row in rows))
+        decided = [(row[0], list(row[2]), *result) for row, result in zip(rows, results, strict=True)]
         appends = [a for _, _, _, client_appends, _ in decided for a in client_appends]
         if appends:
             try:
