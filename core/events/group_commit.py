@@ -39,6 +39,8 @@ from alliance.core.events.store import PreparedEvent
 #: Bounds on one group: appends, and events over all of them (one statement's arrays).
 MAX_GROUP_APPENDS = 64
 MAX_GROUP_EVENTS = 1000
+#: Groups in the database at once: while one commits, the next gathers what queued meanwhile.
+MAX_GROUPS_IN_FLIGHT = 1
 
 # $1..$3: per append (its index g, stream, expected version). $4..: per event (g, k = its
 # 1-based index in its append, then the event's columns). Heads are locked only at the
@@ -151,7 +153,8 @@ class GroupCommitter:
         self._on_written = on_written
         self._pending: list[_Item] = []
         self._in_flight = 0  # single appends and groups now in the database
-        self._flushing = False
+        self._groups = 0  # groups now in the database
+        self._scheduled = False
         #: How many appends each group written carried (size 1: an append that found the store idle).
         self.group_sizes: Counter[int] = Counter()
 
@@ -185,12 +188,22 @@ class GroupCommitter:
     def _schedule(self) -> None:
         # call_soon, not now: the writers woken by the append that just finished run first,
         # each preparing its next append and queueing it, so the next group carries them all.
-        if self._pending and not self._flushing:
-            self._flushing = True
+        if self._pending and not self._scheduled and self._groups < MAX_GROUPS_IN_FLIGHT:
+            self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        asyncio.get_running_loop().create_task(self._flush(), name="group-commit")
+        self._scheduled = False
+        if self._groups >= MAX_GROUPS_IN_FLIGHT:
+            return
+        items = self._take()
+        if len(items) == 1:  # nothing to share a commit with: the single path is as cheap
+            items[0].future.set_result(None)
+            self._schedule()
+        elif items:
+            self._groups += 1
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._flush(items), name="group-commit")
 
     def _take(self) -> list[_Item]:
         taken: list[_Item] = []
@@ -209,27 +222,18 @@ class GroupCommitter:
         self._pending = rest
         return taken
 
-    async def _flush(self) -> None:
-        """Write one group; what queued meanwhile goes in the next."""
-        items = self._take()
-        if len(items) != 1:
-            self._in_flight += 1
-            try:
-                if items:
-                    await self._write(items)
-            finally:
-                # The group stays "in flight" for one more turn of the loop: the writers it just
-                # answered run first and queue their next appends, instead of the first of them
-                # finding the store idle and going alone.
-                asyncio.get_running_loop().call_soon(self._group_done)
-        else:  # nothing to share a commit with: the single path is as cheap
-            items[0].future.set_result(None)
-            self._flushing = False
-            self._schedule()
+    async def _flush(self, items: list[_Item]) -> None:
+        try:
+            await self._write(items)
+        finally:
+            # The group stays "in flight" for one more turn of the loop: the writers it just
+            # answered run first and queue their next appends, instead of the first of them
+            # finding the store idle and going alone.
+            asyncio.get_running_loop().call_soon(self._group_done)
 
     def _group_done(self) -> None:
+        self._groups -= 1
         self._in_flight -= 1
-        self._flushing = False
         self._schedule()
 
     async def _write(self, items: list[_Item]) -> None:
