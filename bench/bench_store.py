@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import sys
 import uuid
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from bench.harness import (
     print_server,
     print_table_size,
     progress,
+    timed,
     timed_sync,
 )
 
@@ -425,19 +427,22 @@ async def run(sizes: Sizes) -> Results:
                 return count, asyncio.get_running_loop().time() - started  # type: ignore[return-value]
 
             assert alliance.store.group is not None
+            # Grouped, grouping off and raw taken in turns, run by run, so all three see the same noise.
             sizes_before = alliance.store.group.group_sizes.copy()
-            a8 = await median_rate(alliance_concurrent, runs)
+            on_rates: list[float] = []
+            off_rates: list[float] = []
+            r8_rates: list[float] = []
+            for _ in range(runs):
+                on_rates.append(await timed(alliance_concurrent))
+                off_rates.append(await timed(lambda: alliance_concurrent(grouped=False)))  # the other store
+                count, seconds = await raw_concurrent()  # type: ignore[misc]
+                r8_rates.append(count / seconds)
+            a8, a8_off, r8 = (statistics.median(r) for r in (on_rates, off_rates, r8_rates))
             histogram = alliance.store.group.group_sizes - sizes_before
             commits = sum(histogram.values())
             console.print(f"  appends per commit, {sizes.writers} writers grouped ({commits:,} commits): "
                           + ", ".join(f"{size}: {n:,}" for size, n in sorted(histogram.items())))
-            a8_off = await median_rate(lambda: alliance_concurrent(grouped=False), runs)
             console.print(f"  {sizes.writers} writers with grouping off: {a8_off:,.0f}/s")
-            r8_rates = []
-            for _ in range(runs):
-                count, seconds = await raw_concurrent()  # type: ignore[misc]
-                r8_rates.append(count / seconds)
-            r8 = sorted(r8_rates)[len(r8_rates) // 2]
             results.add(f"single append, {sizes.writers} writers", a8, f"raw INSERT, {sizes.writers} conns", r8, 1.0)
             results.add(f"single append, {sizes.writers} writers", a8, "the same, grouping off", a8_off, 1.0)
 
