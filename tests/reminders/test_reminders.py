@@ -314,3 +314,26 @@ async def test_a_daily_mood_diary_on_the_episode_is_reminded_each_day(remind_api
 
 async def _count(api: Any, client: Any, n: int) -> bool:
     return len(await reminder_events(api, client, "reminder.scheduled")) >= n
+
+
+async def test_a_standby_runner_takes_over_when_the_leader_stops_and_decides_nothing_twice(remind_api, clocked):
+    api = remind_api
+    clock, day = clocked
+    first = await weekly_phq9(api, day)
+    a, b = runner(api, clock), runner(api, clock)
+    a.start()
+    try:
+        await eventually(lambda: a.leading, what="a leader")
+        b.start()
+        await eventually(lambda: reminder_events(api, first.client, "reminder.scheduled"), what="first decided")
+        assert not b.leading  # one leader: the other stands by on the advisory lock
+        await a.stop()  # the leader's session ends, and its lock with it
+        await eventually(lambda: b.leading, what="the standby leading")
+        second = await weekly_phq9(api, day)
+        await eventually(lambda: reminder_events(api, second.client, "reminder.scheduled"), what="second decided")
+        await b.wait_rounds(3)
+    finally:
+        await a.stop()
+        await b.stop()
+    for s in (first, second):
+        assert len(await reminder_events(api, s.client, "reminder.scheduled")) == 1
