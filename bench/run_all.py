@@ -12,7 +12,7 @@ import importlib.util
 
 from bench.harness import Results, console
 
-MODULES = ("bench_store", "bench_projections", "bench_api", "bench_alerts")
+MODULES = ("bench_store", "bench_projections", "bench_api", "bench_alerts", "bench_reminders")
 
 
 def main() -> int:
