@@ -75,6 +75,8 @@ IF_MATCH = Parameter(
                 "when the goal changed since.")
 
 
+SSE_FRAMES = ("Server-Sent Events (`event:`, `id:`, `data:` lines; `data` is JSON): the event types are in "
+              "the operation's description")
 ETAG = "The goal stream's version, quoted (send it back in `If-Match`)"
 LOCATION = "Where the created resource is read"
 REPLAYED = "`true` when this is the stored answer of an earlier request with the same Idempotency-Key"
@@ -153,6 +155,10 @@ def finish_document(openapi: OpenAPI) -> None:
                 if status.startswith("2") and isinstance(response, OpenAPIResponse):
                     for header in (response.headers or {}).values():
                         header.schema = header.schema or _STRING
+            for response in (operation.responses or {}).values():
+                stream = (getattr(response, "content", None) or {}).get("text/event-stream")
+                if stream is not None:  # frames, not JSON: what they carry is in the description
+                    stream.schema = Schema(type=OpenAPIType.STRING, description=SSE_FRAMES)
             if name in _EXAMPLES:
                 summary, make = _EXAMPLES[name]
                 success = next(r for s, r in (operation.responses or {}).items() if s.startswith("2"))
