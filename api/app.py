@@ -25,10 +25,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from alliance.api.auth import TokenVerifier
+from alliance.api.background import start_background
 from alliance.api.cors import cors_config
 from alliance.api.errors import EXCEPTION_HANDLERS, Problem
 from alliance.api.idempotency import Claims, forget_expired
 from alliance.api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
+from alliance.api.metrics import instrument_store, observe_request
 from alliance.api.openapi_doc import document_handlers, finish_document
 from alliance.api.openapi_viewer import viewer_files, viewer_plugin
 from alliance.api.routes.clients import CLIENT_ROUTES
@@ -36,8 +38,9 @@ from alliance.api.routes.clinic import CLINIC_ROUTES
 from alliance.api.routes.compliance import COMPLIANCE_ROUTES
 from alliance.api.routes.goals import GOAL_ROUTES
 from alliance.api.routes.identity import IDENTITY_ROUTES, identity_link_lookup
-from alliance.api.routes.me import who_am_i
 from alliance.api.routes.links import LINK_ROUTES
+from alliance.api.routes.me import who_am_i
+from alliance.api.routes.metrics import metrics
 from alliance.api.routes.reminders import REMINDER_ROUTES
 from alliance.api.routes.stream import STREAM_ROUTES
 from alliance.api.routes.stream_tickets import STREAM_TICKET_ROUTES
@@ -45,22 +48,17 @@ from alliance.api.routes.system import SYSTEM_ROUTES
 from alliance.api.state import AppServices, derive_mac_key, provide_principal, provide_services
 from alliance.api.stream_tickets import redact_tickets
 from alliance.api.webapp import webapp_router
-from alliance.core.alerts.follower import AlertFollower, plugin_bands, registry_definitions
-from alliance.core.compliance.anchors import write_anchor
 from alliance.core.compliance.receipts import issue_receipts
 from alliance.core.compliance.signing import Signer
 from alliance.core.events.crypto import load_kek
 from alliance.core.handling import CommandHandler
 from alliance.core.logging import configure_logging, get_logger
-from alliance.core.notifications.service import notification_channels, notification_dispatcher
+from alliance.core.notifications.service import notification_channels
 from alliance.core.plain_language import glossary_from_plugins, use_glossary
 from alliance.core.projections.feed import ChangeFeed
 from alliance.core.projections.queries import Fetched, fetched_weight
 from alliance.core.projections.registry import PROJECTIONS
-from alliance.core.projections.runner import ProjectionRunner
 from alliance.core.projections.view_cache import ViewCache
-from alliance.core.questionnaire_links import link_key
-from alliance.core.reminders.service import reminder_runner
 from alliance.core.runtime import open_runtime
 from alliance.core.settings import Settings, load_settings
 from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
@@ -99,31 +97,13 @@ def _request_logging(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            log.info("request", method=scope.get("method"), route=scope.get("path_template") or "<unmatched>",
-                     status=status, ms=round((time.perf_counter() - started) * 1000, 2), request_id=request_id)
+            route = scope.get("path_template") or "<unmatched>"  # a template: never an id (metrics labels)
+            seconds = time.perf_counter() - started
+            log.info("request", method=scope.get("method"), route=route,
+                     status=status, ms=round(seconds * 1000, 2), request_id=request_id)
+            observe_request(str(scope.get("method")), route, status, seconds)
 
     return middleware
-
-
-ANCHOR_LOCK = 0x616E63686F72  # "anchor": one process writes anchors at a time
-
-
-async def anchor_periodically(runtime: Any, signer: Any, settings: Settings) -> None:
-    """Anchor the chain heads outside the database every ``anchor_interval`` seconds (one writer)."""
-    import asyncpg
-
-    while True:
-        await asyncio.sleep(settings.anchor_interval)
-        try:
-            conn = await asyncpg.connect(runtime.target.app_dsn)
-            try:
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ANCHOR_LOCK):
-                    path = await write_anchor(runtime.pool, signer, settings.anchor_path, verify_first=True)
-                    log.info("anchor_written", file=path.name)
-            finally:
-                await conn.close()
-        except Exception as exc:  # an anchor is retried next interval; the error is visible in logs
-            log.warning("anchor_failed", error=type(exc).__name__)
 
 
 async def forget_idempotency_keys_periodically(pool: Any, settings: Settings) -> None:
@@ -178,6 +158,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                               views=views)
             if settings.view_cache_seconds > 0:
                 feed.start()
+            instrument_store(runtime.store)  # append latencies and counts for /metrics
             handler = CommandHandler(runtime.store, scorer=registry.score)
 
             def key_destroyed(_subject: object) -> None:
@@ -190,26 +171,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
             svc = AppServices(runtime=runtime, handler=handler, plugins=plugins,
                               instruments=registry, tokens=tokens, feed=feed, views=views,
                               mac_key=derive_mac_key(kek))
-            if run_projections:
-                runner = ProjectionRunner(PROJECTIONS, runtime.store, dsn=runtime.target.app_dsn)
-                svc.runners.append(runner)
-                svc.tasks.append(asyncio.create_task(runner.run(), name=f"projections:{runner.name}"))
             channels = notification_channels(plugins, settings)  # validated even when not dispatching
             svc.channels = channels
-            if run_projections:
-                # Risk-flag notifications and escalation: one leader among the processes, like the runner.
-                dispatcher = notification_dispatcher(runtime, channels, settings, link_key=link_key(svc.mac_key))
-                svc.runners.append(dispatcher)
-                svc.tasks.append(dispatcher.start())
-                # Reminders of due questionnaires: one leader too, delivered by the dispatcher above.
-                reminders = reminder_runner(runtime, channels, settings, key=link_key(svc.mac_key))
-                svc.runners.append(reminders)
-                svc.tasks.append(reminders.start())
-                # Not-on-track alerts: one leader among the processes too (core/alerts/follower.py).
-                alerts = AlertFollower(runtime.store, registry_definitions(registry), band=plugin_bands(plugins),
-                                       dsn=runtime.target.app_dsn)
-                svc.runners.append(alerts)
-                svc.tasks.append(alerts.start())
             svc.signer = Signer.open(settings.signing_key_path)
             signer = svc.signer
 
@@ -219,9 +182,13 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
             svc.issue_receipts = receipts
             svc.tasks.append(asyncio.create_task(
                 forget_idempotency_keys_periodically(runtime.pool, settings), name="idempotency-retention"))
-            if settings.anchor_interval > 0:
-                svc.tasks.append(asyncio.create_task(
-                    anchor_periodically(runtime, signer, settings), name="anchors"))
+            if run_projections and settings.background == "inline":
+                # The background leaders (api/background.py): one process leads each, the others
+                # stand by. ALLIANCE_BACKGROUND=off leaves them to `alliance projector`.
+                svc.background = start_background(runtime, settings=settings, plugins=plugins, registry=registry,
+                                                   channels=channels, mac_key=svc.mac_key, signer=signer)
+                svc.runners.extend(svc.background.runners)
+                svc.tasks.extend(svc.background.tasks)
             tokens.links = identity_link_lookup(runtime.pool)
             app.state.services = svc
             # This worker's liveness lock and its queue of Idempotency-Key claims to release.
@@ -231,7 +198,8 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
             # ~100k objects of the imported modules (measured: gen-2 pauses of 50-150 ms).
             gc.collect()
             gc.freeze()
-            log.info("started", projections=len(PROJECTIONS) if run_projections else 0,
+            log.info("started", projections=len(PROJECTIONS) if svc.background is not None else 0,
+                     background="here" if svc.background is not None else "elsewhere (alliance projector)",
                      instruments=len(registry.definitions()))
             try:
                 yield
@@ -265,7 +233,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
     web = [webapp_router(settings)] if settings.web_app else []  # the reference web app at /app/
     web.append(viewer_files())  # the API viewer's vendored files (api/openapi_viewer.py)
     app = Litestar(
-        route_handlers=[*handlers, *web],
+        route_handlers=[*handlers, *web, metrics],  # /metrics: ALLIANCE_METRICS_TOKEN, api/metrics.py
         lifespan=[lifespan],
         dependencies={"principal": Provide(provide_principal),
                       "svc": Provide(provide_services, sync_to_thread=False)},

@@ -389,9 +389,23 @@ def serve(settings: Settings, host: str, port: int, workers: int, demo: bool) ->
         run_async(load_demo(served, console=console, only_if_absent=True, base_url=f"http://{host}:{port}"),
                   served)
     _check_port_free(host, port)
+    if served.metrics_token and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _metrics_folder(served.home / "metrics" / f"serve-{port}")
     console.print(f"Alliance on http://{host}:{port}  (OpenAPI viewer: http://{host}:{port}/schema)")
     uvicorn.run("alliance.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
                 access_log=False, lifespan="on")
+
+
+def _metrics_folder(folder: Path) -> None:
+    """Every worker counts into this folder (prometheus-client's multiprocess mode), so a scrape
+    of any worker sums them all; emptied first, since counts of a previous run are not this one's.
+    Set before a worker imports prometheus_client (the workers inherit the environment)."""
+    import os
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -413,12 +427,15 @@ def _check_port_free(host: str, port: int) -> None:
 async def _check_startup(settings: Settings) -> None:
     from alliance.core.database import create_app_pool, resolve_target
     from alliance.core.events.crypto import open_key_ring
+    from alliance.core.shared_state import agree_on_folders
     from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
     target = await resolve_target(settings)
     pool = await create_app_pool(target.app_dsn, min_size=1, max_size=1)
     try:
         await open_key_ring(pool, path=settings.kek_path, inline=settings.kek)
+        # The signing-key, anchor and erasure-ledger folders are this database's (several nodes share them).
+        await agree_on_folders(pool, settings)
     finally:
         await pool.close()
     InstrumentRegistry.from_plugin_manager(get_plugin_manager(settings.plugins_dir),
@@ -426,8 +443,11 @@ async def _check_startup(settings: Settings) -> None:
 
 
 @main.command()
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve this process's counters (leader changes, appends) in Prometheus format on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Interface for --metrics-port.")
 @click.pass_obj
-def projector(settings: Settings) -> None:
+def projector(settings: Settings, metrics_port: int | None, metrics_host: str) -> None:
     """Run the background work as its own process: projections (and the change feed they write),
     risk-flag notifications, reminders, not-on-track alerts and anchors.
 
@@ -436,9 +456,22 @@ def projector(settings: Settings) -> None:
     SIGTERM or SIGINT stops it (exit 0).
     """
     from alliance.api.projector import run_projector
+    from alliance.core.database import resolve_target
+    from alliance.core.migrations import apply_migrations
 
-    # The checks serve makes (the KEK against the stored keys, the plugins): one line, exit 2.
+    async def prepare() -> None:  # a projector may be the first process on a new database
+        target = await resolve_target(settings)
+        await apply_migrations(target.owner_dsn, app_role=settings.app_role,
+                               app_role_password=settings.app_role_password)
+
+    run_async(prepare(), settings)
+    # The checks serve makes (the KEK and the shared folders against the database, the plugins): one line, exit 2.
     run_async(_check_startup(settings), settings)
+    if metrics_port is not None:
+        _check_port_free(metrics_host, metrics_port)
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)  # a thread; no personal data in any label
     console.print("Alliance projector: projections, notifications, reminders, alerts and anchors run here")
     run(run_projector(settings), settings)
 

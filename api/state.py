@@ -46,6 +46,8 @@ class AppServices:
     channels: Any = ()
     #: The time views are read at (due / overdue measures); a test sets a ``SettableClock``.
     clock: Clock = SYSTEM_CLOCK
+    #: The background leaders this process runs (api/background.py), None when they run elsewhere.
+    background: Any = None
 
     @property
     def pool(self) -> Any:

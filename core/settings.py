@@ -102,6 +102,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_attempts: int = 4
     #: Hours a one-time questionnaire link stays usable (at most 14 days).
     questionnaire_link_hours: float = 72.0
+    #: "inline": each HTTP process also runs the background leaders (projections, notifications,
+    #: reminders, alerts, anchors; one leads). "off": it only serves, and ``alliance projector`` runs them.
+    background: str = "inline"
+    #: Bearer token a Prometheus scraper sends to ``GET /metrics`` (32 characters or more); unset: no /metrics.
+    metrics_token: str | None = None
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -170,6 +175,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "webhook_timeout": float(env.get("ALLIANCE_WEBHOOK_TIMEOUT", "10")),
         "webhook_attempts": int(env.get("ALLIANCE_WEBHOOK_ATTEMPTS", "4")),
         "questionnaire_link_hours": float(env.get("ALLIANCE_QUESTIONNAIRE_LINK_HOURS", "72")),
+        "background": env.get("ALLIANCE_BACKGROUND", "inline").lower(),
+        "metrics_token": env.get("ALLIANCE_METRICS_TOKEN") or None,
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)
@@ -277,6 +284,11 @@ def _link_hours(text: str) -> str | None:
     return None if math.isfinite(value) and 0 < value <= 336 else allowed
 
 
+def _metrics_token(text: str) -> str | None:
+    ok = len(text) >= 32 and text.isprintable() and " " not in text
+    return None if ok else "32 characters or more, no spaces (make one with: openssl rand -hex 32)"
+
+
 def _role(text: str) -> str | None:
     ok = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", text) is not None
     return None if ok else "a PostgreSQL role name (letters, digits, _; at most 63)"
@@ -284,7 +296,7 @@ def _role(text: str) -> str | None:
 
 #: Values never repeated in an error message (they are secrets, or may carry a password).
 _SECRET = frozenset({"ALLIANCE_KEK", "DATABASE_URL", "ALLIANCE_APP_ROLE_PASSWORD", "ALLIANCE_SMTP_PASSWORD",
-                     "ALLIANCE_JWT_SECRET", "ALLIANCE_WEBHOOK_SECRET"})
+                     "ALLIANCE_JWT_SECRET", "ALLIANCE_WEBHOOK_SECRET", "ALLIANCE_METRICS_TOKEN"})
 
 RULES: dict[str, Callable[[str], str | None]] = {
     "DATABASE_URL": _url("postgresql", "postgres"),
@@ -313,12 +325,14 @@ RULES: dict[str, Callable[[str], str | None]] = {
     "ALLIANCE_WEBHOOK_TIMEOUT": _number(minimum=0, inclusive=False, unit="seconds"),
     "ALLIANCE_WEBHOOK_ATTEMPTS": _integer(1, 10, "a whole number"),
     "ALLIANCE_QUESTIONNAIRE_LINK_HOURS": _link_hours,
+    "ALLIANCE_BACKGROUND": _one_of("inline", "off", fold=True),
+    "ALLIANCE_METRICS_TOKEN": _metrics_token,
 }
 
 #: Variables where an empty value means "unset" (the loader reads them with ``or None``).
 _EMPTY_IS_UNSET = frozenset({"DATABASE_URL", "ALLIANCE_HOME", "ALLIANCE_KEK", "ALLIANCE_KEK_FILE",
                              "ALLIANCE_PLUGINS_DIR", "ALLIANCE_ANCHOR_DIR", "ALLIANCE_SIGNING_KEY_DIR",
-                             "ALLIANCE_ERASURE_LEDGER_DIR"})
+                             "ALLIANCE_ERASURE_LEDGER_DIR", "ALLIANCE_METRICS_TOKEN"})
 
 
 def validate_environment(env: Mapping[str, str]) -> None:

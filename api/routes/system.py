@@ -62,6 +62,11 @@ async def ready(request: Request, svc: AppServices) -> Response[Readiness]:
     # Informational: a cache that is not listening serves nothing (reads go to the database).
     # No counts: /ready is public, and traffic figures would tell one clinic about the others.
     checks["view_cache"] = {"listening": svc.views.enabled, "max_age_seconds": svc.views.max_age}
+    # Informational: whether projections, notifications, reminders, alerts and anchors run in this
+    # process (ALLIANCE_BACKGROUND) and which of them it leads; the names are fixed, never counts.
+    background = svc.background
+    checks["background"] = {"runs_here": background is not None,
+                            "leading": background.leading if background is not None else {}}
     return Response(msgspec.json.encode({"status": "ready" if ok else "not_ready", "checks": checks}),
                     status_code=200 if ok else 503, media_type="application/json")
 

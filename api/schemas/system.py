@@ -39,6 +39,14 @@ class ViewCacheCheck(msgspec.Struct, kw_only=True):
     max_age_seconds: Annotated[float, Meta(description="How long an entry may be served")]
 
 
+class BackgroundCheck(msgspec.Struct, kw_only=True):
+    """Whether this process runs the background leaders (informational)."""
+
+    runs_here: Annotated[bool, Meta(description="False when ALLIANCE_BACKGROUND=off (`alliance projector` runs them)")]
+    leading: Annotated[dict[str, bool], Meta(
+        description="Each leader this process runs, and whether it leads now (else it stands by)")]
+
+
 class ReadinessChecks(msgspec.Struct, kw_only=True):
     """Each check's answer."""
 
@@ -48,6 +56,7 @@ class ReadinessChecks(msgspec.Struct, kw_only=True):
         description="Lag per projection, by name")] = UNSET
     idempotency: Annotated[IdempotencyCheck | UnsetType, Meta(description="Idempotency-Key claims")] = UNSET
     view_cache: Annotated[ViewCacheCheck, Meta(description="The view cache")]
+    background: Annotated[BackgroundCheck | UnsetType, Meta(description="The background leaders")] = UNSET
 
 
 class Readiness(msgspec.Struct, kw_only=True):

@@ -99,9 +99,12 @@ async def open_key_ring(pool: asyncpg.Pool, *, path: Path, inline: str | None) -
     One stored data key (a live one when there is any) is unwrapped at start-up, so a wrong
     KEK stops the process at once instead of failing on the first personal field read.
     """
+    from alliance.core.shared_state import agree_on_kek, recorded
+
     row = await pool.fetchrow("SELECT subject_id, key_id, wrapped_key FROM data_keys "
                               "ORDER BY wrapped_key IS NULL LIMIT 1")
-    kek = load_kek(path=path, inline=inline, existing=row is not None)
+    # Another node recorded its KEK: never make a new one here (core/shared_state.py).
+    kek = load_kek(path=path, inline=inline, existing=row is not None or await recorded(pool, "kek") is not None)
     ring = PostgresKeyRing(pool, kek)
     if row is not None and row["wrapped_key"] is not None:
         try:
@@ -111,6 +114,7 @@ async def open_key_ring(pool: asyncpg.Pool, *, path: Path, inline: str | None) -
             where = "ALLIANCE_KEK" if inline else f"the key-encryption key in {path} (ALLIANCE_KEK_FILE)"
             raise ConfigurationError(f"{where} does not open the data keys stored in this database: "
                                      "it is not the key they were wrapped with", field=field) from None
+    await agree_on_kek(pool, kek, inline=bool(inline), path=path)
     return ring
 
 

@@ -1,0 +1,97 @@
+"""HTTP workers that only serve (ALLIANCE_BACKGROUND=off) and ``alliance projector`` beside them:
+the projector folds what a command appended and writes the change feed; two projectors are a
+leader and a standby, and the standby takes over within a bound when the leader is killed -9."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import httpx
+
+from tests.database import create_test_database, drop_test_database
+from tests.faults.service import Service
+from tests.faults.world import active_goal, bootstrap_clinic, enrol_client
+from tests.ops.projector import Projector, wait_for
+
+#: Seconds a standby may take to lead after the leader's kill -9 (its session ends at once;
+#: the standby retries its lock every second).
+TAKEOVER_BOUND = 20.0
+
+
+async def behind(http: httpx.AsyncClient, service: Service) -> dict[str, int]:
+    ready = (await http.get(service.url + "/ready")).json()
+    return {name: lag["events_behind"] for name, lag in ready["checks"]["projections"].items()}
+
+
+async def changes(admin_dsn: str, client_id: object) -> int:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM projections.changes WHERE client_id = $1", client_id))
+    finally:
+        await conn.close()
+
+
+async def caught_up(http: httpx.AsyncClient, service: Service, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any((await behind(http, service)).values()):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_workers_only_serve_and_a_standby_projector_takes_over(tmp_path):
+    admin, owner, _app = await create_test_database("alliance_projector")
+    service = Service(owner, tmp_path / "home", workers=2, extra_env={"ALLIANCE_BACKGROUND": "off"})
+    first, second = Projector(service, "a"), Projector(service, "b")
+    try:
+        await asyncio.to_thread(service.start)
+        async with httpx.AsyncClient(timeout=20) as http:
+            ready = (await http.get(service.url + "/ready")).json()
+            assert ready["checks"]["background"] == {"runs_here": False, "leading": {}}
+            clinic = await bootstrap_clinic(service, http)
+            client_id = await enrol_client(clinic, http)
+            await active_goal(clinic, http, client_id, "walk to the park")
+            await asyncio.sleep(1.5)
+            # Nobody projects: the workers do not fold, the change feed has no row.
+            assert all(n > 0 for n in (await behind(http, service)).values())
+            assert await changes(service_admin(admin, owner), client_id) == 0
+
+            first.start()
+            assert await asyncio.to_thread(wait_for, first.leads, within=60), first.text()
+            assert await caught_up(http, service, 30), await behind(http, service)
+            before = await changes(service_admin(admin, owner), client_id)
+            assert before > 0
+            second.start()
+            assert await asyncio.to_thread(wait_for, lambda: "projector_started" in second.text(), within=60)
+            await asyncio.sleep(2)
+            assert not second.leads(), second.text()  # a standby while the first leads
+
+            first.kill()
+            killed = time.monotonic()
+            await active_goal(clinic, http, client_id, "call my sister")
+            assert await asyncio.to_thread(wait_for, second.leads, within=TAKEOVER_BOUND), second.text()
+            assert await caught_up(http, service, TAKEOVER_BOUND), await behind(http, service)
+            took = time.monotonic() - killed
+            assert await changes(service_admin(admin, owner), client_id) > before
+            plan = await http.get(f"{service.url}/clients/{client_id}/plan", headers=clinic.client_headers(client_id))
+            assert "call my sister" in plan.text
+            print(f"\nstandby projector led and caught up {took:.1f} s after the leader's kill -9")
+            assert took < TAKEOVER_BOUND
+
+            assert await asyncio.to_thread(second.terminate) == 0  # SIGTERM: a clean stop
+            assert "projector_stopped" in second.text()
+    finally:
+        first.stop()
+        second.stop()
+        await asyncio.to_thread(service.stop)
+        await drop_test_database(admin, owner)
+
+
+def service_admin(admin: str, owner: str) -> str:
+    """The superuser DSN on the test's own database (it reads the projections schema)."""
+    from alliance.core.database import database_name, with_database
+
+    return with_database(admin, database_name(owner))
