@@ -45,4 +45,14 @@ def test_a_client_signs_in_with_the_provider_using_pkce(server: Server, open_pag
     assert not watched.errors, watched.errors
     # A reload forgets the token: memory only.
     page.reload()
-    page.get_by_role("button", name="Sign in with your clinic account").wait_for(timeout=15_000)
+    page.get_by_role("button", name="Sign in with your clinic account").click()
+    page.locator("article.goal").first.wait_for(timeout=15_000)
+    # The account is unlinked: the next call is refused (401) and the page asks to sign in again.
+    r = httpx.post(f"{server.url}/identity/links/{server.id(JO)}/unlinking", headers=server.headers("Admin"),
+                   timeout=10)
+    assert r.status_code == 200, r.text
+    page.get_by_role("link", name="My progress").click()
+    page.get_by_text("Your sign-in has ended. Please sign in again.").wait_for(timeout=15_000)
+    assert page.get_by_role("button", name="Sign in with your clinic account").is_visible()
+    assert not page.get_by_role("button", name="Get help now").is_visible()
+    assert server.provider.exchanged == 2

@@ -9,6 +9,12 @@ export function signIn(token, principal, people = []) {
   session.people = people;
 }
 export function signOut() { session.token = null; session.principal = null; session.people = []; }
+
+// Called when the API no longer accepts the token (it expired, or the account was unlinked):
+// the page forgets it and asks to sign in again.
+let ended = () => {};
+export function onSessionEnded(callback) { ended = callback; }
+export function expire() { if (session.token) { signOut(); ended(); } }
 export function principal() { return session.principal; }
 export function signedIn() { return session.token !== null; }
 
@@ -36,6 +42,7 @@ export async function request(method, path, body, { ifMatch } = {}) {
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
+  if (response.status === 401 && session.token) { signOut(); ended(); }
   if (!response.ok) throw new ApiError(response.status, data);
   return { data, etag: response.headers.get("ETag") };
 }

@@ -3,7 +3,9 @@
 // and opens the ticket's stream_url. A ticket opens one stream once: when the connection drops,
 // EventSource's own reconnect is refused (401) and it stops, so we ask for a new ticket and
 // reopen with ?after=<the last event id>, missing nothing.
-import { post } from "./api.js";
+import * as api from "./api.js";
+
+const { post } = api;
 
 const open = new Set();
 
@@ -50,6 +52,7 @@ export function follow(ticketPath, handlers, { onStatus = () => {} } = {}) {
       if (info.resume_from) lastId = info.resume_from;
       source.close();
       if (info.reason === "too_slow" || info.reason === "unavailable") retry();
+      else if (info.reason === "token_expired") { stopped = true; onStatus("ended", info); api.expire(); }
       else { stopped = true; onStatus("ended", info); }
     });
     source.addEventListener("error", () => {

@@ -42,10 +42,14 @@ export async function render() {
   signOutButton.hidden = !who;
   if (!who) {
     navigation([]);
+    const notice = sessionEnded;
+    sessionEnded = false;
     await signInPage(main, () => {
       const target = home();
       if (location.hash === target) render(); else location.hash = target;  // a hash change renders
     });
+    if (notice) main.querySelector("h1")?.after(h("p", { className: "error", role: "alert" },
+      "Your sign-in has ended. Please sign in again."));
     return focusHeading();
   }
   const hash = location.hash;
@@ -74,6 +78,13 @@ function focusHeading() {
   document.title = heading ? `${heading.textContent} – Alliance` : "Alliance";
   main.focus({ preventScroll: false });
 }
+
+let sessionEnded = false;
+api.onSessionEnded(() => {
+  closeAll();
+  sessionEnded = true;
+  if (location.hash === "#/") render(); else location.hash = "#/";
+});
 
 window.addEventListener("hashchange", render);
 render();
