@@ -5,7 +5,9 @@
    which commits wait), nothing acknowledged is lost, and the standby catches up when it is back.
 2. A planned switchover under the same load (``pg_autoctl perform switchover``): every answer
    while the primary is demoted and the standby promoted is a 503 with ``Retry-After``, never a 500.
-3. The primary killed (its whole process group: keeper, postmaster, backends): the monitor
+3. No writable node (the primary set read-only, the app's sessions on it ended): only 503s with
+   ``Retry-After``; writes resume by themselves once it is writable again.
+4. The primary killed (its whole process group: keeper, postmaster, backends): the monitor
    promotes the standby; the same service processes find it through the multi-host DSN. Promise:
    every acknowledged write is stored exactly once, every retry with its key resolves, the first
    write after the kill succeeds within 60 s (goal 30 s), while no primary is writable every
@@ -53,6 +55,10 @@ AFTER_SECONDS = 3.0
 #: The bound on the time to the first successful write after the primary's death, and the goal.
 FIRST_WRITE_BOUND, FIRST_WRITE_GOAL = 60.0, 30.0
 RETRY_SECONDS = 30.0
+#: Seconds the primary stays read-only before the app's sessions on it end, and after.
+READ_ONLY_SECONDS = 1.5
+#: The bound on the first write once a node is writable again (the pool reconnects at once).
+RECOVERY_SECONDS = 15.0
 READ_SECONDS = 10.0
 
 
@@ -142,6 +148,64 @@ async def test_switchover_under_load_the_demoted_primary_answers_no_500(
     assert load.first_ok_after(started + switched) is not None, "no write succeeded after the switchover"
     assert not not_503 and not bare_503, (status_counts([a.status for a in not_503]), len(bare_503))
     assert not lost and not duplicated and strays == 0, (lost[:5], duplicated[:5], strays)
+    assert not unresolved, f"unresolved retries: {status_counts([i.final_status for i in unresolved])}"
+
+
+async def test_no_writable_node_every_write_is_a_503_and_writes_resume_without_a_restart(
+        settled: HACluster, ha_service: Service, ha_clinic: Clinic, http: httpx.AsyncClient) -> None:
+    """Both nodes up, neither writable: the primary made read-only by its operator
+    (``default_transaction_read_only``, as a demoted node answers), then the app's sessions on
+    it ended, so the pool's new connections find no host that target_session_attrs=read-write
+    accepts. Every write meanwhile is a 503 with ``Retry-After`` (read-only transaction, 25006,
+    on the sessions it had; no matching host on the new ones); writes resume once the primary
+    is writable again, without a restart."""
+    ha, service, clinic = settled, ha_service, ha_clinic
+    primary = ha.primary()
+    assert primary is not None
+    port = ha.ports[primary]
+    load = Load(clinic, [await enrol_client(clinic, http) for _ in range(WRITERS)], "read-only")
+    load.start()
+    assert await until(lambda: len(load.acked()) >= ACKED_BEFORE_KILL, within=30), "the load did not start"
+    log_offset = service.log.stat().st_size
+    started = time.monotonic()
+    await asyncio.to_thread(ha.psql, port, "ALTER SYSTEM SET default_transaction_read_only = on")
+    await asyncio.to_thread(ha.psql, port, "SELECT pg_reload_conf()")
+    await asyncio.sleep(READ_ONLY_SECONDS)
+    ended = await asyncio.to_thread(ha.psql, port, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE datname = 'alliance' AND pid <> pg_backend_pid()")
+    await asyncio.sleep(READ_ONLY_SECONDS)
+    await asyncio.to_thread(ha.psql, port, "ALTER SYSTEM RESET default_transaction_read_only")
+    await asyncio.to_thread(ha.psql, port, "SELECT pg_reload_conf()")
+    writable_at = time.monotonic()
+    await until(lambda: load.first_ok_after(writable_at) is not None, within=FIRST_WRITE_BOUND)
+    await asyncio.sleep(AFTER_SECONDS)
+    await load.stop()
+    first_write = load.first_ok_after(writable_at)
+    during = [a for a in load.answers if a.sent > started + 0.5 and a.at < writable_at]
+    failed = load.not_acked()
+    await retry_all(clinic, http, failed, within=RETRY_SECONDS)
+    unresolved = [i for i in failed if not (isinstance(i.final_status, int) and 200 <= i.final_status < 300)]
+    counts = await measurement_counts(ha.dsn(), load.clients)
+    lost = [i.key for i in load.acked() if counts.get(i.measurement_id or "", 0) == 0]
+    duplicated = [m for m, n in counts.items() if n > 1]
+    not_503 = [a for a in load.answers if not isinstance(a.status, int) or (a.status >= 500 and a.status != 503)]
+    bare_503 = [a for a in load.answers if a.status == 503 and not (a.retry_after and a.problem)]
+    causes = _outage_causes(service, log_offset)
+    print(f"\n[no writable node] {primary} read-only for {writable_at - started:.1f}s "
+          f"({ended} sessions ended half-way); "
+          f"answers meanwhile={status_counts([a.status for a in during])} in all="
+          f"{status_counts([a.status for a in load.answers])} 503s by cause={causes} "
+          f"503_without_retry_after_or_problem={len(bare_503)}; first 2xx once writable={_s(first_write)}")
+    print(f"[no writable node] keys={len(load.sent)} acknowledged={len(load.acked())} acknowledged_lost={len(lost)} "
+          f"duplicates={len(duplicated)} retries_final={status_counts([i.final_status for i in failed])} "
+          f"unresolved={len(unresolved)} "
+          f"service pid unchanged={service.proc is not None and service.proc.poll() is None}")
+
+    assert during and all(a.status == 503 for a in during), status_counts([a.status for a in during])
+    assert not not_503 and not bare_503, (status_counts([a.status for a in not_503]), len(bare_503))
+    assert causes.get("ReadOnlySQLTransactionError") and causes.get("TargetServerAttributeNotMatched"), causes
+    assert first_write is not None and first_write < RECOVERY_SECONDS, _s(first_write)
+    assert not lost and not duplicated, (lost[:5], duplicated[:5])
     assert not unresolved, f"unresolved retries: {status_counts([i.final_status for i in unresolved])}"
 
 
