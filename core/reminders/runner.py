@@ -44,7 +44,7 @@ from alliance.core.errors import ConcurrencyConflict, ValidationError
 from alliance.core.events.envelope import NewEvent, RecordedEvent
 from alliance.core.events.postgres import EVENTS_CHANNEL
 from alliance.core.events.store import START, EventStore, StreamAppend
-from alliance.core.handling import StateCache
+from alliance.core.handling import Loaded, StateCache
 from alliance.core.logging import get_logger
 from alliance.core.notifications.dispatcher import notification_status
 from alliance.core.notifications.events import (
@@ -66,6 +66,7 @@ from alliance.core.reminders.events import (
     ReminderSent,
     ReminderSuppressed,
     decision_event_id,
+    evolve_reminders,
     outcome_event_id,
     reminders_stream,
 )
@@ -87,6 +88,8 @@ _OWN = frozenset({"reminder.scheduled", "reminder.suppressed", "reminder.sent", 
                   "notification.sent", "notification.failed", "notification.escalation_decided"})
 _ATTACHED = "goal.measure_attached"
 _EPISODE_ATTACHED = "episode.measure_attached"
+#: The streams a decision reads (their versions are kept as followed).
+_FOLLOWED = ("client-", "goal-", "reminders-")
 
 
 async def load_checkpoint(conn: asyncpg.Connection, name: str) -> str:
@@ -129,6 +132,9 @@ class ReminderRunner:
         self._wake = asyncio.Event()
         self._rounds = 0
         self._states = StateCache(size=50_000)
+        #: The version of each watched client's streams as last followed (or appended by this
+        #: runner): a cached state at that version is current, and is decided on without a read.
+        self._seen: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
@@ -175,6 +181,7 @@ class ReminderRunner:
         await hold_leadership(conn, [lock_key("run", self.name)], standby_interval=self.standby_interval)
         self.leading = True
         self._states.clear()  # another leader may have recorded since this one last led
+        self._seen.clear()
         await conn.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
         checkpoint = self.checkpoint = await load_checkpoint(conn, self.name)
         log.info("reminders_leading", runner=self.name, checkpoint=checkpoint)
@@ -215,6 +222,8 @@ class ReminderRunner:
                 await self._outcome(e)
             if e.type not in _OWN:
                 touched.add(e.subject_id)
+            if e.stream_id.startswith(_FOLLOWED):
+                self._seen[e.stream_id] = max(self._seen.get(e.stream_id, 0), e.version)
         now = self.clock.now()
         new = events[-1].checkpoint
         async with conn.transaction():
@@ -303,15 +312,29 @@ class ReminderRunner:
         async with gate:
             return await self._decide_group(tenant, rows, now)
 
-    async def _decided(self, client_id: UUID, goal_ids: Sequence[UUID], now: datetime
-                       ) -> tuple[Decision, list[StreamAppend], int]:
+    async def _decided(self, client_id: UUID, goal_ids: Sequence[UUID], now: datetime, *, fresh: bool = False
+                       ) -> tuple[Decision, list[StreamAppend], Loaded]:
+        """Decide one client; ``fresh``: read every stream (after a conflict), not only what is
+        known to have changed. The third item is the reminder stream as decided on."""
+        known = None if fresh else self._seen
         (view, _), (prefs, version), on_goals = await asyncio.gather(
-            client_view(self.store, client_id, self._states), reminder_settings(self.store, client_id, self._states),
-            attached_measures(self.store, client_id, goal_ids, self._states))
+            client_view(self.store, client_id, self._states, known),
+            reminder_settings(self.store, client_id, self._states, known),
+            attached_measures(self.store, client_id, goal_ids, self._states, known))
         attached = [*episode_measures(view.state), *on_goals]
         decision = decide(client=view.state, prefs=prefs, attached=attached, observations=observations_of(view),
                           channels=self.channels, now=now, key=self.key, link_hours=self.link_hours)
-        return decision, self._appends(view.state.tenant_id, client_id, version, decision, now), version
+        return (decision, self._appends(view.state.tenant_id, client_id, version, decision, now),
+                Loaded(reminders_stream(client_id), prefs, version))
+
+    def _recorded_all(self, decision: Decision, appends: list[StreamAppend], read: Loaded) -> None:
+        """After an append: the reminder stream's state as this runner wrote it (no read next time)."""
+        self.recorded += sum(len(a.events) for a in appends)
+        if decision.reminders:
+            state = read.state
+            for payload in decision.reminders:
+                state = evolve_reminders(state, payload)
+            self._states.put(Loaded(read.stream_id, state, read.version + len(decision.reminders)))
 
     async def _decide_group(self, tenant: UUID, rows: Sequence[asyncpg.Record], now: datetime
                             ) -> list[tuple[UUID, datetime | None]]:
@@ -321,32 +344,33 @@ class ReminderRunner:
         if appends:
             try:
                 await self.store.append_many(appends)
-                self.recorded += sum(len(a.events) for a in appends)
+                for _, _, d, client_appends, read in decided:
+                    self._recorded_all(d, client_appends, read)
                 return [(client, d.next_at) for client, _, d, _, _ in decided]
             except (ConcurrencyConflict, ValidationError) as exc:
                 if isinstance(exc, ValidationError) and exc.code != "event_id_reused":
                     raise
                 # one client's stream moved (a command landed meanwhile): each on its own, re-read
         out = []
-        for client, goals, decision, client_appends, _ in decided:
-            out.append((client, await self._record_one(client, goals, decision, client_appends, now)))
+        for client, goals, decision, client_appends, read in decided:
+            out.append((client, await self._record_one(client, goals, decision, client_appends, read, now)))
         return out
 
     async def _record_one(self, client: UUID, goals: list[UUID], decision: Decision,
-                          appends: list[StreamAppend], now: datetime) -> datetime | None:
+                          appends: list[StreamAppend], read: Loaded, now: datetime) -> datetime | None:
         for _ in range(5):
             if not appends:
                 return decision.next_at
             try:
                 await self.store.append_many(appends)
-                self.recorded += sum(len(a.events) for a in appends)
+                self._recorded_all(decision, appends, read)
                 return decision.next_at
             except ConcurrencyConflict:
                 pass
             except ValidationError as exc:
                 if exc.code != "event_id_reused":
                     raise
-            decision, appends, _ = await self._decided(client, goals, now)  # re-read: the cache tops up
+            decision, appends, read = await self._decided(client, goals, now, fresh=True)  # re-read
         log.warning("reminder_decision_deferred", client_id=str(client))
         return now  # still contended: the next round tries again
 

@@ -2,12 +2,13 @@
 the measures attached to their goals, their reminder settings, the clinic's reminder text.
 
 Each is a fold of one stream through ``core.handling.load`` with a cache, so a client looked
-at again reads only the events appended since.
+at again reads only the events appended since; with ``known`` (stream → the version the caller
+knows it is at), a cached state at that version is used without reading at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from uuid import UUID
 
 import msgspec
@@ -60,15 +61,19 @@ def evolve_view(view: ClientView, event: EventPayload) -> ClientView:
     return view
 
 
-async def client_view(store: EventStore, client_id: UUID, cache: StateCache) -> tuple[ClientView, int]:
-    loaded: Loaded = await load(store, client_stream(client_id), ClientView(state=initial_client_state(client_id)),
-                                evolve_view, cache=cache)
+async def client_view(store: EventStore, client_id: UUID, cache: StateCache,
+                      known: Mapping[str, int] | None = None) -> tuple[ClientView, int]:
+    stream = client_stream(client_id)
+    loaded: Loaded = await load(store, stream, ClientView(state=initial_client_state(client_id)),
+                                evolve_view, cache=cache, known_version=(known or {}).get(stream))
     return loaded.state, loaded.version
 
 
-async def reminder_settings(store: EventStore, client_id: UUID, cache: StateCache) -> tuple[ReminderState, int]:
-    loaded = await load(store, reminders_stream(client_id), initial_reminder_state(client_id), evolve_reminders,
-                        cache=cache)
+async def reminder_settings(store: EventStore, client_id: UUID, cache: StateCache,
+                            known: Mapping[str, int] | None = None) -> tuple[ReminderState, int]:
+    stream = reminders_stream(client_id)
+    loaded = await load(store, stream, initial_reminder_state(client_id), evolve_reminders, cache=cache,
+                        known_version=(known or {}).get(stream))
     return loaded.state, loaded.version
 
 
@@ -93,10 +98,12 @@ def episode_measures(client: ClientState) -> list[Attached]:
 
 
 async def attached_measures(store: EventStore, client_id: UUID, goal_ids: Iterable[UUID],
-                            cache: StateCache) -> list[Attached]:
+                            cache: StateCache, known: Mapping[str, int] | None = None) -> list[Attached]:
     out: list[Attached] = []
     for goal_id in goal_ids:
-        loaded = await load(store, goal_stream(goal_id), initial_goal_state(goal_id), evolve_goal, cache=cache)
+        stream = goal_stream(goal_id)
+        loaded = await load(store, stream, initial_goal_state(goal_id), evolve_goal, cache=cache,
+                            known_version=(known or {}).get(stream))
         goal: GoalState = loaded.state
         if goal.client_id == client_id:  # a goal names its client; anything else is not theirs
             out.extend(attached_of(goal))
