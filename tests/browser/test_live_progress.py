@@ -110,3 +110,19 @@ def test_a_risk_answer_shows_crisis_information_and_the_clinician_acknowledges(s
                      timeout=10).json()
     assert plan["open_risk_flags"] == []
     assert not client.errors and not staff.errors, client.errors + staff.errors
+
+
+def test_a_client_records_a_mood_diary_entry_with_a_note(server: Server, open_page):
+    watched = open_page()
+    page = sign_in(watched, server, ROBIN)
+    page.get_by_role("link", name="Check in").click()
+    page.get_by_role("link", name="Mood diary").click()
+    form = page.locator("form.questionnaire[data-instrument=mood_diary]")
+    assert "0 = Very low, 10 = Very good" in form.inner_text()  # the instrument's own anchors
+    form.get_by_label("How has your mood been today?").fill("9")
+    form.get_by_label("Anything you want to remember about today? (you can skip this)").fill("Sunny walk by the river")
+    form.get_by_role("button", name="Save my answers").click()
+    page.get_by_text("Saved. Thank you.").wait_for(timeout=10_000)
+    page.get_by_role("link", name="See my progress").click()
+    page.locator("section.measure[data-instrument=mood_diary] p.summary[data-latest='9']").wait_for(timeout=10_000)
+    assert not watched.errors, watched.errors
