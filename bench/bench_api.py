@@ -859,7 +859,15 @@ def main() -> ApiResults:
     parser.add_argument("--profile-writes", action="store_true",
                         help="record the workers with py-spy during the writes phase and print the CPU per "
                              "measurement POST by stage (needs py-spy: pip install py-spy)")
+    parser.add_argument("--projector", choices=("inline", "separate", "both"), default=None,
+                        help="instead of the phases above: the mix and the SSE phase with the background work "
+                             "inside a worker, in `alliance projector`, or both side by side (bench_projector.py)")
     args, _ = parser.parse_known_args()
+    if args.projector is not None:
+        from bench import bench_projector
+
+        bench_projector.main()
+        return ApiResults("API: projector inline vs separate (printed above)")
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
