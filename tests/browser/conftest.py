@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.api.oidc_issuer import AUDIENCE
@@ -98,6 +99,16 @@ class Server:
 
     def id(self, label: str) -> str:
         return str(self.people[label]["id"])
+
+    def admin_headers(self) -> dict[str, str]:
+        """The demo clinic's admin (the web app has no admin pages, so the sign-in list leaves
+        them out): a development token signed with the secret the server keeps in its home."""
+        from alliance.api.demo import ADMIN, TENANT
+
+        now = int(time.time())
+        secret = (self.log.parent / "keys" / "jwt-secret").read_text().strip()
+        claims = {"sub": str(ADMIN), "tenant": str(TENANT), "role": "admin", "iat": now, "exp": now + 600}
+        return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
 
 
 def _wait(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,

@@ -14,7 +14,7 @@ SUBJECT = "jo-at-the-provider"
 
 
 def _link(server: Server) -> None:
-    admin = server.headers("Admin")
+    admin = server.admin_headers()
     r = httpx.post(f"{server.url}/identity/invitations", headers=admin, timeout=10,
                    json={"principal_id": server.id(JO), "role": "client"})
     assert r.status_code == 201, r.text
@@ -48,7 +48,7 @@ def test_a_client_signs_in_with_the_provider_using_pkce(server: Server, open_pag
     page.get_by_role("button", name="Sign in with your clinic account").click()
     page.locator("article.goal").first.wait_for(timeout=15_000)
     # The account is unlinked: the next call is refused (401) and the page asks to sign in again.
-    r = httpx.post(f"{server.url}/identity/links/{server.id(JO)}/unlinking", headers=server.headers("Admin"),
+    r = httpx.post(f"{server.url}/identity/links/{server.id(JO)}/unlinking", headers=server.admin_headers(),
                    timeout=10)
     assert r.status_code == 200, r.text
     page.get_by_role("link", name="My progress").click()
