@@ -34,6 +34,7 @@ from litestar.openapi.spec import (
 
 from alliance.api.schemas import examples
 from alliance.api.schemas.commands import COMMAND_EXAMPLE
+from alliance.api.schemas.requests import FIELDS
 
 #: Every tag an operation may carry, in the order the viewer lists them.
 TAGS = [
@@ -165,8 +166,12 @@ def finish_document(openapi: OpenAPI) -> None:
                 assert isinstance(success, OpenAPIResponse) and success.content
                 media: OpenAPIMediaType = success.content["application/json"]
                 media.examples = {name: Example(summary=summary, value=_Verbatim(msgspec.to_builtins(make())))}
-    for schema in (openapi.components.schemas or {}).values():
+    for name, schema in (openapi.components.schemas or {}).items():
         _one_number(schema)
+        if name.endswith("Body"):
+            for field, prop in (schema.properties or {}).items():
+                if not getattr(prop, "description", None) and field in FIELDS:
+                    prop.description = FIELDS[field]
 
 
 @dataclass

@@ -134,3 +134,13 @@ def test_document_dumps_from_the_command_line(tmp_path: Path):
     import json
 
     assert json.loads(out.read_text())["components"]["schemas"]["PlanView"]
+
+
+def test_every_request_body_field_is_described(document):
+    for method, path, op in operations(document):
+        body = (op.get("requestBody") or {}).get("content", {}).get("application/json")
+        if body is None:
+            continue
+        schema = resolve(document, body["schema"])
+        undescribed = [name for name, prop in schema.get("properties", {}).items() if not prop.get("description")]
+        assert not undescribed, f"{method.upper()} {path}: body fields without a description: {undescribed}"
