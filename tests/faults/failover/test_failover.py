@@ -57,6 +57,8 @@ FIRST_WRITE_BOUND, FIRST_WRITE_GOAL = 60.0, 30.0
 RETRY_SECONDS = 30.0
 #: Seconds the primary stays read-only before the app's sessions on it end, and after.
 READ_ONLY_SECONDS = 1.5
+#: Seconds for a request already inside a transaction when the setting changed to finish.
+SETTLE = 0.3
 #: The bound on the first write once a node is writable again (the pool reconnects at once).
 RECOVERY_SECONDS = 15.0
 READ_SECONDS = 10.0
@@ -167,13 +169,14 @@ async def test_no_writable_node_every_write_is_a_503_and_writes_resume_without_a
     load.start()
     assert await until(lambda: len(load.acked()) >= ACKED_BEFORE_KILL, within=30), "the load did not start"
     log_offset = service.log.stat().st_size
-    started = time.monotonic()
     await asyncio.to_thread(ha.psql, port, "ALTER SYSTEM SET default_transaction_read_only = on")
     await asyncio.to_thread(ha.psql, port, "SELECT pg_reload_conf()")
+    read_only_at = time.monotonic()  # each session applies it from its next transaction on
     await asyncio.sleep(READ_ONLY_SECONDS)
     ended = await asyncio.to_thread(ha.psql, port, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                     "WHERE datname = 'alliance' AND pid <> pg_backend_pid()")
     await asyncio.sleep(READ_ONLY_SECONDS)
+    reset_at = time.monotonic()
     await asyncio.to_thread(ha.psql, port, "ALTER SYSTEM RESET default_transaction_read_only")
     await asyncio.to_thread(ha.psql, port, "SELECT pg_reload_conf()")
     writable_at = time.monotonic()
@@ -181,7 +184,7 @@ async def test_no_writable_node_every_write_is_a_503_and_writes_resume_without_a
     await asyncio.sleep(AFTER_SECONDS)
     await load.stop()
     first_write = load.first_ok_after(writable_at)
-    during = [a for a in load.answers if a.sent > started + 0.5 and a.at < writable_at]
+    during = [a for a in load.answers if a.sent > read_only_at + SETTLE and a.at < reset_at]
     failed = load.not_acked()
     await retry_all(clinic, http, failed, within=RETRY_SECONDS)
     unresolved = [i for i in failed if not (isinstance(i.final_status, int) and 200 <= i.final_status < 300)]
@@ -191,7 +194,7 @@ async def test_no_writable_node_every_write_is_a_503_and_writes_resume_without_a
     not_503 = [a for a in load.answers if not isinstance(a.status, int) or (a.status >= 500 and a.status != 503)]
     bare_503 = [a for a in load.answers if a.status == 503 and not (a.retry_after and a.problem)]
     causes = _outage_causes(service, log_offset)
-    print(f"\n[no writable node] {primary} read-only for {writable_at - started:.1f}s "
+    print(f"\n[no writable node] {primary} read-only for {reset_at - read_only_at:.1f}s "
           f"({ended} sessions ended half-way); "
           f"answers meanwhile={status_counts([a.status for a in during])} in all="
           f"{status_counts([a.status for a in load.answers])} 503s by cause={causes} "
