@@ -79,3 +79,14 @@ def test_every_web_app_file_ships_in_the_package():
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, pattern) and f.count("/") == pattern.count("/")
                                              for pattern in patterns)]
     assert unshipped == []
+
+
+def test_a_bad_web_app_setting_is_refused_naming_it():
+    import pytest
+
+    from alliance.core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings({"ALLIANCE_WEB_APP": "maybe"})
+    assert refused.value.field == "ALLIANCE_WEB_APP" and "on, off" in str(refused.value)
+    assert load_settings({"ALLIANCE_WEB_APP": "OFF"}).web_app is False
