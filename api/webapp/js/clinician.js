@@ -73,9 +73,8 @@ export async function clientPage(main, clientId) {
   let latestProgress = progress;
   const drawPlan = () => {
     replace(risks, h("h2", { id: "risks-h" }, "Open risk flags"), riskFlags(clientId, latestPlan),
-      (latestPlan.open_alerts || []).length ? [h("h2", {}, "Not on track"), latestPlan.open_alerts.map((a) =>
-        h("p", { className: "hint alert" }, `${a.instrument_id}: ${a.baseline} → ${a.latest} after ${a.administrations} `
-          + `administrations. ${a.criterion} (${a.source})`))] : null,
+      (latestPlan.open_alerts || []).length
+        ? [h("h2", { id: "alerts-h" }, "Not on track"), latestPlan.open_alerts.map((a) => alertForm(clientId, a))] : null,
       dueMeasures(latestPlan).length ? h("p", { className: "hint" }, `Due: ${dueMeasures(latestPlan)
         .map((m) => `${m.instrument_id} (${m.administration.state})`).join(", ")}`) : null);
     replace(goals, h("h2", { id: "plan-h" }, "Plan"), latestPlan.goals.length ? latestPlan.goals.map(goalCard) : h("p", {}, "No goals yet."));
@@ -115,6 +114,27 @@ function riskFlags(clientId, plan) {
     });
     return form;
   });
+}
+
+// A not-on-track alert with its data and criterion; the clinician acknowledges it with what they did.
+function alertForm(clientId, alert) {
+  const where = h("div", { "aria-live": "polite" });
+  const id = `alert-action-${alert.alert_id}`;
+  const field = h("textarea", { id, name: "action_taken", required: true });
+  const button = h("button", { type: "submit" }, "Acknowledge");
+  const form = h("form", { className: "card alert", "data-alert": alert.alert_id },
+    h("p", {}, h("span", { className: "badge warn" }, alert.rule.replaceAll("_", " ")),
+      ` ${alert.instrument_id}: ${alert.baseline} → ${alert.latest} over ${alert.administrations} administrations `
+      + `(${alert.weeks.toFixed(1)} weeks). ${alert.criterion} (${alert.source})`),
+    h("label", { for: id }, "Action taken"), field, h("div", { className: "actions" }, button), where);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    act(button, where, async () => {
+      await api.post(`/clients/${clientId}/alerts/${alert.alert_id}/acknowledgement`, { action_taken: field.value.trim() });
+      say("Alert acknowledged.");
+    });
+  });
+  return form;
 }
 
 function textForm({ label, name, button, className, multiline = false, required = true, extra = [], send }) {
