@@ -35,6 +35,7 @@ from litestar.openapi.spec import (
 from alliance.api.schemas import examples
 from alliance.api.schemas.commands import COMMAND_EXAMPLE
 from alliance.api.schemas.requests import FIELDS
+from alliance.api.schemas.shared_types import COMPONENT_FIELDS
 
 #: Every tag an operation may carry, in the order the viewer lists them.
 TAGS = [
@@ -168,10 +169,10 @@ def finish_document(openapi: OpenAPI) -> None:
                 media.examples = {name: Example(summary=summary, value=_Verbatim(msgspec.to_builtins(make())))}
     for name, schema in (openapi.components.schemas or {}).items():
         _one_number(schema)
-        if name.endswith("Body"):
-            for field, prop in (schema.properties or {}).items():
-                if not getattr(prop, "description", None) and field in FIELDS:
-                    prop.description = FIELDS[field]
+        words = FIELDS if name.endswith("Body") else COMPONENT_FIELDS.get(name, {})
+        for field, prop in (schema.properties or {}).items():
+            if not getattr(prop, "description", None) and field in words:
+                prop.description = words[field]
 
 
 @dataclass

@@ -144,3 +144,10 @@ def test_every_request_body_field_is_described(document):
         schema = resolve(document, body["schema"])
         undescribed = [name for name, prop in schema.get("properties", {}).items() if not prop.get("description")]
         assert not undescribed, f"{method.upper()} {path}: body fields without a description: {undescribed}"
+
+
+def test_instrument_definitions_are_described_field_by_field(document):
+    schemas = document["components"]["schemas"]
+    for name in ("InstrumentDefinition", "Item", "ChoiceOption", "Scoring", "Band", "CutOff", "ReliableChange"):
+        undescribed = [f for f, prop in schemas[name]["properties"].items() if not prop.get("description")]
+        assert not undescribed, f"{name}: {undescribed}"

@@ -1,0 +1,65 @@
+"""Descriptions for the fields of the Structs the API answers with but does not own: the
+instrument definitions plugins register (``plugins/instruments.py``), schedules and
+administrations (``core/schedules.py``) and a few small answers declared beside their routes.
+``api/openapi_doc.py`` puts them on the document's components (a field's own description wins).
+"""
+
+from __future__ import annotations
+
+COMPONENT_FIELDS: dict[str, dict[str, str]] = {
+    "InstrumentDefinition": {
+        "id": "Stable instrument id (e.g. `phq9`)", "version": "Definition version (scores keep theirs)",
+        "title": "Full title", "description": "What it measures, in words", "items": "The questions, in order",
+        "scoring": "How the total and subscales are computed", "direction": "`lower_is_better` or `higher_is_better`",
+        "score_range": "The total's possible range", "bands": "Severity bands of the total, each with a label",
+        "cutoffs": "Clinical cut-offs (caseness first), each with its source",
+        "reliable_change": "The reliable-change criterion and its source",
+        "risk_items": "Items whose answers raise a risk flag",
+        "codings": "LOINC (or other) codes of the panel and items",
+        "licence": "The instrument's licence terms", "per_goal": "Rates one goal (GAS, confidence), not the client",
+        "prorating": "How a total is prorated when items are missing", "words": "Plain words per language",
+        "fingerprint": "Hash of the definition (a changed definition under the same version is refused)"},
+    "Item": {"id": "Item id (the key in a measurement's answers)", "prompt": "The question, as published",
+             "response": "What kind of answer it takes, with its anchors",
+             "translations": "Prompt by language (BCP 47)",
+             "required": "Whether it must be answered"},
+    "ChoiceResponse": {"options": "The anchors, in order", "type": "`choice`"},
+    "ChoiceOption": {"value": "The score of this answer", "label": "The anchor, as published",
+                     "translations": "Label by language (BCP 47)", "code": "Answer code (e.g. LOINC LA6568-5)"},
+    "IntegerResponse": {"min": "Lowest value", "max": "Highest value", "min_label": "Anchor at the low end",
+                        "max_label": "Anchor at the high end", "unit": "Unit, when there is one", "type": "`integer`"},
+    "NumberResponse": {"min": "Lowest value", "max": "Highest value", "unit": "Unit, when there is one",
+                       "type": "`number`"},
+    "YesNoResponse": {"type": "`yes_no` (1 yes, 0 no)"},
+    "FreeTextResponse": {"max_length": "Longest answer, in characters", "type": "`free_text` (never scored)"},
+    "Scoring": {"method": "`sum` or `custom` (the plugin's own scorer)", "total": "Items summed into the total",
+                "subscales": "Subscales, each over some items"},
+    "Subscale": {"id": "Subscale id (a key in scores)", "title": "Its title", "item_ids": "Its items"},
+    "ScoreRange": {"min": "Lowest total", "max": "Highest total", "integer": "Whether totals are whole numbers"},
+    "Band": {"label": "The band's label (e.g. `mild`)", "min": "Lowest total in it", "max": "Highest total in it"},
+    "CutOff": {"name": "Its name (e.g. `caseness`)", "value": "The total at which it applies",
+               "description": "What it means", "source": "Where it comes from"},
+    "ReliableChange": {"method": "`threshold` (a fixed change) or `index` (Jacobson–Truax)",
+                       "threshold": "The change that counts as reliable", "reliability": "Reliability for the index",
+                       "sd": "Pre-treatment SD for the index", "source": "Where the criterion comes from"},
+    "RiskItem": {"item_id": "The item", "operator": "How its answer is compared", "value": "The value compared with",
+                 "label": "What a positive answer means"},
+    "Prorating": {"max_missing": "At most this many items may be missing", "source": "Where the rule comes from"},
+    "Coding": {"system": "Code system URI", "code": "The code", "display": "Its display text",
+               "target": "What it codes: `panel` or an item id"},
+    "Schedule": {"kind": "`every`, `weekdays`, `at_checkpoints` or `legacy`", "start": "First day (client's date)",
+                 "end": "Last day, when there is one", "timezone": "The client's time zone (IANA)",
+                 "interval": "`every`: how many units", "unit": "`every`: `days` or `weeks`",
+                 "weekdays": "`weekdays`: ISO weekdays, 1 = Monday", "text": "`legacy`: the old free text"},
+    "Administration": {"administration_id": "Stable id of this administration", "instrument_id": "The instrument",
+                       "goal_id": "Its goal (null: the episode's)", "due_on": "The client's local date it is due",
+                       "window_ends": "First date no longer in its window", "state": "due, overdue, done, missed…",
+                       "measurement_id": "The measurement that completed it"},
+    "InvitationIssued": {"invitation_id": "The invitation", "code": "Give this to the person once (only its hash "
+                         "is kept)", "expires_at": "When the code stops working"},
+    "InvitationView": {"invitation_id": "The invitation", "principal_id": "Who is invited", "role": "Their role",
+                       "status": "open, pending (awaiting confirmation), linked, rejected",
+                       "expires_at": "When the code stops working",
+                       "account_email": "What the identity provider says of the account that redeemed it"},
+    "Unlinked": {"principal_id": "Whose account was unlinked", "unlinked": "Always true"},
+}
