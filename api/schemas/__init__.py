@@ -3,7 +3,8 @@
 The views are rendered as dicts by the projections (``core/projections``) and encoded as they
 are; these Structs say what those dicts hold, field by field, so the OpenAPI document (and the
 clients generated from it) name every type. ``tests/api/test_response_shapes.py`` checks real
-answers against them, both ways: no field undeclared, none declared that is never sent.
+answers against them: no field undeclared, no required field missing, every value of its type.
+A field a view sends only sometimes is ``UNSET`` by default (absent, never null).
 """
 
 from alliance.api.schemas.commands import CommandResult, ErasureResult, MeasurementResult, RecordedRef
