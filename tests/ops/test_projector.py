@@ -102,3 +102,20 @@ def service_admin(admin: str, owner: str) -> str:
     from alliance.core.database import database_name, with_database
 
     return with_database(admin, database_name(owner))
+
+
+def test_projector_start_up_problems_are_one_line_and_exit_2(tmp_path):
+    import subprocess
+
+    from tests.faults.cluster import free_port
+    from tests.faults.service import alliance_command
+
+    env = {"PATH": "/usr/bin:/bin", "ALLIANCE_HOME": str(tmp_path), "ALLIANCE_JWT_SECRET": "s" * 40}
+    cases = [({"ALLIANCE_BACKGROUND": "sometimes"}, "ALLIANCE_BACKGROUND"),
+             ({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"}, "cannot connect")]
+    for extra, named in cases:
+        done = subprocess.run([*alliance_command(), "projector"], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2, (extra, done.stderr[-1000:])
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("alliance: ") and named in lines[0], done.stderr
