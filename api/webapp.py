@@ -103,5 +103,8 @@ def webapp_router(settings: Settings) -> Router:
 
     files = create_static_files_router(path="/", directories=[WEBAPP_DIR], html_mode=True, name="webapp",
                                        include_in_schema=False)
+    for route in files.routes:  # the router does not hand include_in_schema on to its handlers
+        for handler in route.route_handlers:
+            handler.include_in_schema = False
     return Router(path="/app", route_handlers=[sign_in_options, dev_sign_in, files],
                   middleware=[_security_headers(content_security_policy(settings))], include_in_schema=False)

@@ -42,7 +42,7 @@ CASELOADS = CARE | {"outsider", "admin"}
 #: Who gets past authorisation on each route (the others: 403, or 404 for a client who is not theirs).
 ALLOWED: dict[str, set[str]] = {
     "GET /health": EVERYONE, "GET /ready": EVERYONE, "GET /instruments": EVERYONE,
-    "GET /instruments/{instrument_id}": EVERYONE,
+    "GET /instruments/{instrument_id}": EVERYONE, "GET /me": EVERYONE,
     "GET /staff": {"admin", "supervisor"},
     "POST /staff": {"admin"}, "POST /clinic/crisis-information": {"admin"},
     "POST /staff/{staff_id}/contact": {"admin"}, "POST /clinic/escalation-policy": {"admin"},
