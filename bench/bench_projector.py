@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_projector                    # both, 1,000 SSE subscribers, 30 s mix
     .venv/bin/python -m bench.bench_projector --projector separate --subscribers 400 --quick
+    .venv/bin/python -m bench.bench_api --projector both            # the same, from bench_api
 
 For each arrangement, on the same bench database, the same seed and the same generators as
 ``bench/bench_api.py``:
@@ -156,7 +157,7 @@ def main() -> None:
                              "both in turn (default)")
     parser.add_argument("--quick", action="store_true", help="10 s mix, 200 SSE subscribers for 5 s")
     parser.add_argument("--subscribers", type=int, default=None, help="SSE subscribers (default 1,000)")
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # also reached from bench_api --projector
     arrangements = ARRANGEMENTS if args.projector == "both" else (args.projector,)
     try:
         import uvloop
