@@ -157,8 +157,12 @@ def main() -> None:
                              "both in turn (default)")
     parser.add_argument("--quick", action="store_true", help="10 s mix, 200 SSE subscribers for 5 s")
     parser.add_argument("--subscribers", type=int, default=None, help="SSE subscribers (default 1,000)")
+    parser.add_argument("--separate-first", action="store_true",
+                        help="with both: measure separate before inline (to see what the order costs)")
     args, _ = parser.parse_known_args()  # also reached from bench_api --projector
     arrangements = ARRANGEMENTS if args.projector == "both" else (args.projector,)
+    if args.separate_first:
+        arrangements = tuple(reversed(arrangements))
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
