@@ -31,6 +31,12 @@ class ReminderDelivery:
         self.store = store
         self.key = key
         self._states = StateCache(size=5_000)
+        # The cached settings hold decrypted addresses: an erasure anywhere (or a missed
+        # notification of one) drops them.
+        for hook in ("on_key_destroyed", "on_notification_gap"):
+            register = getattr(store, hook, None)
+            if register is not None:
+                register(lambda *_: self._states.clear())
 
     async def compose(self, request: NotificationRequested, public_url: str) -> Text:
         # The request's own stream names its clinic (the request carries no tenant field).

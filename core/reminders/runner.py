@@ -135,6 +135,17 @@ class ReminderRunner:
         #: The version of each watched client's streams as last followed (or appended by this
         #: runner): a cached state at that version is current, and is decided on without a read.
         self._seen: dict[str, int] = {}
+        # Cached states hold decrypted reminder addresses: an erasure (any process) drops them all,
+        # as does a gap in the store's notifications (one may have been missed).
+        for hook in ("on_key_destroyed", "on_notification_gap"):
+            register = getattr(store, hook, None)
+            if register is not None:
+                register(lambda *_: self.forget())
+
+    def forget(self) -> None:
+        """Drop every cached state (they are read again, with the keys as they are now)."""
+        self._states.clear()
+        self._seen.clear()
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> asyncio.Task[None]:

@@ -337,3 +337,30 @@ async def test_a_standby_runner_takes_over_when_the_leader_stops_and_decides_not
         await b.stop()
     for s in (first, second):
         assert len(await reminder_events(api, s.client, "reminder.scheduled")) == 1
+
+
+async def test_an_erased_client_has_no_reminder_address_and_gets_no_reminder(remind_api, clocked):
+    from alliance.core.questionnaire_links import link_key
+    from alliance.core.reminders.delivery import ReminderDelivery
+
+    api = remind_api
+    clock, day = clocked
+    s = await weekly_phq9(api, day)
+    delivery = ReminderDelivery(api.services.store, link_key(api.services.mac_key))
+    assert await delivery.address(s.team.tenant, s.client, "email") == s.email  # cached from here on
+    admin = api.token(s.team.tenant, "admin", s.team.admin)
+    r = await api.http.post(f"/clients/{s.client}/erasure", json={"reason": "asked to be forgotten"}, headers=admin)
+    assert r.status_code == 201, r.text
+    # the key is gone: the cached address is dropped and the stored one reads erased (no address)
+    await eventually(lambda: _no_address(delivery, s), what="the address forgotten")
+    run = runner(api, clock)
+    run.start()
+    try:
+        await run.wait_rounds(5)
+    finally:
+        await run.stop()
+    assert [e.type for e in await reminder_events(api, s.client)] == ["reminder.contact_set"]
+
+
+async def _no_address(delivery: Any, s: Any) -> bool:
+    return await delivery.address(s.team.tenant, s.client, "email") is None
