@@ -54,6 +54,8 @@ log = get_logger("alliance.links")
 
 #: A form or JSON answer is small: an instrument's answers (free text included).
 MAX_ANSWER_BYTES = 64 * 1024
+#: Refusals recorded per link; later ones are logged (by link id) only.
+MAX_RECORDED_REFUSALS = 20
 
 
 def _now(svc: AppServices) -> datetime:
@@ -91,7 +93,11 @@ async def _open(svc: AppServices, token: str) -> tuple[Any, ql.QuestionnaireLink
 
 async def _record_refusal(svc: AppServices, loaded: Any, issued: ql.QuestionnaireLinkIssued,
                           refused: ql.LinkRefused, tenant_id: UUID, now: datetime) -> None:
-    """Every refusal of a real link is on its stream (one event per refusal, never the answers)."""
+    """Every refusal of a real link is on its stream (one event per refusal, never the answers),
+    up to ``MAX_RECORDED_REFUSALS``: a link posted to over and over (a script) fills no stream."""
+    if loaded.state.refusals >= MAX_RECORDED_REFUSALS:
+        log.info("questionnaire_link_refused", link_id=str(issued.link_id), reason=refused.reason, recorded=False)
+        return
     payload = ql.QuestionnaireLinkRefused(link_id=issued.link_id, reason=refused.reason, refused_at=now)
     event = NewEvent(event_id=uuid.uuid4(), payload=payload, tenant_id=tenant_id, subject_id=issued.client_id,
                      actor_id=issued.client_id, actor_role=Role.CLIENT, occurred_at=now)
