@@ -187,11 +187,11 @@ class ReviewView(msgspec.Struct, kw_only=True):
     occurred_at: Annotated[datetime, Meta(description="When")]
     in_error: Annotated[bool, Meta(description="Always false here (reviews in error are left out)")]
     plain_language: Annotated[list[PlainLanguageHint], Meta(description="Plain-language hints")]
-    client_agrees: Annotated[bool | UnsetType | None, Meta(
-        description="The client's confirmation of the review: agrees or not (null: not yet)")] = UNSET
-    client_confirmation: Annotated[str | UnsetType | None, Meta(description="In the client's words")] = UNSET
-    confirmed_by_role: Annotated[str | UnsetType | None, Meta(description="Who confirmed (client or proxy)")] = UNSET
-    confirmed_at: Annotated[datetime | UnsetType | None, Meta(description="When")] = UNSET
+    client_agrees: Annotated[bool | None, Meta(
+        description="The client's confirmation of the review: agrees or not (null: not yet)")]
+    client_confirmation: Annotated[str | None, Meta(description="The client's view of the review, in their words")]
+    confirmed_by_role: Annotated[str | None, Meta(description="Who confirmed (client or proxy)")]
+    confirmed_at: Annotated[datetime | None, Meta(description="When it was confirmed")]
 
 
 class GoalProgress(msgspec.Struct, kw_only=True):
@@ -288,8 +288,8 @@ class FeedbackView(msgspec.Struct, kw_only=True):
     goal_ids: Annotated[list[UUID], Meta(description="The goals it is about")]
     by_role: Annotated[str, Meta(description="Who gave it")]
     occurred_at: Annotated[datetime, Meta(description="When")]
-    answers: Annotated[list[FeedbackAnswerView] | UnsetType, Meta(
-        description="The care team's answers, each naming the events of what changed because of it")] = UNSET
+    answers: Annotated[list[FeedbackAnswerView], Meta(
+        description="The care team's answers, each naming the events of what changed because of it")]
 
 
 class ProgressView(msgspec.Struct, kw_only=True):
