@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from alliance.core.projections.feed import decode_cursor
+from alliance.core.projections.feed import decode_cursor, encode_cursor
 from tests.database import create_test_database, drop_test_database
 from tests.faults.service import Service, alliance_command
 from tests.faults.sse import Follower
@@ -55,13 +55,15 @@ async def test_two_nodes_share_streams_idempotency_and_view_caches(tmp_path):
             clinic = await bootstrap_clinic(a, http)
             client_id = await enrol_client(clinic, http)
             me = clinic.client_headers(client_id)
-            stream = f"/clients/{client_id}/progress/stream"
+            stream = f"/clients/{client_id}/progress/stream?heartbeat=1"
 
             # SSE: follow on A until the first measurement shows, then resume on B from its id.
             first = await http.post(f"{a.url}/clients/{client_id}/measurements", json=measurement(1), headers=me)
             assert first.status_code == 201, first.text
             m1 = first.json()["created"]["measurement_id"]
-            on_a = Follower(a.url + stream, me)
+            # From the client's first change (a stream opened without Last-Event-ID starts at "now",
+            # and the measurement may be projected before it opens).
+            on_a = Follower(a.url + stream, me, last_id=encode_cursor(0))
             await on_a.run(lambda: any(m1 in e.data for e in on_a.events), deadline=time.monotonic() + 20)
             assert any(m1 in e.data for e in on_a.events), on_a.errors
             resumed_from = on_a.last_id
