@@ -38,7 +38,11 @@ from alliance.core.events.store import PreparedEvent
 
 #: Bounds on one group: appends, and events over all of them (one statement's arrays).
 MAX_GROUP_APPENDS = 64
-MAX_GROUP_EVENTS = 1000
+MAX_GROUP_EVENTS = 512
+#: Longest append a group takes (a command's few events): the chain is computed one link per
+#: recursion step over the whole group, so a long append (an import of 100 events) is cheaper
+#: alone, through ``append_events``.
+MAX_GROUPED_APPEND = 8
 #: Groups in the database at once: while one commits, the next gathers what queued meanwhile.
 MAX_GROUPS_IN_FLIGHT = 1
 
@@ -165,7 +169,7 @@ class GroupCommitter:
         Returns ``single()``'s answer, or the group's rows (a list of ``Row``) for an append
         the group wrote.
         """
-        eligible = expected > 0 and len(rows) <= MAX_GROUP_EVENTS
+        eligible = expected > 0 and len(rows) <= MAX_GROUPED_APPEND
         if (self._in_flight == 0 and not self._pending) or not eligible:
             return await self._single(single)
         future: asyncio.Future[list[Row] | None] = asyncio.get_running_loop().create_future()
