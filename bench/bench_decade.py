@@ -359,6 +359,13 @@ async def main(args: argparse.Namespace) -> None:
             compare(rows, f"lone append p50, {n_end}", probe_end["p50_ms"], n_100k, probe_100k["p50_ms"], "ms")
             compare(rows, f"lone append p99, {n_end}", probe_end["p99_ms"], n_100k, probe_100k["p99_ms"], "ms")
 
+        # The rebuild opens one connection of its own and one per projection (core/projections/rebuild.py):
+        # a smaller pool from here keeps the run within --connections.
+        await store.close()
+        await pool.close()
+        pool = await create_app_pool(app, min_size=1, max_size=max(1, args.connections - 3 - len(PROJECTIONS)))
+        store = PostgresEventStore(pool, domain_codec(), PostgresKeyRing(pool, kek), dsn=app, group_commit=True)
+        await store.listen()
         n, secs = await read_all_alone(store, args.batch)
         console.print(f"  read_all alone: {n:,} events in {secs:,.1f} s = {n / secs:,.0f} events/s")
         started = time.perf_counter()
