@@ -32,6 +32,7 @@ from alliance.core.events.store import EventStore
 from alliance.core.handling import CommandHandler
 from alliance.core.identity import Actor, Role
 from alliance.core.logging import get_logger
+from alliance.core.tasks import cancel_and_wait
 from alliance.plugins.instruments import InstrumentDefinition
 
 log = get_logger("alliance.alerts")
@@ -105,9 +106,7 @@ class AlertFollower:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
 
     async def wait_rounds(self, n: int = 1, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Wait until the leader has completed ``n`` more rounds (tests)."""

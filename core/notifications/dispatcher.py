@@ -75,6 +75,7 @@ from alliance.core.notifications.policy import (
     escalation_due_at,
     raised_recipients,
 )
+from alliance.core.tasks import cancel_and_wait
 from alliance.plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
 
 log = get_logger("alliance.notifications")
@@ -163,9 +164,7 @@ class NotificationDispatcher:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
 
     def kick(self) -> None:
         """Run a round now (the clock was moved, say) rather than at the next poll."""

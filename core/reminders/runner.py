@@ -77,6 +77,7 @@ from alliance.core.reminders.sources import (
     observations_of,
     reminder_settings,
 )
+from alliance.core.tasks import cancel_and_wait
 
 log = get_logger("alliance.reminders")
 
@@ -156,9 +157,7 @@ class ReminderRunner:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
 
     def kick(self) -> None:
         """Run a round now (the clock was moved, say) rather than at the next poll."""
