@@ -61,6 +61,7 @@ from alliance.core.projections.registry import PROJECTIONS
 from alliance.core.projections.view_cache import ViewCache
 from alliance.core.runtime import open_runtime
 from alliance.core.settings import Settings, load_settings
+from alliance.core.tasks import stop_tasks
 from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager, write_fingerprints
 
 log = get_logger("alliance.http")
@@ -205,11 +206,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
                 yield
             finally:
                 gc.unfreeze()  # what the app held may now go (tests start several apps in one process)
-                for task in svc.tasks:
-                    task.cancel()
-                for task in svc.tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await stop_tasks(svc.tasks)  # cancelled again until each has ended (core/tasks.py)
                 await feed.close()
                 await app.state.idempotency.close()
 

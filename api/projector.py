@@ -10,7 +10,6 @@ second or two of the leader's session ending (``kill -9`` included).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from typing import Any
 
@@ -24,6 +23,7 @@ from alliance.core.notifications.service import notification_channels
 from alliance.core.plain_language import glossary_from_plugins, use_glossary
 from alliance.core.runtime import open_runtime
 from alliance.core.settings import Settings
+from alliance.core.tasks import stop_tasks
 from alliance.plugins.manager import InstrumentRegistry, get_plugin_manager
 
 log = get_logger("alliance.projector")
@@ -51,10 +51,6 @@ async def run_projector(settings: Settings, *, on_started: Any = None) -> int:
         try:
             await stop.wait()
         finally:
-            for task in background.tasks:
-                task.cancel()
-            for task in background.tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(background.tasks)
             log.info("projector_stopped")
     return 0

@@ -20,3 +20,14 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, every: float = 1.0) -> Non
         await asyncio.wait({task}, timeout=every)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], *, every: float = 1.0) -> None:
+    """Stop every task in ``tasks`` (all cancelled at once, then each waited for as above).
+
+    A shutdown path that cancels once and awaits inherits the hang ``cancel_and_wait`` exists
+    for: seen in CI, an app's lifespan waited 300 s on its notification dispatcher.
+    """
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*(cancel_and_wait(task, every=every) for task in tasks))
