@@ -373,7 +373,9 @@ async def test_the_standby_takes_over_when_the_leaders_session_dies(notify_api, 
         key = lock_key("notifications")
         killed = await owner.fetchval(  # a bigint advisory key is held as (classid, objid) = (high, low) halves
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+            "AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1 "
+            # this database's leader only: other test databases' dispatchers hold the same key
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
         assert killed
         await answer_phq9(notify_api, team, item9=1)
