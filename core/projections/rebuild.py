@@ -122,6 +122,8 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
                                write_rows=write_rows, report=report)
             read += await _follow(store, writers, targets, batch_size=batch_size, write_size=write_size,
                                   report=lambda n, cp: report(read + n, cp))
+        for target in targets:
+            await _analyze(conn, target)
         results = []
         for target in targets:
             previous = await _switch(conn, store, target, batch_size=batch_size, drop_old=drop_old)
@@ -224,6 +226,18 @@ async def _take_rebuild_lock(conn: asyncpg.Connection, name: str) -> None:
         if time.monotonic() >= deadline:
             raise RebuildRunning(f"A rebuild of '{name}' is already running.")
         await asyncio.sleep(0.05)
+
+
+async def _analyze(conn: asyncpg.Connection, target: Target) -> None:
+    """Give the planner the new tables' statistics before readers switch to them.
+
+    A table filled in bulk has none until autovacuum comes by; until then the planner guesses
+    and a progress read took ~100 ms instead of ~1 ms (measured by bench/bench_decade.py at 3M
+    events, right after its rebuild).
+    """
+    await conn.execute(f"ANALYZE {target.qualified}")
+    if target.projection.layout:
+        await conn.execute(f"ANALYZE {target.qualified_items}")
 
 
 async def _switch(conn: asyncpg.Connection, store: EventStore, target: Target, *, batch_size: int,

@@ -269,3 +269,20 @@ async def test_rebuild_waits_out_a_brief_lock_holder_but_reports_a_running_rebui
             await rebuild(app_pool, store, names=["plan"], dsn=database.app_dsn)
     finally:
         await other.close()
+
+
+async def test_a_rebuilt_table_has_the_planners_statistics_before_readers_switch(
+        store: PostgresEventStore, app_pool: asyncpg.Pool, database) -> None:  # type: ignore[no-untyped-def]
+    """Filled in bulk and never analysed, a new table left the planner guessing until autovacuum
+    came by: progress reads took ~100 ms instead of ~1 ms right after a rebuild at 3M events."""
+    await interleaved(store)
+    await rebuild(app_pool, store, dsn=database.app_dsn, batch_size=40, drop_old=True)
+    for projection in PROJECTIONS:
+        table = await app_pool.fetchval("SELECT table_name FROM projections.projection_versions "
+                                        "WHERE name = $1 AND state = 'active'", projection.name)
+        tables = [table, f"{table}_items"] if projection.layout else [table]
+        for name in tables:
+            analysed = await app_pool.fetchval(
+                "SELECT coalesce(last_analyze, last_autoanalyze) IS NOT NULL FROM pg_stat_user_tables "
+                "WHERE schemaname = 'projections' AND relname = $1", name)
+            assert analysed, f"{name} was switched to without statistics"
