@@ -186,7 +186,8 @@ async def list_clients(principal: Principal, svc: AppServices,
             due = measures_due(doc, moment)  # computed at the app's clock, never stored
             if measures is not None and measures not in due["states"]:
                 continue
-            items.append({"client_id": str(doc.client_id), "primary_clinician": str(doc.primary_clinician),
+            primary = str(doc.primary_clinician) if doc.primary_clinician else None  # never the word "None"
+            items.append({"client_id": str(doc.client_id), "primary_clinician": primary,
                           "discharged": doc.discharged, "open_risk_flags": open_flags,
                           # each open alert's rule and instrument (the plan and progress show the data)
                           "open_alerts": [{"alert_id": str(a.alert_id), "rule": a.rule,

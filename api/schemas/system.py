@@ -99,7 +99,8 @@ class CaseloadItem(msgspec.Struct, kw_only=True):
     """A client on the caller's caseload (no personal text: read the plan for that)."""
 
     client_id: Annotated[UUID, Meta(description="The client")]
-    primary_clinician: Annotated[UUID, Meta(description="Their primary clinician")]
+    primary_clinician: Annotated[UUID | None, Meta(description="Their primary clinician (null only in a plan "
+                                                               "folded before enrolment)")]
     discharged: Annotated[bool, Meta(description="Whether discharged")]
     open_risk_flags: Annotated[int, Meta(description="Risk flags awaiting acknowledgement")]
     open_alerts: Annotated[list[CaseloadAlert], Meta(description="Not-on-track alerts awaiting acknowledgement")]
