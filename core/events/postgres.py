@@ -476,6 +476,14 @@ class PostgresEventStore(StoreBase):
         it must drop everything it holds that was decrypted with a data key."""
         self._gap_listeners.append(listener)
 
+    def notification_gap(self, cause: str) -> None:
+        """Notifications may have been missed although LISTEN held (the read replica was promoted:
+        core/events/replica.py): drop every cached key and decrypted copy, as a lost listener does."""
+        self.listen_gaps += 1
+        log.warning("notification_gap", gaps=self.listen_gaps, cause=cause)
+        self.keys.forget_all()
+        self._run_gap_listeners()
+
     def _on_events(self, *_: object) -> None:
         for waiter in self._waiters:
             waiter.set()
