@@ -124,6 +124,14 @@ def _wait(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] |
     raise AssertionError(f"{what} did not answer within {timeout} s: {log.read_text()[-3000:] if log else ''}")
 
 
+@pytest.fixture(autouse=True)
+def _no_leader_left_running() -> Iterator[None]:
+    """Overrides the suite-wide async fixture of this name (tests/conftest.py): these tests start
+    no background leader in this process (the server is a subprocess), and an async fixture
+    cannot run inside the event loop that the sync Playwright API keeps running."""
+    yield
+
+
 @pytest.fixture(scope="session")
 def provider() -> Iterator[Provider]:
     """The clinic's identity provider for the production sign-in (authorization code + PKCE)."""

@@ -18,6 +18,7 @@ def _pages(server: Server) -> list[tuple[str, str | None, str, str]]:
     return [
         ("sign-in", None, "", "ul.people button"),
         ("client-goals", ROBIN, "#/me", "article.goal"),
+        ("client-reviews", ROBIN, "#/me/reviews", "section.review"),
         ("client-progress", ROBIN, "#/me/progress", "section.measure canvas"),
         ("client-check-in", ROBIN, "#/me/check-in", "ul.people a"),
         ("client-phq9", ROBIN, "#/me/check-in/phq9", "form.questionnaire"),

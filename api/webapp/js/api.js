@@ -25,6 +25,13 @@ export function nameOf(id) {
   return person ? person.label.replace(" (client)", "") : `Client ${String(id).slice(0, 8)}`;
 }
 
+// A display name for a person the sign-in list names (the demo's), else null: the caller then
+// says "your clinician" rather than guessing.
+export function knownName(id) {
+  const person = session.people.find((p) => p.id === id);
+  return person ? person.label.replace(" (client)", "") : null;
+}
+
 export class ApiError extends Error {
   constructor(status, problem) {
     super(problem && (problem.detail || problem.title) || `HTTP ${status}`);
@@ -33,15 +40,32 @@ export class ApiError extends Error {
   }
 }
 
-export async function request(method, path, body, { ifMatch } = {}) {
+// The request never got an answer (offline, or the server unreachable). Whether it was
+// recorded is unknown, which is why a retry sends the same Idempotency-Key (see request).
+export class NetworkError extends ApiError {
+  constructor() {
+    super(0, null);
+    this.message = "We could not reach the clinic's server. Check your internet connection and try again.";
+  }
+}
+
+// options.idempotencyKey: the key of an earlier attempt of the same request, so a retry after
+// a lost answer is answered from the first one instead of being recorded again.
+export async function request(method, path, body, { ifMatch, idempotencyKey } = {}) {
   const headers = { Accept: "application/json" };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  if (method === "POST") headers["Idempotency-Key"] = idempotencyKey || crypto.randomUUID();
   if (ifMatch) headers["If-Match"] = ifMatch;
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new NetworkError();  // fetch rejects only when no answer came
+  }
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }  // e.g. a proxy's HTML error page
   if (response.status === 401 && session.token) { signOut(); ended(); }
   if (!response.ok) throw new ApiError(response.status, data);
   return { data, etag: response.headers.get("ETag") };

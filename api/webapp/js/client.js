@@ -7,6 +7,7 @@ import { follow } from "./live.js";
 import { measureChart, reviewMarks, timelineMarks } from "./charts.js";
 import { instrumentForm } from "./forms.js";
 import { setCrisis, showCrisis } from "./crisis.js";
+import { allReviews, awaitingClient, outcomeWords } from "./reviews.js";
 
 const me = () => api.principal().id;
 
@@ -17,42 +18,64 @@ const FACET_WORDS = { specific: "What exactly", measure: "How I will know", achi
   relevant: "Why it matters to me", time_bound: "By when", target: "Aim" };
 
 export async function plan(main) {
-  const view = await api.get(`/clients/${me()}/plan`);
+  // The plan has the goals; reviews and the client's answers to them are in the progress view.
+  const [view, progressView] = await Promise.all([api.get(`/clients/${me()}/plan`), api.get(`/clients/${me()}/progress`)]);
   setCrisis(view.crisis_information);
   replace(main, h("h1", {}, "My goals"), liveStatus());
   const due = h("div", { id: "due" });
   const list = h("div", { id: "goals" });
   main.append(due, list);
-  drawDue(due, view);
-  drawGoals(list, view);
+  const state = { plan: view, progress: progressView };
+  drawDue(due, state);
+  drawGoals(list, state);
   follow(`/clients/${me()}/progress/stream-tickets`, {
     plan: (fresh) => {
       if (fresh.crisis_information) setCrisis(fresh.crisis_information);
-      drawDue(due, fresh);
-      drawGoals(list, fresh);
+      state.plan = fresh;
+      drawDue(due, state);
+      drawGoals(list, state);
       say("Your goals were updated.");
+    },
+    progress: (fresh) => {
+      state.progress = fresh;
+      drawDue(due, state);
+      for (const box of list.querySelectorAll("[data-reviews-for]")) replace(box, lastReview(box.dataset.reviewsFor, fresh));
     },
   }, { onStatus: showStatus });
 }
 
-// Questionnaires the plan asks for today (a schedule's administration that is due or overdue).
-async function drawDue(box, view) {
+// What the plan asks for today: questionnaires (a schedule's administration that is due or
+// overdue) and reviews waiting for the client's answer.
+async function drawDue(box, { plan: view, progress: progressView }) {
   const attached = [...(view.measures || []), ...(view.goals || []).flatMap((g) => g.measures || [])];
   const due = attached.filter((m) => m.administration && ["due", "overdue"].includes(m.administration.state));
-  if (!due.length) { box.replaceChildren(); return; }
+  const reviews = allReviews(progressView).filter(awaitingClient);
+  if (!due.length && !reviews.length) { box.replaceChildren(); return; }
   const all = await api.instrumentList();
   replace(box, h("section", { className: "card notice", "aria-labelledby": "due-h" }, h("h2", { id: "due-h" }, "To do today"),
     h("ul", {}, due.map((m) => h("li", {}, h("a", { href: `#/me/check-in/${m.instrument_id}` },
-      api.latest(all, m.instrument_id)?.title || m.instrument_id))))));
+      api.latest(all, m.instrument_id)?.title || m.instrument_id))),
+    reviews.length ? h("li", {}, h("a", { href: "#/me/reviews" }, reviews.length === 1
+      ? "A review to look at: do you agree with it?" : `${reviews.length} reviews to look at: do you agree with them?`)) : null)));
 }
 
-function drawGoals(list, view) {
-  const goals = view.goals.filter((g) => !["withdrawn", "entered_in_error"].includes(g.status));
+function drawGoals(list, state) {
+  const goals = state.plan.goals.filter((g) => !["withdrawn", "entered_in_error"].includes(g.status));
   if (!goals.length) { replace(list, h("p", {}, "No goals yet. Your clinician and you can set one together.")); return; }
-  replace(list, goals.map(goalCard));
+  replace(list, goals.map((goal) => goalCard(goal, state.progress)));
 }
 
-function goalCard(goal) {
+// The goal's latest review and the client's answer to it (or a link to give one).
+function lastReview(goalId, progressView) {
+  const review = allReviews(progressView).find((r) => r.goal_id === goalId);
+  if (!review) return null;
+  const said = awaitingClient(review)
+    ? [" ", h("a", { href: "#/me/reviews" }, "Do you agree with it?")]
+    : review.client_agrees ? " You agreed with it." : [" You see it differently: ", h("q", {}, review.client_confirmation)];
+  return h("p", { className: "hint" }, `Last review (${when(review.occurred_at)}): ${outcomeWords(review.outcome)}.`, said);
+}
+
+function goalCard(goal, progressView) {
   const where = h("div", { "aria-live": "polite" });
   const mine = goal.client_words || goal.statement;
   const agreedVersion = goal.agreement.activated_version;
@@ -65,6 +88,7 @@ function goalCard(goal) {
       h("div", {}, h("h3", {}, agreedVersion ? "What we agreed" : "The wording on the table"),
         h("p", { className: "words" }, goal.statement || goal.client_words || "–"),
         goal.last_reflection ? h("p", { className: "muted" }, `My clinician's reflection: “${goal.last_reflection}”`) : null)),
+    h("div", { className: "goal-review", "data-reviews-for": goal.goal_id }, lastReview(goal.goal_id, progressView)),
     facets(goal), guidance(goal), agreement(goal, where), changes(goal, where), where);
   return card;
 }

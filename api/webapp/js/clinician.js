@@ -5,6 +5,7 @@ import * as api from "./api.js";
 import { act, h, replace, say, when } from "./dom.js";
 import { follow } from "./live.js";
 import { chartCards } from "./client.js";
+import { clinicianReviews } from "./reviews.js";
 
 // -- caseload ----------------------------------------------------------------------------------
 
@@ -78,6 +79,16 @@ export async function clientPage(main, clientId) {
       dueMeasures(latestPlan).length ? h("p", { className: "hint" }, `Due: ${dueMeasures(latestPlan)
         .map((m) => `${m.instrument_id} (${m.administration.state})`).join(", ")}`) : null);
     replace(goals, h("h2", { id: "plan-h" }, "Plan"), latestPlan.goals.length ? latestPlan.goals.map(goalCard) : h("p", {}, "No goals yet."));
+    drawReviews();
+  };
+  // Reviews and the client's answers come with the progress view: only their boxes are redrawn
+  // when it changes (what is typed in the plan's forms stays).
+  const drawReviews = () => {
+    for (const box of goals.querySelectorAll("[data-reviews-for]")) {
+      const progressGoal = latestProgress.goals.find((pg) => pg.goal_id === box.dataset.reviewsFor);
+      replace(box, clinicianReviews([...(progressGoal?.reviews || [])]
+        .sort((a, b) => b.occurred_at.localeCompare(a.occurred_at))));
+    }
   };
   const drawProgress = async () => replace(charts, h("h2", { id: "charts-h" }, "Progress"),
     await chartCards(latestProgress, latestPlan, { forClient: false }));
@@ -85,7 +96,7 @@ export async function clientPage(main, clientId) {
   await drawProgress();
   follow(`/clients/${clientId}/progress/stream-tickets`, {
     plan: async (fresh) => { latestPlan = fresh; drawPlan(); await drawProgress(); say("The plan was updated."); },
-    progress: async (fresh) => { latestProgress = fresh; await drawProgress(); say("Progress was updated."); },
+    progress: async (fresh) => { latestProgress = fresh; drawReviews(); await drawProgress(); say("Progress was updated."); },
   }, { onStatus: (state) => {
     const el = document.getElementById("live-status");
     if (el) { el.dataset.state = state; el.textContent = state === "live" ? "Live: updates by itself." : "Reconnecting…"; }
@@ -172,7 +183,8 @@ function goalCard(goal) {
     h("p", {}, `Agreement: client ${goal.agreement.client}, clinician ${goal.agreement.clinician}`),
     goal.smart?.missing?.length ? h("p", { className: "hint" }, `SMART: missing ${goal.smart.missing.join(", ")}`) : null,
     (goal.open_changes || []).map((c) => h("p", { className: "hint" },
-      `Change proposed (${c.kind.replaceAll("_", " ")}): ${c.new_text || c.new_date || ""} – awaiting ${c.awaiting}`)));
+      `Change proposed (${c.kind.replaceAll("_", " ")}): ${c.new_text || c.new_date || ""} – awaiting ${c.awaiting}`)),
+    h("div", { className: "goal-reviews", "data-reviews-for": g }));
   const details = h("details", {}, h("summary", {}, "Work on this goal"));
   if (["proposed", "active"].includes(goal.status) && goal.agreement.clinician !== "agree") {
     const where = h("div", { "aria-live": "polite" });
@@ -194,10 +206,16 @@ function goalCard(goal) {
       send: (newText, form) => api.post(`/goals/${g}/changes`,
         { kind: "target", new_text: newText, rationale: form.querySelector("[name=rationale]").value.trim() || null }) }));
     const outcome = h("select", { id: `outcome-${g}`, name: "outcome" }, REVIEW_OUTCOMES.map((o) => h("option", { value: o }, o.replaceAll("_", " "))));
+    const summary = h("textarea", { id: `summary-${g}`, name: "summary", maxlength: 10000 });
     details.append(textForm({ label: "The client's view", name: "client_view", button: "Record review", className: "review",
       multiline: true, required: false,
-      extra: [h("label", { for: `outcome-${g}` }, "Outcome of the review"), outcome],
-      send: (clientView) => api.post(`/goals/${g}/reviews`, { outcome: outcome.value, client_view: clientView || null }) }));
+      extra: [h("label", { for: `outcome-${g}` }, "Outcome of the review"), outcome,
+        h("label", { for: `summary-${g}` }, "Summary, in plain words (the client reads it and says whether they agree)"), summary],
+      send: async (clientView) => {
+        await api.post(`/goals/${g}/reviews`,
+          { outcome: outcome.value, client_view: clientView || null, summary: summary.value.trim() || null });
+        summary.value = "";
+      } }));
   }
   card.append(details);
   return card;

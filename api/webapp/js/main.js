@@ -7,6 +7,7 @@ import { showCrisis } from "./crisis.js";
 import { signInPage } from "./signin.js";
 import * as client from "./client.js";
 import * as clinician from "./clinician.js";
+import * as reviews from "./reviews.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -16,7 +17,8 @@ const signOutButton = document.getElementById("sign-out");
 helpNow.addEventListener("click", showCrisis);
 signOutButton.addEventListener("click", () => { api.signOut(); closeAll(); location.hash = "#/"; render(); });
 
-const CLIENT_NAV = [["#/me", "My goals"], ["#/me/progress", "My progress"], ["#/me/check-in", "Check in"]];
+const CLIENT_NAV = [["#/me", "My goals"], ["#/me/reviews", "Reviews"], ["#/me/progress", "My progress"],
+  ["#/me/check-in", "Check in"]];
 const STAFF_NAV = [["#/caseload", "Caseload"]];
 
 function navigation(items) {
@@ -27,6 +29,7 @@ function navigation(items) {
 
 const ROUTES = [
   [/^#\/me$/, client.plan],
+  [/^#\/me\/reviews$/, reviews.clientReviews],
   [/^#\/me\/progress$/, client.progress],
   [/^#\/me\/check-in$/, client.checkIn],
   [/^#\/me\/check-in\/([\w-]+)$/, client.questionnaire],
