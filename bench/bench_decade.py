@@ -29,15 +29,19 @@ and ``verify_store`` over every chain).
 
 Memory: the rebuild folds every client's documents in memory until the client's last event
 (``core/projections/bulk.py``); a decade's events are interleaved, so that is every document
-until the end: 8.9 GB peak RSS at 3M events here. Extrapolated (linear), 10M needs about 30 GB.
+until the end: 8.9 GB peak RSS at 3M events here in one pass. Extrapolated (linear), 10M needs
+about 30 GB, so the rebuild runs in passes (``--rebuild-passes``; default one per 2.5M events),
+each folding a part of the clients and reading the store again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -148,18 +152,27 @@ async def open_database(keep: str | None) -> tuple[str, str, str, bytes]:
     return admin, owner, with_user(owner, APP_ROLE, settings.app_role_password), kek
 
 
+#: One rebuild pass per this many events: its documents took ~3 GB per million events in one pass (8.9 GB at 3M).
+REBUILD_EVENTS_PER_PASS = 2_500_000
+DISK_FACTOR = 1.5  # the peak over the estimate, with a margin (see check_disk)
+
+
 async def check_disk(owner: asyncpg.Connection, to_add: int) -> None:
-    """Refuse (one line, exit 2) unless the server's data directory has 3× the estimated size free."""
+    """Refuse (one line, exit 2) unless the server's data directory has DISK_FACTOR × the estimate free.
+
+    Measured at 3M events: the database takes ~3.0 GB per million, 1.2 GB of it projections, which a
+    rebuild holds twice until it switches; with WAL (max_wal_size) the peak is ~1.35× the estimate.
+    """
     try:
         where = await owner.fetchval("SHOW data_directory")
     except asyncpg.PostgresError:  # not a superuser: the server's data directory is not ours to see
         where = None
     path = where if where and await asyncio.to_thread(os.path.isdir, where) else os.getcwd()
     free = (await asyncio.to_thread(shutil.disk_usage, path)).free
-    need = 3 * to_add * BYTES_PER_EVENT
+    need = DISK_FACTOR * to_add * BYTES_PER_EVENT
     if free < need:
         print(f"refusing: {free / 1e9:.1f} GB free at {path}, {to_add:,} more events need about "
-              f"{to_add * BYTES_PER_EVENT / 1e9:.1f} GB and this wants 3× that ({need / 1e9:.1f} GB)")
+              f"{to_add * BYTES_PER_EVENT / 1e9:.1f} GB and this wants {DISK_FACTOR}× that ({need / 1e9:.1f} GB)")
         sys.exit(2)
     console.print(f"disk: {free / 1e9:.1f} GB free at {path}; {to_add:,} events to add ≈ "
                   f"{to_add * BYTES_PER_EVENT / 1e9:.1f} GB (estimate: {BYTES_PER_EVENT:,} B/event)")
@@ -205,6 +218,18 @@ async def append_probe(store: PostgresEventStore, owner: asyncpg.Connection, ten
     console.print(f"  append probe with {stored:,} events stored: lone append p50 {figures['p50_ms']:.2f} ms, "
                   f"p99 {figures['p99_ms']:.2f} ms; {writers} writers {rate:,.0f} events/s")
     return figures
+
+
+async def remembered_probe(owner: asyncpg.Connection) -> dict[str, float] | None:
+    """The append figure taken at 100k events when this database was filled from empty, if it was."""
+    await owner.execute("CREATE TABLE IF NOT EXISTS public.bench_decade_probe (figures jsonb NOT NULL)")
+    raw = await owner.fetchval("SELECT figures::text FROM public.bench_decade_probe LIMIT 1")
+    return json.loads(raw) if raw else None
+
+
+async def remember_probe(owner: asyncpg.Connection, figures: dict[str, float]) -> None:
+    """Keep the 100k figure with the database, so a later run (``--fill-only`` first) still compares."""
+    await owner.execute("INSERT INTO public.bench_decade_probe (figures) VALUES ($1::jsonb)", json.dumps(figures))
 
 
 async def timed_reads(read: Any, reads: int) -> list[float]:
@@ -268,14 +293,15 @@ async def main(args: argparse.Namespace) -> None:
         t0 = datetime(2023, 1, 2, 9, 0, tzinfo=UTC)
         histories = [History(tenants[i % CLINICS], rng, t0) for i in range(args.clients)]
         by_tenant = {t: [h for h in histories if h.c.tenant == t] for t in tenants}
-        probe_100k: dict[str, float] | None = None
+        probe_100k = await remembered_probe(owner)  # a kept database remembers the figure its fill took
         writers = max(1, args.connections - 3)
         probe_clients = by_tenant[tenants[0]]
         fill_started = time.perf_counter()
         filled = 0
         if stored >= args.events:  # a reused database: its clients are not known here; enrol new ones to probe
             console.print(f"reusing {stored:,} events; the probes append to {len(probe_clients):,} new clients "
-                          "(no figure at 100k: that needs a fill from empty)")
+                          + ("(the 100k figure is the one this database's fill took)" if probe_100k
+                             else "(no figure at 100k: that needs a fill from empty)"))
             for i in range(0, len(probe_clients), args.per_call):
                 await store.append_many([a for h in probe_clients[i:i + args.per_call]
                                          for a in stream_appends(h.c, h.next_events(0))])
@@ -326,6 +352,7 @@ async def main(args: argparse.Namespace) -> None:
             try:  # the 100k figure, same code and run as the one at the end; the fill pauses for it
                 probe_100k = await append_probe(store, owner, probe_clients, lone=args.lone,
                                                 concurrent=args.concurrent, writers=writers)
+                await remember_probe(owner, probe_100k)
             finally:
                 for _ in range(writers):
                     gate.release()
@@ -349,6 +376,9 @@ async def main(args: argparse.Namespace) -> None:
         await owner.execute("CHECKPOINT")
         total = await count_events(owner)
         console.print(f"[bold]{total:,} events stored[/] (load average {os.getloadavg()[0]:.1f})")
+        if args.fill_only:
+            console.print("--fill-only: stopping here; run again with the same --keep-db to measure")
+            return
 
         probe_end = await append_probe(store, owner, probe_clients, lone=args.lone,
                                        concurrent=args.concurrent, writers=writers)
@@ -369,9 +399,12 @@ async def main(args: argparse.Namespace) -> None:
         n, secs = await read_all_alone(store, args.batch)
         console.print(f"  read_all alone: {n:,} events in {secs:,.1f} s = {n / secs:,.0f} events/s")
         started = time.perf_counter()
-        await rebuild(pool, store, dsn=app, batch_size=args.batch)
+        passes = args.rebuild_passes or max(1, -(-total // REBUILD_EVENTS_PER_PASS))
+        await rebuild(pool, store, dsn=app, batch_size=args.batch, passes=passes)
         rebuilt = time.perf_counter() - started
-        console.print(f"  rebuild of {', '.join(p.name for p in PROJECTIONS)}: {rebuilt:,.1f} s")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+        console.print(f"  rebuild of {', '.join(p.name for p in PROJECTIONS)} in {passes} pass(es): {rebuilt:,.1f} s; "
+                      f"peak RSS of this process so far {peak:,.1f} GB")
         compare(rows, "rebuild, all projections", rebuilt, "read_all alone", secs, "s")
 
         # The client with the most events, of the filled ones (a reused database: of all).
@@ -460,6 +493,10 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=4000, help="read_all and rebuild page size")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the anchor cost (stream heads, verify_store over every chain)")
+    parser.add_argument("--rebuild-passes", type=int, default=0,
+                        help="rebuild in this many passes (default: one per 2.5M events, ~7.5 GB of documents each)")
+    parser.add_argument("--fill-only", action="store_true",
+                        help="fill (and take the 100k append figure) and stop; with --keep-db, measure in a later run")
     parser.add_argument("--report-seconds", type=float, default=30.0, help="fill progress every this many seconds")
     configure_logging(fmt="console", level="warning")
     asyncio.run(main(parser.parse_args()))
