@@ -30,7 +30,7 @@ from alliance.api.cors import cors_config
 from alliance.api.errors import EXCEPTION_HANDLERS, Problem
 from alliance.api.idempotency import Claims, forget_expired
 from alliance.api.input_limits import DEFAULT_BODY_BYTES, bound_request_bodies
-from alliance.api.metrics import instrument_store, observe_request
+from alliance.api.metrics import instrument_replica, instrument_store, observe_request
 from alliance.api.openapi_doc import document_handlers, finish_document
 from alliance.api.openapi_viewer import viewer_files, viewer_plugin
 from alliance.api.routes.clients import CLIENT_ROUTES
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None, *, run_projections: bool = True
             if settings.view_cache_seconds > 0:
                 feed.start()
             instrument_store(runtime.store)  # append latencies and counts for /metrics
+            instrument_replica(runtime.replica)  # reads sent to the primary instead of the standby
             handler = CommandHandler(runtime.store, scorer=registry.score)
 
             def key_destroyed(_subject: object) -> None:

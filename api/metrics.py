@@ -45,6 +45,9 @@ APPENDS = Histogram("alliance_append_duration_seconds", "Appends to the event st
 APPENDED = Counter("alliance_events_appended_total", "Events appended by this service")
 LEADER_CHANGES = Counter("alliance_leader_changes_total", "Times a process of this service became a leader",
                          ["leader"])
+REPLICA_FALLBACKS = Counter("alliance_replica_fallbacks_total",
+                            "Reads that could have gone to the hot standby and went to the primary, by reason",
+                            ["reason"])
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
@@ -84,6 +87,18 @@ def _timed(append: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
     return timed
 
 
+def instrument_replica(router: Any) -> None:
+    """Count the reads a ``ReplicaRouter`` sent to the primary instead (reason: lag, erasure, unreachable,
+    promoted); every reason is shown from the start, at 0."""
+    if router is None:
+        return
+    from alliance.core.events.replica import REASONS
+
+    for reason in REASONS:
+        REPLICA_FALLBACKS.labels(reason)
+    router.on_fallback = lambda reason: REPLICA_FALLBACKS.labels(reason).inc()
+
+
 def authorized(expected: str | None, header: str | None) -> bool:
     """The scraper's bearer token, compared in constant time."""
     if not expected or not header or not header.startswith("Bearer "):
@@ -98,11 +113,15 @@ _BEHIND = ("SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM even
            "ORDER BY tx_id, position LIMIT 1000000) behind")
 
 
-async def database_figures(pool: Any) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Figures every node reads the same: lags, open risk flags, failed deliveries."""
+async def database_figures(pool: Any, replica: Any = None) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Figures every node reads the same: lags, open risk flags, failed deliveries (and, with a
+    ``ReplicaRouter``, the standby's lag: +Inf while it is unreachable or promoted)."""
     from alliance.core.projections.rebuild import lag
 
     figures: dict[str, list[tuple[dict[str, str], float]]] = {}
+    if replica is not None:
+        sample = await replica.sample()
+        figures["alliance_replica_lag_seconds"] = [({}, sample.lag if sample.reason is None else float("inf"))]
     lags = await lag(pool)
     figures["alliance_projection_lag_events"] = [({"projection": n}, float(e)) for n, (e, _) in lags.items()]
     figures["alliance_projection_lag_seconds"] = [({"projection": n}, s) for n, (_, s) in lags.items()]
@@ -135,6 +154,7 @@ _HELP = {
     "alliance_risk_flags_unacknowledged": "Risk flags raised and neither acknowledged nor escalated",
     "alliance_notifications_given_up": "Notifications whose every delivery attempt failed",
     "alliance_notifications_retrying": "Notifications with a failed attempt, waiting for the next",
+    "alliance_replica_lag_seconds": "How far the hot standby's replay is behind the primary (+Inf: not usable)",
 }
 
 
@@ -151,7 +171,7 @@ class _Figures(Collector):
             yield family
 
 
-async def exposition(pool: Any) -> tuple[bytes, str]:
+async def exposition(pool: Any, replica: Any = None) -> tuple[bytes, str]:
     """The text a scrape gets: every process's counters (multiprocess mode) and the database's figures."""
     registry = CollectorRegistry()
     if MULTIPROCESS:
@@ -162,6 +182,6 @@ async def exposition(pool: Any) -> tuple[bytes, str]:
     else:
         body = generate_latest(REGISTRY)
         registry = CollectorRegistry()
-    registry.register(_Figures(await database_figures(pool)))
+    registry.register(_Figures(await database_figures(pool, replica)))
     return body + generate_latest(registry), CONTENT_TYPE_LATEST
 

@@ -7,19 +7,23 @@ then connect as the least-privileged app role.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 
-from alliance.core.database import DatabaseTarget, create_app_pool, resolve_target
+from alliance.core.database import DatabaseTarget, create_app_pool, resolve_target, with_user
 from alliance.core.events.base import EventPayload
 from alliance.core.events.codec import EventCodec
 from alliance.core.events.crypto import PostgresKeyRing, open_key_ring
 from alliance.core.events.postgres import PostgresEventStore
+from alliance.core.events.replica import ReplicaRouter, open_router
 from alliance.core.migrations import apply_migrations
 from alliance.core.settings import Settings
+
+T = TypeVar("T")
 
 
 def domain_codec() -> EventCodec:
@@ -36,6 +40,17 @@ class Runtime:
     store: PostgresEventStore
     keys: PostgresKeyRing
     codec: EventCodec
+    #: The hot standby for reads that tolerate bounded staleness (``ALLIANCE_REPLICA_URL``), or None.
+    replica: ReplicaRouter | None = None
+
+    async def stale_store(self) -> PostgresEventStore:
+        """The store for a read that tolerates ``ALLIANCE_REPLICA_MAX_LAG_SECONDS`` of staleness (as-of
+        views, exports, replays): the standby's when it is current enough, else the primary's."""
+        return self.store if self.replica is None else await self.replica.choose()
+
+    async def read_stale(self, work: Callable[[PostgresEventStore], Awaitable[T]]) -> T:
+        """``work(store)`` on ``stale_store()``, again on the primary if the standby fails meanwhile."""
+        return await work(self.store) if self.replica is None else await self.replica.run(work)
 
 
 @asynccontextmanager
@@ -55,8 +70,16 @@ async def open_runtime(settings: Settings, *, migrate: bool = True, pool_size: i
     store = PostgresEventStore(pool, codec, keys, dsn=target.app_dsn, group_commit=settings.group_commit)
     # Every process follows key destruction, so no cached data key outlives an erasure elsewhere.
     await store.listen()
+    replica = None
     try:
-        yield Runtime(settings, target, pool, store, keys, codec)
+        if settings.replica_url:
+            # As the app role, as on the primary: the standby has the same roles (it is a copy).
+            dsn = with_user(settings.replica_url, settings.app_role, settings.app_role_password)
+            replica = await open_router(store, pool, dsn, max_lag=settings.replica_max_lag_seconds,
+                                        pool_size=max(2, pool_size // 2))
+        yield Runtime(settings, target, pool, store, keys, codec, replica)
     finally:
+        if replica is not None:
+            await replica.close()
         await store.close()
         await pool.close()

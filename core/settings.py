@@ -107,6 +107,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     background: str = "inline"
     #: Bearer token a Prometheus scraper sends to ``GET /metrics`` (32 characters or more); unset: no /metrics.
     metrics_token: str | None = None
+    #: A hot standby of the same database for reads that tolerate bounded staleness (as-of views,
+    #: exports, FHIR, rebuild and verify replays; core/events/replica.py). Unset: every read on the primary.
+    replica_url: str | None = None
+    #: Longest the standby may lag behind the primary before those reads go to the primary (seconds).
+    replica_max_lag_seconds: float = 5.0
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -177,6 +182,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "questionnaire_link_hours": float(env.get("ALLIANCE_QUESTIONNAIRE_LINK_HOURS", "72")),
         "background": env.get("ALLIANCE_BACKGROUND", "inline").lower(),
         "metrics_token": env.get("ALLIANCE_METRICS_TOKEN") or None,
+        "replica_url": env.get("ALLIANCE_REPLICA_URL") or None,
+        "replica_max_lag_seconds": float(env.get("ALLIANCE_REPLICA_MAX_LAG_SECONDS", "5")),
     }
     if home := env.get("ALLIANCE_HOME"):
         values["home"] = Path(home)
@@ -296,7 +303,8 @@ def _role(text: str) -> str | None:
 
 #: Values never repeated in an error message (they are secrets, or may carry a password).
 _SECRET = frozenset({"ALLIANCE_KEK", "DATABASE_URL", "ALLIANCE_APP_ROLE_PASSWORD", "ALLIANCE_SMTP_PASSWORD",
-                     "ALLIANCE_JWT_SECRET", "ALLIANCE_WEBHOOK_SECRET", "ALLIANCE_METRICS_TOKEN"})
+                     "ALLIANCE_JWT_SECRET", "ALLIANCE_WEBHOOK_SECRET", "ALLIANCE_METRICS_TOKEN",
+                     "ALLIANCE_REPLICA_URL"})
 
 RULES: dict[str, Callable[[str], str | None]] = {
     "DATABASE_URL": _url("postgresql", "postgres"),
@@ -327,12 +335,15 @@ RULES: dict[str, Callable[[str], str | None]] = {
     "ALLIANCE_QUESTIONNAIRE_LINK_HOURS": _link_hours,
     "ALLIANCE_BACKGROUND": _one_of("inline", "off", fold=True),
     "ALLIANCE_METRICS_TOKEN": _metrics_token,
+    "ALLIANCE_REPLICA_URL": _url("postgresql", "postgres"),
+    "ALLIANCE_REPLICA_MAX_LAG_SECONDS": _number(minimum=0, inclusive=False, unit="seconds"),
 }
 
 #: Variables where an empty value means "unset" (the loader reads them with ``or None``).
 _EMPTY_IS_UNSET = frozenset({"DATABASE_URL", "ALLIANCE_HOME", "ALLIANCE_KEK", "ALLIANCE_KEK_FILE",
                              "ALLIANCE_PLUGINS_DIR", "ALLIANCE_ANCHOR_DIR", "ALLIANCE_SIGNING_KEY_DIR",
-                             "ALLIANCE_ERASURE_LEDGER_DIR", "ALLIANCE_METRICS_TOKEN"})
+                             "ALLIANCE_ERASURE_LEDGER_DIR", "ALLIANCE_METRICS_TOKEN",
+                             "ALLIANCE_REPLICA_URL"})
 
 
 def validate_environment(env: Mapping[str, str]) -> None:

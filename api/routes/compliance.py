@@ -47,7 +47,9 @@ async def export_history(request: Request, client_id: UUID, principal: Principal
                          ) -> Response[HistoryExport]:
     await readable_client(svc, request, principal, client_id, "export")  # 404 before 403: existence never leaks
     require_role(principal, Role.AUDITOR, Role.CLINICIAN, Role.SUPERVISOR, action="exporting decision history")
-    return _json(await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id))
+    # Exports tolerate the standby's bounded lag (core/events/replica.py); authorization above read the primary.
+    return _json(await svc.runtime.read_stale(
+        lambda store: build_export(store, client_id, svc.signer, tenant_id=principal.tenant_id)))
 
 
 @get("/clients/{client_id:uuid}/export", operation_id="exportMyData", tags=["compliance"],
@@ -57,13 +59,17 @@ async def export_my_data(request: Request, client_id: UUID, principal: Principal
     await readable_client(svc, request, principal, client_id, "plan")
     require_role(principal, Role.CLIENT, Role.PROXY, action="the client's own export")
     moment = now()
-    document = await build_export(svc.pool, client_id, svc.signer, tenant_id=principal.tenant_id, store=svc.store)
-    document["views"] = {
-        "plan": await asof.plan_as_of(svc.store, client_id, moment),
-        "progress": await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments),
-        "history": await asof.history_as_of(svc.store, client_id, moment),
-    }
-    return _json(document)
+
+    async def export(store: Any) -> dict[str, Any]:
+        document = await build_export(store, client_id, svc.signer, tenant_id=principal.tenant_id, store=store)
+        document["views"] = {
+            "plan": await asof.plan_as_of(store, client_id, moment),
+            "progress": await asof.progress_as_of(store, client_id, moment, instruments=svc.instruments),
+            "history": await asof.history_as_of(store, client_id, moment),
+        }
+        return document
+
+    return _json(await svc.runtime.read_stale(export))
 
 
 @get("/clients/{client_id:uuid}/fhir", operation_id="exportFhir", tags=["compliance"],
@@ -74,13 +80,16 @@ async def export_fhir(request: Request, client_id: UUID, principal: Principal, s
     if version not in {"R5", "R4B"}:
         raise ValidationError("version is R5 or R4B", code="invalid_fhir_version", field="version")
     await readable_client(svc, request, principal, client_id, "fhir")
-    events = await svc.store.read_subject(client_id, tenant_id=principal.tenant_id)
     moment = now()
-    plan = await asof.plan_as_of(svc.store, client_id, moment)
-    progress = await asof.progress_as_of(svc.store, client_id, moment, instruments=svc.instruments)
-    bundle = build_bundle(client_id, events, plan=plan, progress=progress, instruments=svc.instruments,
-                          fhir_version=version)  # type: ignore[arg-type]
-    return _json(bundle, media_type="application/fhir+json")
+
+    async def bundle(store: Any) -> dict[str, Any]:
+        events = await store.read_subject(client_id, tenant_id=principal.tenant_id)
+        plan = await asof.plan_as_of(store, client_id, moment)
+        progress = await asof.progress_as_of(store, client_id, moment, instruments=svc.instruments)
+        return build_bundle(client_id, events, plan=plan, progress=progress, instruments=svc.instruments,
+                            fhir_version=version)  # type: ignore[arg-type]
+
+    return _json(await svc.runtime.read_stale(bundle), media_type="application/fhir+json")
 
 
 class ErasureBody(BoundedBody, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -17,5 +17,5 @@ async def metrics(request: Request[Any, Any, Any], svc: AppServices) -> Response
         raise NotFound("no such resource", code="not_found")
     if not authorized(token, request.headers.get("authorization")):
         raise NotAuthorizedException("the metrics token (ALLIANCE_METRICS_TOKEN) is required")
-    body, media_type = await exposition(svc.pool)
+    body, media_type = await exposition(svc.pool, svc.runtime.replica)
     return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})

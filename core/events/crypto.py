@@ -238,9 +238,9 @@ class PostgresKeyRing(_CachingKeyRing):
         super().__init__(kek, max_age=max_age, clock=clock)
         self._pool = pool
 
-    async def _load(self, subject_id: UUID) -> DataKey | None:
+    async def _load(self, subject_id: UUID, pool: asyncpg.Pool | None = None) -> DataKey | None:
         epoch = self._epoch
-        row = await self._pool.fetchrow(
+        row = await (pool or self._pool).fetchrow(
             "SELECT key_id, wrapped_key FROM data_keys WHERE subject_id = $1", subject_id)
         if row is None:
             return None
@@ -262,8 +262,10 @@ class PostgresKeyRing(_CachingKeyRing):
             raise SubjectErased("this client's personal data was erased; nothing personal can be added")
         return key
 
-    async def key_for_read(self, subject_id: UUID, key_id: UUID) -> DataKey:
-        key = self._cached(subject_id) or await self._load(subject_id)
+    async def key_for_read(self, subject_id: UUID, key_id: UUID, *, pool: asyncpg.Pool | None = None) -> DataKey:
+        """``pool``: where an uncached key is read instead of the primary — a hot standby known to have
+        replayed past every destruction announced so far (core/events/replica.py); cached as any other."""
+        key = self._cached(subject_id) or await self._load(subject_id, pool)
         if key is None or key.key_id != key_id:
             return DataKey(key_id, None)
         return key
