@@ -272,9 +272,10 @@ async def _verify_scores(rt: Any, registry: Any, as_json: bool) -> bool:
     measurements: list[MeasurementRecorded] = []
     flagged: dict[Any, tuple[str, ...]] = {}  # measurement id -> items of the flag it raised
     checkpoint = START
+    store = await rt.stale_store()  # a replay tolerates the standby's bounded lag (core/events/replica.py)
     with console.status("re-scoring measurements"):
         while True:
-            events = await rt.store.read_all(after=checkpoint, limit=2000)
+            events = await store.read_all(after=checkpoint, limit=2000)
             if not events:
                 break
             checkpoint = events[-1].checkpoint
@@ -784,7 +785,7 @@ def projections_rebuild(settings: Settings, names: tuple[str, ...]) -> None:
                                description=f"{p.name}: {p.phase}")
 
                 results = await rebuild(rt.pool, rt.store, list(names) or None, dsn=rt.target.app_dsn,
-                                        progress=report)
+                                        progress=report, bulk_store=await rt.stale_store())
         for r in results:
             was = f"v{r.previous_version} → " if r.previous_version is not None else "(none before) → "
             out.print(f"{r.name}: {was}v{r.version}, {r.events_read} events in {r.seconds:.1f}s")
@@ -804,7 +805,7 @@ def projections_verify(settings: Settings, names: tuple[str, ...]) -> None:
     async def go() -> int:
         async with open_runtime(settings) as rt:
             with console.status("replaying and comparing"):
-                results = await verify_projections(rt.pool, rt.store, list(names) or None)
+                results = await verify_projections(rt.pool, await rt.stale_store(), list(names) or None)
         ok = True
         for r in results:
             ok = ok and r.ok

@@ -202,7 +202,9 @@ async def get_plan(request: Request, client_id: UUID, principal: Principal, svc:
                    as_of: Annotated[str | None, AS_OF] = None) -> Response[PlanView]:
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "plan")
-        return _json(await asof.plan_as_of(svc.store, client_id, _as_of(as_of), tenant_id=principal.tenant_id))
+        moment = _as_of(as_of)  # a past view tolerates the standby's bounded lag (core/events/replica.py)
+        return _json(await svc.runtime.read_stale(
+            lambda store: asof.plan_as_of(store, client_id, moment, tenant_id=principal.tenant_id)))
     fetched = await _readable_view(svc, request, principal, PLAN, client_id, "plan")
     moment = svc.clock.now()
     view = await queries.read_plan(svc.pool, client_id, keys=svc.store.keys, tenant_id=principal.tenant_id,
@@ -260,7 +262,9 @@ async def get_progress(request: Request, client_id: UUID, principal: Principal, 
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id, "instruments": svc.instruments}
     if as_of is not None:
         await readable_client(svc, request, principal, client_id, "progress")
-        return _json(_in_words(request, svc, await asof.progress_as_of(svc.store, client_id, _as_of(as_of), **scope)))
+        moment = _as_of(as_of)
+        view = await svc.runtime.read_stale(lambda store: asof.progress_as_of(store, client_id, moment, **scope))
+        return _json(_in_words(request, svc, view))
     fetched = await _readable_view(svc, request, principal, PROGRESS, client_id, "progress")
     view = await queries.read_progress(svc.pool, client_id, keys=svc.store.keys, fetched=fetched,
                                        now=svc.clock.now(), **scope)
@@ -288,7 +292,8 @@ async def get_history(request: Request, client_id: UUID, principal: Principal, s
     client = await readable_client(svc, request, principal, client_id, "history")
     scope: dict[str, Any] = {"tenant_id": principal.tenant_id, "goal_id": goal_id}
     if as_of is not None:
-        return _json(await asof.history_as_of(svc.store, client_id, _as_of(as_of), **scope))
+        moment = _as_of(as_of)
+        return _json(await svc.runtime.read_stale(lambda store: asof.history_as_of(store, client_id, moment, **scope)))
     view = await queries.read_history(svc.pool, client_id, keys=svc.store.keys, **scope)
     if view is None:  # not projected yet: answer from the events
         view = await asof.history_as_of(svc.store, client_id, now(), **scope)

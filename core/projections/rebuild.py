@@ -86,7 +86,8 @@ def _projections(names: Sequence[str] | None) -> list[Projection[Any]]:
 
 async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | None = None, *, dsn: str,
                   batch_size: int = 4000, write_size: int = 1000, write_rows: int = WRITE_ROWS,
-                  progress: ProgressCallback | None = None, drop_old: bool = True) -> list[RebuildResult]:
+                  progress: ProgressCallback | None = None, drop_old: bool = True,
+                  bulk_store: EventStore | None = None) -> list[RebuildResult]:
     """Build the next generation of each projection in ``names`` (all when None) and switch to it.
 
     The store is read once for all projections, ``batch_size`` events at a time, the next page
@@ -96,8 +97,12 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
     as the live runner does, ``write_size`` events per transaction. A write transaction holds
     back every reader's horizon while it is open, so the live runners' latency depends on
     these being short.
+
+    ``bulk_store`` (a hot standby's, core/events/replica.py) serves the long reads up to the switch;
+    the switch itself catches up on ``store``, the primary's, so the new version starts exactly there.
     """
     projections = _projections(names)
+    reader = bulk_store or store
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
     writers: list[asyncpg.Connection] = []
@@ -118,9 +123,9 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
                                              time.perf_counter() - started))
 
         with collector_paused():
-            read = await _bulk(conn, store, writers, targets, until=head, batch_size=batch_size, write_size=write_size,
+            read = await _bulk(conn, reader, writers, targets, until=head, batch_size=batch_size, write_size=write_size,
                                write_rows=write_rows, report=report)
-            read += await _follow(store, writers, targets, batch_size=batch_size, write_size=write_size,
+            read += await _follow(reader, writers, targets, batch_size=batch_size, write_size=write_size,
                                   report=lambda n, cp: report(read + n, cp))
         for target in targets:
             await _analyze(conn, target)
