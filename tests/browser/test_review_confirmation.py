@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.browser.conftest import DESKTOP, PHONE, Server, axe_violations, sign_in
+from tests.browser.conftest import DESKTOP, PHONE, Server, axe_violations, screenshot, sign_in
 
 ROBIN = "Robin (client)"
 SAM = "Sam (client)"
@@ -124,6 +124,7 @@ def test_the_client_sees_a_review_differently_and_the_clinician_reads_their_word
     assert page.evaluate("(id) => document.querySelector(`[data-review='${id}']`).contains(document.activeElement)"
                          " && document.activeElement.hasAttribute('data-focus')", review_id)
     assert not axe_violations(page), "axe: a review answered, phone"
+    screenshot(page, "client-review-answered-phone")
     review = _confirmed(server, ROBIN, goal_id, review_id)
     assert review["client_agrees"] is False and review["client_confirmation"] == MY_VIEW
     assert review["confirmed_by_role"] == "client"
@@ -141,6 +142,8 @@ def test_the_client_sees_a_review_differently_and_the_clinician_reads_their_word
     record, theirs = answered.locator(":scope > div").all()
     assert SUMMARY in record.inner_text() and "Change the aim" in record.inner_text()
     assert "The client sees it differently" in theirs.inner_text() and MY_VIEW in theirs.inner_text()
+    answered.scroll_into_view_if_needed()
+    screenshot(desk, "clinician-review-answered-desktop")
     assert not staff.errors and not client.errors, staff.errors + client.errors
 
 

@@ -133,13 +133,13 @@ function clientReviewCard(review, planView, redraw) {
 function answerShown(review) {
   const mine = awaitingClient(review) ? sent.get(review.review_id) : {
     agrees: review.client_agrees, view: review.client_confirmation, at: review.confirmed_at };
+  const on = mine.at ? ` (${when(mine.at)})` : "";
   const text = mine.agrees
-    ? (mine.view ? "You agreed, and added:" : "You agreed with this review.")
-    : "You see it differently. Your own view:";
+    ? (mine.view ? `You agreed with this review${on}, and added:` : `You agreed with this review${on}.`)
+    : `You see it differently${on}. Your own view:`;
   return h("div", { className: "notice answer" },
     h("p", { tabindex: -1, "data-focus": true },
-      awaitingClient(review) ? "Thank you. Your answer is sent and your clinician can see it. " : "",
-      text, mine.at ? ` (${when(mine.at)})` : ""),
+      awaitingClient(review) ? "Thank you. Your answer is sent and your clinician can see it. " : "", text),
     mine.view ? h("p", { className: "words" }, `“${mine.view}”`) : null);
 }
 
