@@ -40,7 +40,6 @@ from alliance.core.authority import Command
 from alliance.core.client import (
     AddCareTeamMember,
     ChangePrimaryClinician,
-    ClientState,
     EnrollClient,
     MeasurementScorer,
     client_stream,
@@ -129,6 +128,16 @@ class StateCache:
         """Drop everything (a client was erased: cached states may hold their words)."""
         self._entries.clear()
 
+    def drop_behind(self, streams: dict[str, int] | None) -> None:
+        """Forget the states older than these streams' versions (None: every state)."""
+        if streams is None:
+            self._entries.clear()
+            return
+        for stream_id, version in streams.items():
+            entry = self._entries.get(stream_id)
+            if entry is not None and entry.version < version:
+                del self._entries[stream_id]
+
 
 def envelope(command: Command, subject_id: UUID, payloads: Sequence[EventPayload]) -> list[NewEvent]:
     correlation = getattr(command, "correlation_id", None) or command.command_id
@@ -159,6 +168,25 @@ class CommandHandler:
         # One command at a time per written stream in this process: a concurrent one waits a
         # moment instead of conflicting, re-reading and re-deciding (other processes still race).
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Told of every append (other processes' a few milliseconds late), the cache drops states
+        # that fell behind, so a write may decide on a cached state without reading the stream
+        # first (``trusted_client``): the append's expected version still checks it.
+        follow = getattr(store, "on_streams_appended", None)
+        if follow is not None:
+            follow(self.cache.drop_behind)
+
+    def trusted(self, stream_id: str) -> Loaded | None:
+        """The cached state of a stream, for a command to decide on without reading it first,
+        or None. Only while the store follows every process's appends (cached states that fell
+        behind are dropped); even so it may be a few milliseconds behind, which the append's
+        optimistic check catches (a conflict re-reads and re-decides). A caller must not *refuse*
+        on it: a refusal or a no-op decided on it is decided again on a read."""
+        if not getattr(self.store, "follows_appends", False):
+            return None
+        return self.cache.get(stream_id)
+
+    def trusted_client(self, client_id: UUID) -> Loaded | None:
+        return self.trusted(client_stream(client_id))
 
     # -- the three stream types ----------------------------------------------
     async def load_client(self, client_id: UUID, *, known_version: int | None = None) -> Loaded:
@@ -185,12 +213,24 @@ class CommandHandler:
         async def attempt() -> tuple[Loaded, list[Loaded], list[EventPayload]]:
             nonlocal first
             trust, first = first, False
-            client = (trust and self.cache.get(client_stream(client_id))) or await self.load_client(client_id)
+            cached = self.cache.get(client_stream(client_id)) if trust else None
+            client = cached or await self.load_client(client_id)
             clinic = await self.load_clinic(command.tenant_id) if check_staff else None
-            state: ClientState = client.state
             clinic_state: ClinicState | None = clinic.state if clinic and clinic.version else None
-            return client, [], decide_client(command, state, clinic_state,  # type: ignore[arg-type]
-                                               scorer=self.scorer)
+            try:
+                payloads = decide_client(command, client.state, clinic_state,  # type: ignore[arg-type]
+                                         scorer=self.scorer)
+            except AllianceError:
+                if cached is None:
+                    raise
+                payloads = []
+            if not payloads and cached is not None:
+                # A refusal or a no-op is an answer about the stream, so it is given only on a
+                # state just read: the cached one may be behind another process's append.
+                client = await self.load_client(client_id)
+                payloads = decide_client(command, client.state, clinic_state,  # type: ignore[arg-type]
+                                         scorer=self.scorer)
+            return client, [], payloads
 
         return await self._run(command, client_id, attempt, stream_id=client_stream(client_id),
                                evolve=evolve_client)

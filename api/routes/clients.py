@@ -38,7 +38,7 @@ def client_route(path: str, command: type[c.Command], *, operation_id: str, summ
 
     async def routed(request, client_id, data, principal, svc):  # type: ignore[no-untyped-def]
         async def work(command_id: UUID) -> Response:
-            await visible_client(svc, principal, client_id)
+            await visible_client(svc, principal, client_id, write=True)
             cmd = build(command, data, principal, command_id, generated=generated, **(fixed or {}))
             outcome = await svc.handler.handle_client(client_id, cmd, just_loaded=True)
             return result_response(cmd, outcome, created={f: getattr(cmd, f) for f in generated},
@@ -124,7 +124,7 @@ async def record_measurement(request: Request, client_id: UUID, data: Measuremen
         raise ValidationError("observed_at needs a time-zone offset", code="invalid", field="observed_at")
 
     async def work(command_id: UUID) -> Response:
-        await visible_client(svc, principal, client_id)
+        await visible_client(svc, principal, client_id, write=True)
         for goal_id in data.goal_ids:  # a measurement serves this client's own goals only
             goal = await svc.handler.load_goal(goal_id)
             if goal.state.client_id != client_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,15 +22,24 @@ from alliance.core.identity import Role
 
 
 async def visible_client(svc: AppServices, principal: Principal, client_id: UUID, *,
-                         known_version: int | None = None) -> ClientState:
+                         known_version: int | None = None, write: bool = False) -> ClientState:
     """The client, if the caller may address it at all (404 otherwise: existence does not leak).
 
     Staff of the client's clinic get through; what they may do is the domain's call
     (care team, consent), so refusals keep their domain codes. ``known_version``: the client
     stream's version when the caller has just read it (no round trip when the state is cached).
+    ``write``: the caller appends to the client's stream at the version it sees next
+    (``handle_client(just_loaded=True)``), so a cached state lets it through without a read —
+    the append's optimistic check proves it current — and only a refusal reads first.
     """
+    if write and (trusted := svc.handler.trusted_client(client_id)) is not None:
+        with contextlib.suppress(NotFound):
+            return _visible(principal, client_id, trusted.state)
     loaded = await svc.handler.load_client(client_id, known_version=known_version)
-    client: ClientState = loaded.state
+    return _visible(principal, client_id, loaded.state)
+
+
+def _visible(principal: Principal, client_id: UUID, client: ClientState) -> ClientState:
     if not client.enrolled or client.tenant_id != principal.tenant_id:
         raise client_not_found()
     if principal.role is Role.CLIENT and principal.id != client_id:

@@ -16,7 +16,11 @@ would cost the concurrency the benchmarks show is worth most.
 
 LISTEN/NOTIFY only wakes subscribers; they always read from the table. The
 NOTIFY is sent *after* the append commits, coalesced by a background task, since
-a NOTIFY inside the append transaction would serialise all commits.
+a NOTIFY inside the append transaction would serialise all commits. Its payload names
+the streams this process appended since the last one, with their new versions (JSON),
+so other processes can drop cached states that are behind (``on_streams_appended``);
+that is only a hint — a state used without reading is still checked by the append's
+expected version — and an empty payload means "anything may have changed".
 
 The same LISTEN connection receives key destructions (``KEYS_CHANNEL``), so it is
 kept, not merely opened: a keeper task reconnects with backoff, health-checks it,
@@ -36,6 +40,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from alliance.core.errors import ConcurrencyConflict, EventDecodeError, OutcomeUnknown, ValidationError
 from alliance.core.events.codec import HASH_SCHEME, EventCodec
@@ -103,8 +108,40 @@ _HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 #: Seconds between two wake-up NOTIFYs (subscribers also poll, so nothing waits longer).
 NOTIFY_INTERVAL = 0.005
+#: Longest NOTIFY payload sent (PostgreSQL refuses 8,000 bytes and more): a burst naming more
+#: streams is split over several notifications of one statement.
+NOTIFY_PAYLOAD_BYTES = 7_000
 
 _CONNECTION_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError, OSError)
+
+
+def notify_payloads(streams: dict[str, int]) -> list[str]:
+    """The NOTIFY payloads naming ``streams`` (JSON objects stream id → version), each under
+    ``NOTIFY_PAYLOAD_BYTES``; one empty payload for none."""
+    if not streams:
+        return [""]
+    payloads: list[str] = []
+    part: dict[str, int] = {}
+    size = 2
+    for stream_id, version in streams.items():
+        entry = len(msgspec.json.encode(stream_id)) + len(str(version)) + 2
+        if part and size + entry > NOTIFY_PAYLOAD_BYTES:
+            payloads.append(msgspec.json.encode(part).decode())
+            part, size = {}, 2
+        part[stream_id] = version
+        size += entry
+    payloads.append(msgspec.json.encode(part).decode())
+    return payloads
+
+
+def streams_of_payload(payload: str) -> dict[str, int] | None:
+    """What a NOTIFY on the events channel says moved; None: unknown (anything may have)."""
+    if not payload:
+        return None
+    try:
+        return msgspec.json.decode(payload, type=dict[str, int])
+    except msgspec.DecodeError:
+        return None
 
 
 def _read_all_sql(*, tenant: bool, subject: bool, recorded_until: bool, until: bool) -> str:
@@ -139,6 +176,9 @@ class PostgresEventStore(StoreBase):
         self._key_listeners: list[Callable[[UUID], None]] = []
         self._gap_listeners: list[Callable[[], None]] = []
         self._destroyed_seen: dict[UUID, asyncio.Event] = {}
+        #: Streams appended by this process since the last NOTIFY, with their new versions.
+        self._appended: dict[str, int] = {}
+        self._append_listeners: list[Callable[[dict[str, int] | None], None]] = []
         self.listen_gaps = 0  # how many times the LISTEN connection was lost (for /ready and tests)
 
     # -- lifecycle -----------------------------------------------------------
@@ -158,7 +198,12 @@ class PostgresEventStore(StoreBase):
                 await self._listener.close()
             self._listener = None
 
-    def _signal_appended(self) -> None:
+    def _signal_appended(self, streams: dict[str, int] | None = None) -> None:
+        if streams:
+            for stream_id, version in streams.items():
+                if self._appended.get(stream_id, 0) < version:
+                    self._appended[stream_id] = version
+            self._tell_appended(streams)
         self._dirty.set()
         if self._notifier is None or self._notifier.done():
             self._notifier = asyncio.get_running_loop().create_task(self._notify_loop())
@@ -169,11 +214,13 @@ class PostgresEventStore(StoreBase):
             await self._dirty.wait()
             self._dirty.clear()
             try:
+                payloads = notify_payloads(self._appended)
+                self._appended = {}
                 async with self._pool.acquire() as conn:
                     # A wake-up need not be durable: its transaction commits without waiting for a
                     # WAL flush (SET LOCAL for this one statement), so it takes no flush from appends.
-                    await conn.execute("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
-                                       EVENTS_CHANNEL)
+                    await conn.execute("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, p) "
+                                       "FROM unnest($2::text[]) AS p", EVENTS_CHANNEL, payloads)
                 # At most one wake-up per interval: under load a NOTIFY per append would cost
                 # writers a third of their throughput, for no subscriber's benefit.
                 await asyncio.sleep(NOTIFY_INTERVAL)
@@ -257,7 +304,7 @@ class PostgresEventStore(StoreBase):
             raise self._translate(exc, stream_id, expected_version) from exc
         result = self._result(stream_id, expected_version, rows, records)
         if not result.duplicate:
-            self._signal_appended()
+            self._signal_appended({stream_id: result.version})
         if log.is_enabled_for(10):  # DEBUG: building the fields costs more than the call when nobody logs them
             log.debug("appended", stream=stream_id, types=[r.type for r in rows], position=result.positions[-1],
                       duplicate=result.duplicate, ms=round((loop.time() - started) * 1000, 2))
@@ -296,7 +343,7 @@ class PostgresEventStore(StoreBase):
         ordered = [by_stream[a.stream_id] for a in appends]
         written = [r for r in ordered if r.positions]
         if written and all(r.duplicate for r in written) is False:
-            self._signal_appended()
+            self._signal_appended({r.stream_id: r.version for r in written if not r.duplicate})
         return ordered
 
     # -- read ----------------------------------------------------------------
@@ -417,7 +464,7 @@ class PostgresEventStore(StoreBase):
                 conn = await asyncio.wait_for(asyncpg.connect(self._dsn), 10)  # dedicated: LISTEN is session state
                 self._lost.clear()
                 conn.add_termination_listener(self._on_listener_lost)
-                await conn.add_listener(EVENTS_CHANNEL, self._on_events)
+                await conn.add_listener(EVENTS_CHANNEL, self._on_events_notified)
                 await conn.add_listener(KEYS_CHANNEL, self._on_keys)
                 self._listener = conn
                 self._end_gap()
@@ -487,6 +534,29 @@ class PostgresEventStore(StoreBase):
     def _on_events(self, *_: object) -> None:
         for waiter in self._waiters:
             waiter.set()
+
+    def _on_events_notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._on_events()
+        if self._append_listeners:
+            self._tell_appended(streams_of_payload(payload))
+
+    def _tell_appended(self, streams: dict[str, int] | None) -> None:
+        for listener in self._append_listeners:
+            try:
+                listener(streams)
+            except Exception as exc:  # a hint only: a broken listener must not stop the others
+                log.error("append_listener_failed", error=type(exc).__name__)
+
+    @property
+    def follows_appends(self) -> bool:
+        """True while every process's appends reach ``on_streams_appended`` listeners (this
+        process's at once, others' through their NOTIFY, a few milliseconds after the commit)."""
+        return self._listening.is_set()
+
+    def on_streams_appended(self, listener: Callable[[dict[str, int] | None], None]) -> None:
+        """Call ``listener({stream_id: version})`` when streams reach new versions (any process);
+        ``listener(None)``: any stream may have moved (an empty or unreadable payload)."""
+        self._append_listeners.append(listener)
 
     def _on_keys(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):

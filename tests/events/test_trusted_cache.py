@@ -1,0 +1,142 @@
+"""A write decides on the cached state without reading the stream first (issue 18: one round
+trip fewer per measurement POST), and every guarantee still holds.
+
+Each process learns of every append: its own at once, another's from the NOTIFY payload (the
+streams and versions of a burst), and drops cached states that fell behind. That is only a
+hint: a state a few milliseconds behind (the notification not yet in) is caught by the
+append's expected version, and a refusal or no-op is never answered on a cached state. Two
+stores on their own pools stand for two worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from alliance.core.catalog import ALL_EVENT_TYPES
+from alliance.core.client import GrantConsent, MeasurementRecorded, client_stream
+from alliance.core.consent import ConsentScope
+from alliance.core.database import create_app_pool
+from alliance.core.events.codec import EventCodec
+from alliance.core.events.crypto import PostgresKeyRing
+from alliance.core.events.postgres import (
+    NOTIFY_PAYLOAD_BYTES,
+    PostgresEventStore,
+    notify_payloads,
+    streams_of_payload,
+)
+from alliance.core.handling import CommandHandler
+from tests.database import TEST_KEK
+from tests.domain.test_handling import SCORER, World, setup_world
+
+
+def test_a_burst_is_named_in_payloads_postgres_accepts_and_read_back_whole():
+    streams = {f"client-{uuid.uuid4()}": n for n in range(1, 400)}
+    payloads = notify_payloads(streams)
+    assert len(payloads) > 1
+    assert all(0 < len(p.encode()) <= NOTIFY_PAYLOAD_BYTES for p in payloads)
+    back: dict[str, int] = {}
+    for p in payloads:
+        part = streams_of_payload(p)
+        assert part is not None
+        back.update(part)
+    assert back == streams
+    assert notify_payloads({}) == [""]
+    # An empty or unreadable payload (an older process, say) means anything may have moved.
+    assert streams_of_payload("") is None
+    assert streams_of_payload("not json") is None
+
+
+@pytest.fixture
+async def two_workers(database: Any) -> AsyncIterator[tuple[PostgresEventStore, PostgresEventStore]]:
+    stores, pools = [], []
+    for grouped in (True, False):
+        pool = await create_app_pool(database.app_dsn, min_size=1, max_size=4)
+        store = PostgresEventStore(pool, EventCodec(ALL_EVENT_TYPES), PostgresKeyRing(pool, TEST_KEK),
+                                   dsn=database.app_dsn, group_commit=grouped)
+        await store.listen()
+        stores.append(store)
+        pools.append(pool)
+    try:
+        yield stores[0], stores[1]
+    finally:
+        for store, pool in zip(stores, pools, strict=True):
+            await store.close()
+            await pool.close()
+
+
+async def _until(predicate: Any, seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return bool(predicate())
+
+
+async def test_another_workers_append_drops_the_cached_state_it_left_behind(two_workers):
+    """Given a worker holding a client's state, when another worker appends to that client,
+    then the first no longer trusts its copy (the next write reads first)."""
+    a, b = two_workers
+    w = await setup_world(a)
+    stream = client_stream(w.client_id)
+    here = w.handler.trusted_client(w.client_id)
+    assert here is not None
+    other = CommandHandler(b, scorer=SCORER)
+    recorded = await other.handle_client(w.client_id, w.measurement(at=w.tick()))
+    assert recorded.version == here.version + 1
+    assert await _until(lambda: w.handler.trusted(stream) is None)
+    # Its own append does not drop what it has just folded: the next write needs no read.
+    mine = await w.handler.handle_client(w.client_id, w.measurement(at=w.tick()))
+    trusted = w.handler.trusted(stream)
+    assert trusted is not None and trusted.version == mine.version == recorded.version + 1
+
+
+async def test_a_measurement_decided_on_a_state_left_behind_is_recorded_once_after_the_current_one(two_workers):
+    """Given a cached state one version behind (the other worker's notification not yet in),
+    when a measurement is decided on it, then the append's expected version refuses it, the
+    handler reads and decides again, and the measurement follows the other one."""
+    a, b = two_workers
+    w = await setup_world(a)
+    stream = client_stream(w.client_id)
+    behind = w.handler.cache.get(stream)
+    assert behind is not None
+    theirs = await CommandHandler(b, scorer=SCORER).handle_client(w.client_id, w.measurement(at=w.tick()))
+    await _until(lambda: w.handler.trusted(stream) is None)
+    w.handler.cache.put(behind)  # as if the notification were still on its way
+    command = w.measurement(at=w.tick())
+    outcome = await w.handler.handle_client(w.client_id, command, just_loaded=True)
+    assert outcome.version == theirs.version + 1 and not outcome.duplicate
+    events = await a.read_stream(stream)
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    assert [e.causation_id for e in events[-2:]] == [theirs.events[0].causation_id, command.command_id]
+    assert sum(isinstance(e.payload, MeasurementRecorded) for e in events) == 2
+
+
+async def test_a_refusal_is_never_answered_on_a_cached_state(two_workers):
+    """Given a worker whose cached state predates the client's consent to measurement (granted
+    through the other worker a moment ago), when the client records a measurement there,
+    then it is recorded: the refusal the cached state implies is decided again on a read."""
+    a, b = two_workers
+    w: World = await setup_world(a, scopes=(ConsentScope.GOAL_SETTING,))
+    stream = client_stream(w.client_id)
+    behind = w.handler.cache.get(stream)
+    assert behind is not None
+    await CommandHandler(b, scorer=SCORER).handle_client(w.client_id, w.cmd(
+        GrantConsent, w.client, scope=ConsentScope.MEASUREMENT, text_version="v1", mode="self"))
+    await _until(lambda: w.handler.trusted(stream) is None)
+    w.handler.cache.put(behind)
+    outcome = await w.handler.handle_client(w.client_id, w.measurement(at=w.tick()), just_loaded=True)
+    assert any(isinstance(e.payload, MeasurementRecorded) for e in outcome.events)
+    assert outcome.version == behind.version + 2
+
+
+async def test_nothing_is_trusted_while_the_store_is_not_listening(database, two_workers):
+    a, _ = two_workers
+    w = await setup_world(a)
+    assert w.handler.trusted_client(w.client_id) is not None
+    await a.close()  # not listening: another worker's appends would go unseen
+    assert w.handler.trusted_client(w.client_id) is None
