@@ -177,7 +177,8 @@ class ReviewView(msgspec.Struct, kw_only=True):
 
     review_id: Annotated[UUID, Meta(description="The review")]
     goal_id: Annotated[UUID, Meta(description="The goal")]
-    outcome: Annotated[str, Meta(description="e.g. `continue`, `revise`, `close`")]
+    outcome: Annotated[str, Meta(description="One of `celebrate`, `continue`, `adjust_pace`, `adjust_target`, "
+                                             "`reframe`, `pause` (core/goal.py ReviewOutcome)")]
     checkpoint_id: Annotated[UUID | None, Meta(description="The checkpoint it was held at")]
     measurement_ids: Annotated[list[UUID], Meta(description="The measurements looked at")]
     client_view: Annotated[str | None, Meta(description="The client's view, in their words")]
