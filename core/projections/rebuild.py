@@ -35,7 +35,7 @@ from alliance.core.events.envelope import RecordedEvent
 from alliance.core.events.store import START, EventStore, parse_checkpoint
 from alliance.core.logging import get_logger
 from alliance.core.projections.base import Projection, fold
-from alliance.core.projections.bulk import WRITE_ROWS, Build, Endings, collector_paused
+from alliance.core.projections.bulk import WRITE_ROWS, Build, Endings, Part, collector_paused
 from alliance.core.projections.registry import PROJECTIONS, get_projection
 from alliance.core.projections.runner import (
     CHANGES_CHANNEL,
@@ -87,7 +87,7 @@ def _projections(names: Sequence[str] | None) -> list[Projection[Any]]:
 async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | None = None, *, dsn: str,
                   batch_size: int = 4000, write_size: int = 1000, write_rows: int = WRITE_ROWS,
                   progress: ProgressCallback | None = None, drop_old: bool = True,
-                  bulk_store: EventStore | None = None) -> list[RebuildResult]:
+                  bulk_store: EventStore | None = None, passes: int = 1) -> list[RebuildResult]:
     """Build the next generation of each projection in ``names`` (all when None) and switch to it.
 
     The store is read once for all projections, ``batch_size`` events at a time, the next page
@@ -98,9 +98,14 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
     back every reader's horizon while it is open, so the live runners' latency depends on
     these being short.
 
+    ``passes`` > 1 folds the clients in that many parts, one pass over the store each: memory
+    for about 1/passes of the documents, at the cost of reading the store ``passes`` times.
+
     ``bulk_store`` (a hot standby's, core/events/replica.py) serves the long reads up to the switch;
     the switch itself catches up on ``store``, the primary's, so the new version starts exactly there.
     """
+    if passes < 1:
+        raise ValueError("passes must be at least 1")
     projections = _projections(names)
     reader = bulk_store or store
     started = time.perf_counter()
@@ -124,7 +129,7 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, names: Sequence[str] | 
 
         with collector_paused():
             read = await _bulk(conn, reader, writers, targets, until=head, batch_size=batch_size, write_size=write_size,
-                               write_rows=write_rows, report=report)
+                               write_rows=write_rows, report=report, passes=passes)
             read += await _follow(reader, writers, targets, batch_size=batch_size, write_size=write_size,
                                   report=lambda n, cp: report(read + n, cp))
         for target in targets:
@@ -175,27 +180,32 @@ async def _pages(store: EventStore, after: str, *, batch_size: int, until: str |
 
 async def _bulk(conn: asyncpg.Connection, store: EventStore, writers: list[asyncpg.Connection],
                 targets: list[Target], *, until: str, batch_size: int, write_size: int, write_rows: int,
-                report: Callable[[int, str], None]) -> int:
-    """Fold every event up to ``until`` in memory, writing each document once it is final; the events read."""
-    builds = [Build(target, writer, store, rows=write_rows) for target, writer in zip(targets, writers, strict=True)]
+                report: Callable[[int, str], None], passes: int = 1) -> int:
+    """Fold every event up to ``until`` in memory, writing each document once it is final, in
+    ``passes`` passes over the store (each for a part of the clients: :class:`~bulk.Part`); the events read."""
     endings = Endings(conn, until)
     read = 0
+    builds: list[Build] = []
     try:
-        if until != START:
-            async for events in _pages(store, START, batch_size=batch_size, until=until):
-                for lo in range(0, len(events), write_size):
-                    chunk = events[lo:lo + write_size]
-                    for build in builds:
-                        await build.fold(store, chunk)
-                        await asyncio.sleep(0)  # let the process's other tasks (and our writes) run
-                    final = endings.passed(chunk)
-                    for build in builds:
-                        build.complete(final)
-                        await build.flush()
-                read += len(events)
-                report(read, events[-1].checkpoint)
-        for build in builds:
-            await build.finish(until)
+        for index in range(passes):
+            part = Part(index, passes)
+            builds = [Build(target, writer, store, rows=write_rows, part=part)
+                      for target, writer in zip(targets, writers, strict=True)]
+            if until != START:
+                async for events in _pages(store, START, batch_size=batch_size, until=until):
+                    for lo in range(0, len(events), write_size):
+                        chunk = events[lo:lo + write_size]
+                        for build in builds:
+                            await build.fold(store, chunk)
+                            await asyncio.sleep(0)  # let the process's other tasks (and our writes) run
+                        final = endings.passed(chunk)
+                        for build in builds:
+                            build.complete(final)
+                            await build.flush()
+                    read += len(events)
+                    report(read, events[-1].checkpoint)
+            for build in builds:
+                await build.finish(until)
     finally:
         await endings.close()
         for build in builds:
