@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import tempfile
 import uuid
@@ -125,10 +126,11 @@ async def count(posts: int, clients: int, keyed: bool, concurrency: int) -> dict
                       f"concurrency {concurrency}: statements/POST {total / posts:.2f} "
                       f"(the request's own {mine / posts:.2f}, the followers' {(total - mine) / posts:.2f}), "
                       f"transactions/POST {(after - before) / posts:.2f}, WAL flushes/POST {syncs / posts:.2f}")
+        width = int(os.environ.get("RT_WIDTH", "120"))
         for r in rows:
             if r["calls"] >= posts * 0.02:
                 where = "request " if in_request(r["query"]) else "follower"
-                console.print(f"  {r['calls'] / posts:6.2f} {where} {' '.join(r['query'].split())[:120]}")
+                console.print(f"  {r['calls'] / posts:6.2f} {where} {' '.join(r['query'].split())[-width:]}")
         return {"statements": total / posts, "request": mine / posts, "transactions": (after - before) / posts}
     finally:
         await admin.close()

@@ -213,6 +213,11 @@ class PostgresEventStore(StoreBase):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            if not self._appended:
+                # A group's rows are in, but its appends have not named their streams yet (they
+                # do at once, and set the flag again): an empty payload would tell every
+                # process that anything may have moved, and empty their caches.
+                continue
             try:
                 payloads = notify_payloads(self._appended)
                 self._appended = {}

@@ -140,3 +140,26 @@ async def test_nothing_is_trusted_while_the_store_is_not_listening(database, two
     assert w.handler.trusted_client(w.client_id) is not None
     await a.close()  # not listening: another worker's appends would go unseen
     assert w.handler.trusted_client(w.client_id) is None
+
+
+async def test_a_grouped_burst_leaves_the_copies_of_streams_it_did_not_touch(two_workers):
+    """Given two workers each holding a client's state, when one writes a burst that its store
+    groups into shared commits, then the other still trusts its copy of its own client: a
+    group's wake-up never goes out without the streams it moved (seen: an empty payload, which
+    means "anything may have moved", emptied every cache at each group; 0.7 reads per POST)."""
+    a, b = two_workers
+    assert a.group is not None
+    worlds = [await setup_world(a) for _ in range(8)]
+    handler = worlds[0].handler
+    for w in worlds[1:]:
+        w.handler = handler  # one worker's handler, so the burst shares its store's group
+    theirs = await setup_world(b)
+    groups_before = sum(n for size, n in a.group.group_sizes.items() if size > 1)
+    for _ in range(3):
+        await asyncio.gather(*(handler.handle_client(w.client_id, w.measurement(at=w.tick()))
+                               for w in worlds))
+    assert sum(n for size, n in a.group.group_sizes.items() if size > 1) > groups_before
+    mine = handler.trusted_client(worlds[0].client_id)
+    assert mine is not None and mine.version == (await a.stream_version(client_stream(worlds[0].client_id)))
+    await asyncio.sleep(0.3)  # every NOTIFY of the burst has reached the other worker
+    assert theirs.handler.trusted_client(theirs.client_id) is not None
