@@ -102,6 +102,24 @@ class Sample:
     lag: float = math.inf  # seconds
 
 
+def staleness(write_lsn: int, replay_lsn: int, replay_age: float | None, previous: Sample | None, *,
+              now: float) -> float:
+    """How many seconds of the primary's commits the standby may be missing, at most.
+
+    ``write_lsn``: the primary's WAL write position, read before the standby's ``replay_lsn``;
+    ``replay_age``: seconds since the last commit the standby replayed (None: none yet).
+    """
+    if replay_lsn >= write_lsn:
+        return 0.0  # everything the primary had written when it was asked is replayed (idle or not)
+    # Behind: it lacks at most what was committed since its last replayed commit ...
+    bounds = [max(0.0, float(replay_age))] if replay_age is not None else []
+    # ... and, when it has passed where the primary was at the previous sample, since that sample
+    # (after a long idle spell the last replayed commit is old, yet nothing else is missing).
+    if previous is not None and previous.reason is None and replay_lsn >= previous.primary_lsn:
+        bounds.append(max(0.0, now - previous.taken))
+    return min(bounds) if bounds else math.inf
+
+
 class ReplicaRouter:
     """Chooses, per read, between the standby and the primary (rules in the module docstring)."""
 
@@ -188,19 +206,10 @@ class ReplicaRouter:
             self._sample = sample
             return sample
         replay = int(replay_lsn or 0)
-        lag = self._lag(taken, int(write_lsn), replay, replay_age, previous)
+        lag = staleness(int(write_lsn), replay, replay_age, previous, now=self._clock())
         sample = Sample(taken, None, int(write_lsn), replay, lag)
         self._sample = sample
         return sample
-
-    def _lag(self, taken: float, write_lsn: int, replay: int, replay_age: float | None,
-             previous: Sample | None) -> float:
-        if replay >= write_lsn:
-            return 0.0  # everything the primary had written before ``taken`` is replayed
-        bounds = [max(0.0, float(replay_age))] if replay_age is not None else []
-        if previous is not None and previous.reason is None and replay >= previous.primary_lsn:
-            bounds.append(self._clock() - previous.taken)  # it holds everything up to the previous sample
-        return min(bounds) if bounds else math.inf
 
     # -- the erasure watermark -------------------------------------------------------------------
     def keys_safe(self) -> bool:
@@ -320,6 +329,9 @@ class ReplicaEventStore(PostgresEventStore):
                          group_commit=False)
         self.primary = primary
         self._router = router
+        #: Pages of ``read_all``/``read_subject`` served by each server (a bounded page the standby has
+        #: not reached goes to the primary).
+        self.pages = {"standby": 0, "primary": 0}
 
     @property
     def listening(self) -> bool:
@@ -355,15 +367,19 @@ class ReplicaEventStore(PostgresEventStore):
         kwargs: dict[str, Any] = {"after": after, "limit": limit, "tenant_id": tenant_id, "subject_id": subject_id,
                                   "recorded_until": recorded_until, "until": until}
         if until is not None and not await self._router.covers(until):
+            self.pages["primary"] += 1
             return await self.primary.read_all(**kwargs)  # the standby would cut this page short
+        self.pages["standby"] += 1
         return await super().read_all(**kwargs)
 
     async def read_subject(self, subject_id: UUID, *, tenant_id: UUID | None = None,
                            recorded_until: datetime | None = None, until: str | None = None
                            ) -> list[RecordedEvent]:
         if until is not None and not await self._router.covers(until):
+            self.pages["primary"] += 1
             return await self.primary.read_subject(subject_id, tenant_id=tenant_id, recorded_until=recorded_until,
                                                    until=until)
+        self.pages["standby"] += 1
         return await super().read_subject(subject_id, tenant_id=tenant_id, recorded_until=recorded_until,
                                           until=until)
 

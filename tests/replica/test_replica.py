@@ -18,6 +18,7 @@ from alliance.core.events.crypto import PostgresKeyRing
 from alliance.core.events.postgres import _APPEND, PostgresEventStore
 from alliance.core.events.replica import ReplicaRouter
 from alliance.core.events.store import START
+from alliance.core.projections.rebuild import rebuild, verify
 from tests.api.support import active_goal
 from tests.database import TEST_KEK
 from tests.events.helpers import new_event, sample_codec
@@ -211,6 +212,24 @@ async def test_the_never_skip_horizon_holds_on_the_standby(pair: Pair, counted_d
         assert [e.event_id for e in bounded] == [early.event_id, late.event_id, newer.event_id]
     finally:
         pair.resume()
+
+
+async def test_a_rebuild_and_a_verification_replay_the_standby(api, pair: Pair):
+    router, runtime = router_of(api), api.services.runtime
+    _, client_id, _, clin = await _person(api, "Plant tomatoes")
+    await pair.caught_up()
+    await current(router)
+    store = await runtime.stale_store()
+    assert store is router.store
+    pages = dict(store.pages)
+    results = await rebuild(runtime.pool, runtime.store, ["plan"], dsn=runtime.target.app_dsn, bulk_store=store)
+    assert [r.name for r in results] == ["plan"] and results[0].events_read > 0
+    assert store.pages["standby"] > pages["standby"], store.pages  # the bulk reads came from the standby
+    checked = await verify(runtime.pool, store, ["plan"])
+    assert [(v.name, v.ok) for v in checked] == [("plan", True)], checked
+    assert store.pages["standby"] > pages["standby"] + 1
+    r = await api.http.get(f"/clients/{client_id}/plan", headers=clin)  # the new version, live on the primary
+    assert r.status_code == 200 and "Plant tomatoes" in r.text, r.text
 
 
 async def test_an_unreachable_or_promoted_standby_sends_reads_to_the_primary(api, pair: Pair):
