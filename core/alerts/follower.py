@@ -1,21 +1,20 @@
 """The process that runs the alert policy: one leader among the app's processes.
 
-Like the notification dispatcher (``core/notifications/dispatcher.py``) it holds
-``pg_try_advisory_lock`` on a dedicated connection while it leads and wakes on the store's
-NOTIFY. It keeps no table: on taking the lead it folds the store from the start (the fold is
-in memory, see ``policy.py``; ``bench/bench_alerts.py`` measures its rate against ``read_all``
-alone), then follows. Once caught up, each decision is recorded through the command handler
-as a ``RaiseAlert`` by role ``system`` with a command id derived from the alert id, so a
+Like the notification dispatcher (``core/notifications/dispatcher.py``) it is a ``Leader``
+(``core/leader.py``): a session advisory lock on a dedicated connection while it leads, woken
+by the store's NOTIFY. It keeps no table: on taking the lead it folds the store from the start
+(the fold is in memory, see ``policy.py``; ``bench/bench_alerts.py`` measures its rate against
+``read_all`` alone), then follows. Once caught up, each decision is recorded through the command
+handler as a ``RaiseAlert`` by role ``system`` with a command id derived from the alert id, so a
 decision recorded before (by a deposed leader, or before a crash) answers as a duplicate and is
 never recorded twice. Logs carry ids and rule names only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -27,19 +26,15 @@ from alliance.core.alerts.rules import BandLookup
 from alliance.core.client import RaiseAlert
 from alliance.core.clock import SYSTEM_CLOCK, Clock
 from alliance.core.errors import AllianceError, ConcurrencyConflict, DatabaseUnavailable, OutcomeUnknown
-from alliance.core.events.postgres import EVENTS_CHANNEL
-from alliance.core.events.store import EventStore
+from alliance.core.events.envelope import RecordedEvent
+from alliance.core.events.store import START, EventStore
 from alliance.core.handling import CommandHandler
 from alliance.core.identity import Actor, Role
+from alliance.core.leader import Leader
 from alliance.core.logging import get_logger
-from alliance.core.tasks import cancel_and_wait
 from alliance.plugins.instruments import InstrumentDefinition
 
 log = get_logger("alliance.alerts")
-
-#: After a wake-up that found nothing readable: look again after these pauses (the append is
-#: below the store's read horizon once older transactions end; see the projection runner).
-_RETRY_DELAYS = (0.002, 0.005, *(0.01,) * 5, *(0.05,) * 3)
 
 ACTOR = Actor(id=ALERT_POLICY_ACTOR_ID, role=Role.SYSTEM)
 
@@ -76,92 +71,44 @@ def plugin_bands(plugins: Any) -> BandLookup | None:
     return band
 
 
-class AlertFollower:
+class AlertFollower(Leader):
     """Follows the store and records the alert policy's decisions; ``start()`` it, ``await stop()`` it."""
+
+    kind = "alerts"
+    name_field = "follower"
+    _log = log
+    #: Not caught up: decisions wait (a later event may show them recorded).
+    work_while_behind = False
 
     def __init__(self, store: EventStore, definitions: Definitions, *, dsn: str, band: BandLookup | None = None,
                  clock: Clock = SYSTEM_CLOCK, name: str = "alerts", batch_size: int = 1000,
                  poll_interval: float = 1.0, standby_interval: float = 1.0) -> None:
-        self.store = store
+        super().__init__(store, dsn=dsn, name=name, batch_size=batch_size, poll_interval=poll_interval,
+                         standby_interval=standby_interval)
         self.definitions = definitions
         self.band = band
-        self.dsn = dsn
         self.clock = clock
-        self.name = name
-        self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.standby_interval = standby_interval
         self.handler = CommandHandler(store)
-        self.leading = False
         self.policy: AlertPolicy | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._rounds = 0
 
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=f"alerts:{self.name}")
-        return self._task
+    # -- the leader's round (core/leader.py) ---------------------------------
+    def _lock_keys(self) -> list[int]:
+        return [lock_key(self.name)]
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
-
-    async def wait_rounds(self, n: int = 1, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Wait until the leader has completed ``n`` more rounds (tests)."""
-        target = self._rounds + n
-        async with asyncio.timeout(timeout):
-            while self._rounds < target:
-                self._wake.set()
-                await asyncio.sleep(0.01)
-
-    async def run(self) -> None:
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self.dsn)
-                await self._session(conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost, server restart: re-elect after a pause
-                log.warning("alerts_error", follower=self.name, error=type(exc).__name__)
-            finally:
-                self.leading = False
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            await asyncio.sleep(self.standby_interval)
-
-    async def _session(self, conn: asyncpg.Connection) -> None:
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(self.name)):  # noqa: ASYNC110
-            await asyncio.sleep(self.standby_interval)
-        self.leading = True
-        await conn.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
+    async def _lead(self, conn: asyncpg.Connection) -> str:
         # A new lead folds from the start: the fold lives in memory only.
-        policy = self.policy = AlertPolicy(self.definitions, band=self.band)
+        self.policy = AlertPolicy(self.definitions, band=self.band)
         log.info("alerts_leading", follower=self.name)
-        retry = len(_RETRY_DELAYS)
-        while True:
-            self._wake.clear()
-            events = await self.store.read_all(**({"after": policy.checkpoint} if policy.checkpoint else {}),
-                                               limit=self.batch_size)
-            policy.observe_all(events)
-            if len(events) == self.batch_size:
-                continue  # not caught up: decisions wait (a later event may show them recorded)
-            await self._record(policy)
-            self._rounds += 1
-            if not events and retry < len(_RETRY_DELAYS):
-                await asyncio.sleep(_RETRY_DELAYS[retry])
-                retry += 1
-                continue
-            try:
-                async with asyncio.timeout(self.poll_interval):
-                    await self._wake.wait()
-                retry = 0
-            except TimeoutError:
-                retry = len(_RETRY_DELAYS)
-                await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
+        return START
+
+    async def _follow(self, conn: asyncpg.Connection, after: str, events: Sequence[RecordedEvent]) -> str:
+        assert self.policy is not None
+        self.policy.observe_all(events)
+        return self.policy.checkpoint or after
+
+    async def _work(self, conn: asyncpg.Connection) -> None:
+        assert self.policy is not None
+        await self._record(self.policy)
 
     async def _record(self, policy: AlertPolicy) -> None:
         for decision in policy.take_pending():

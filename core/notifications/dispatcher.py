@@ -1,10 +1,10 @@
 """The notification dispatcher: follows the store, asks who must be told, and tells them.
 
 One object with ``start()``/``stop()`` (the app's lifespan runs it beside the projection
-runner; a separate projector process can run it the same way). Many may run; one leads:
-``pg_try_advisory_lock`` on its own dedicated connection, as the projection runner does
-(``core/projections/runner.py``), and the checkpoint update is fenced, so a deposed
-leader's late commit changes nothing.
+runner; a separate projector process can run it the same way). Many may run; one leads
+(``core/leader.py``: a session advisory lock on its own dedicated connection, a standby
+taking over when the holder's session ends), and the checkpoint update is fenced, so a
+deposed leader's late commit changes nothing.
 
 Each round of the leader:
 
@@ -30,7 +30,6 @@ Logs carry ids, channel names and failure classes only: never an address or a me
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,9 +45,9 @@ from alliance.core.clinic import ClinicState, clinic_stream, evolve_clinic, init
 from alliance.core.clock import SYSTEM_CLOCK, Clock
 from alliance.core.errors import ConcurrencyConflict, ValidationError
 from alliance.core.events.envelope import NewEvent, RecordedEvent
-from alliance.core.events.postgres import EVENTS_CHANNEL
 from alliance.core.events.store import EventStore, StreamAppend
 from alliance.core.handling import StateCache, load
+from alliance.core.leader import Leader
 from alliance.core.logging import get_logger
 from alliance.core.notifications import queue
 from alliance.core.notifications.events import (
@@ -75,13 +74,9 @@ from alliance.core.notifications.policy import (
     escalation_due_at,
     raised_recipients,
 )
-from alliance.core.tasks import cancel_and_wait
 from alliance.plugins.channels.base import DeliveryFailed, NotificationChannel, OutgoingMessage
 
 log = get_logger("alliance.notifications")
-
-#: After a wake-up that found nothing readable: look again after these pauses (≈ 0.2 s in all).
-_RETRY_DELAYS = (0.002, 0.005, *(0.01,) * 5, *(0.05,) * 3)
 
 #: How long one channel may take to send one message before the attempt counts as failed.
 SEND_TIMEOUT = 60.0
@@ -124,8 +119,12 @@ def notification_status(events: Sequence[RecordedEvent]) -> NotificationStatus:
     return NotificationStatus(request, tenant_id, events[-1].version if events else 0, attempts, sent, given_up)
 
 
-class NotificationDispatcher:
+class NotificationDispatcher(Leader):
     """Follows the store and delivers notifications; ``start()`` it, ``await stop()`` it."""
+
+    kind = "notifications"
+    name_field = "dispatcher"
+    _log = log
 
     def __init__(self, store: EventStore, channels: Sequence[NotificationChannel], *, dsn: str,
                  clock: Clock = SYSTEM_CLOCK, public_url: str = "http://127.0.0.1:8000",
@@ -133,102 +132,39 @@ class NotificationDispatcher:
                  addresses: Mapping[str, AddressLookup] | None = None,
                  name: str = "notifications", batch_size: int = 500, poll_interval: float = 1.0,
                  standby_interval: float = 1.0) -> None:
-        self.store = store
+        super().__init__(store, dsn=dsn, name=name, batch_size=batch_size, poll_interval=poll_interval,
+                         standby_interval=standby_interval)
         self.channels = {c.name: c for c in channels}
-        self.dsn = dsn
         self.clock = clock
         self.public_url = public_url
         self.retry = retry or RetryPolicy()
         self.composers: dict[str, Composer] = dict(COMPOSERS if composers is None else composers)
         self.addresses: dict[str, AddressLookup] = {"staff": self._staff_address, **(addresses or {})}
-        self.name = name
-        self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.standby_interval = standby_interval
-        self.leading = False
-        self.checkpoint: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._rounds = 0
         # Fresh enough: a stream's cached state is topped up with its newer events on each read.
         self._states = StateCache(size=5_000)
 
-    # -- lifecycle -----------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            if not self.channels:
-                log.warning("notifications_without_channel")  # flags are watched, nobody can be told
-            self._task = asyncio.create_task(self.run(), name=f"notifications:{self.name}")
-        return self._task
+        if not self.is_running and not self.channels:
+            log.warning("notifications_without_channel")  # flags are watched, nobody can be told
+        return super().start()
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
+    # -- the leader's round (core/leader.py) ---------------------------------
+    def _lock_keys(self) -> list[int]:
+        return [lock_key(self.name)]
 
-    def kick(self) -> None:
-        """Run a round now (the clock was moved, say) rather than at the next poll."""
-        self._wake.set()
-
-    async def wait_rounds(self, n: int = 1, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Wait until the leader has completed ``n`` more rounds (tests and health checks)."""
-        target = self._rounds + n
-        async with asyncio.timeout(timeout):
-            while self._rounds < target:
-                self.kick()
-                await asyncio.sleep(0.01)
-
-    async def run(self) -> None:
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self.dsn)
-                await self._session(conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost, server restart, fenced: re-elect after a pause
-                log.warning("notifications_error", dispatcher=self.name, error=type(exc).__name__)
-            finally:
-                self.leading = False
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            await asyncio.sleep(self.standby_interval)
-
-    async def _session(self, conn: asyncpg.Connection) -> None:
+    async def _lead(self, conn: asyncpg.Connection) -> str:
         # The lock lives on this connection, and every write of the tables goes through it.
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(self.name)):  # noqa: ASYNC110
-            await asyncio.sleep(self.standby_interval)  # standby: the holder's session has to end first
-        self.leading = True
-        await conn.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
-        checkpoint = self.checkpoint = await queue.load_checkpoint(conn, self.name)
+        checkpoint = await queue.load_checkpoint(conn, self.name)
         log.info("notifications_leading", dispatcher=self.name, checkpoint=checkpoint)
-        retry = len(_RETRY_DELAYS)
-        while True:
-            self._wake.clear()
-            events = await self.store.read_all(after=checkpoint, limit=self.batch_size)
-            if events:
-                retry = 0
-                await self._follow(events)
-                checkpoint = self.checkpoint = await queue.fold(conn, self.name, after=checkpoint, events=events)
-            await self._escalate(conn)
-            await self._deliver(conn)
-            self._rounds += 1
-            if len(events) == self.batch_size:
-                continue
-            if not events and retry < len(_RETRY_DELAYS):
-                # Woken, nothing readable yet: the append is below the store's read horizon once
-                # every older transaction has ended (see the projection runner). Look again soon.
-                await asyncio.sleep(_RETRY_DELAYS[retry])
-                retry += 1
-                continue
-            try:
-                async with asyncio.timeout(self.poll_interval):
-                    await self._wake.wait()
-                retry = 0
-            except TimeoutError:
-                retry = len(_RETRY_DELAYS)
-                await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
+        return checkpoint
+
+    async def _follow(self, conn: asyncpg.Connection, after: str, events: Sequence[RecordedEvent]) -> str:
+        await self._request_raised(events)
+        return await queue.fold(conn, self.name, after=after, events=events)
+
+    async def _work(self, conn: asyncpg.Connection) -> None:
+        await self._escalate(conn)
+        await self._deliver(conn)
 
     # -- reading the states the policy decides on ----------------------------
     async def _client(self, client_id: UUID) -> ClientState:
@@ -285,7 +221,7 @@ class NotificationDispatcher:
         return not all(r.duplicate for r in results)
 
     # -- 1. follow -----------------------------------------------------------
-    async def _follow(self, events: Sequence[RecordedEvent]) -> None:
+    async def _request_raised(self, events: Sequence[RecordedEvent]) -> None:
         for event in events:
             if event.type != queue.RISK_FLAG_RAISED_EVENT or not self.channels:
                 continue

@@ -43,6 +43,7 @@ from alliance.core.events.crypto import SubjectErased
 from alliance.core.events.envelope import RecordedEvent
 from alliance.core.events.postgres import EVENTS_CHANNEL
 from alliance.core.events.store import START, EventStore, parse_checkpoint
+from alliance.core.leader import hold_leadership
 from alliance.core.logging import get_logger
 from alliance.core.projections.base import ERASURE_EVENT, Projection
 from alliance.core.projections.sealing import HEAD, RowSealer, keys_of, open_rows, sealer, sealer_after_refold
@@ -419,24 +420,6 @@ async def _refold_for_storage(store: EventStore, target: Target, client: UUID, u
 # --- the live runner ----------------------------------------------------------------------
 
 BatchCallback = Callable[[str, int, str], Awaitable[None] | None]
-
-
-async def hold_leadership(conn: asyncpg.Connection, keys: Sequence[int], *, standby_interval: float) -> None:
-    """Return once ``conn`` holds every one of ``keys`` (session advisory locks, all or none),
-    standing by ``standby_interval`` between tries. The one leadership of every follower of
-    the store (projection runners, the reminder process): the locks live on the connection
-    that writes, so a leader whose session ended can no longer commit anything."""
-    while True:
-        held = []
-        for key in keys:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                break
-            held.append(key)
-        if len(held) == len(keys):
-            return
-        for key in held:
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-        await asyncio.sleep(standby_interval)
 
 
 class ProjectionRunner:

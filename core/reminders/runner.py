@@ -2,8 +2,8 @@
 (``decide.py``) and records each decision once.
 
 One object with ``start()``/``stop()`` (the app's lifespan runs it beside the dispatcher). Many
-may run; one leads, with the projection runner's leadership (``hold_leadership``: session
-advisory locks on the connection that writes its tables), so a leader killed with ``kill -9``
+may run; one leads (``core/leader.py``: a session advisory lock, keyed as the projection
+runner's are, on the connection that writes its tables), so a leader killed with ``kill -9``
 loses its lock with its session and a standby takes over.
 
 Each round of the leader:
@@ -30,7 +30,6 @@ least once with a message id derived from the reminder id. Logs carry ids and co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -42,9 +41,9 @@ import asyncpg
 from alliance.core.clock import SYSTEM_CLOCK, Clock
 from alliance.core.errors import ConcurrencyConflict, ValidationError
 from alliance.core.events.envelope import NewEvent, RecordedEvent
-from alliance.core.events.postgres import EVENTS_CHANNEL
 from alliance.core.events.store import START, EventStore, StreamAppend
 from alliance.core.handling import Loaded, StateCache
+from alliance.core.leader import Leader
 from alliance.core.logging import get_logger
 from alliance.core.notifications.dispatcher import notification_status
 from alliance.core.notifications.events import (
@@ -54,7 +53,7 @@ from alliance.core.notifications.events import (
     notification_stream,
     request_event_id,
 )
-from alliance.core.projections.runner import hold_leadership, lock_key
+from alliance.core.projections.runner import lock_key
 from alliance.core.questionnaire_links import QuestionnaireLinkIssued, event_id_for, link_stream
 from alliance.core.reminders.decide import ChannelInfo, Decision, decide
 from alliance.core.reminders.events import (
@@ -77,11 +76,8 @@ from alliance.core.reminders.sources import (
     observations_of,
     reminder_settings,
 )
-from alliance.core.tasks import cancel_and_wait
 
 log = get_logger("alliance.reminders")
-
-_RETRY_DELAYS = (0.002, 0.005, *(0.01,) * 5, *(0.05,) * 3)
 
 #: Events of the process's own making: they never wake a client (nothing in them changes a decision).
 _OWN = frozenset({"reminder.scheduled", "reminder.suppressed", "reminder.sent", "reminder.failed",
@@ -103,35 +99,30 @@ class CheckpointMoved(Exception):
     """The stored checkpoint is not the one this runner wrote last (another writer)."""
 
 
-class ReminderRunner:
+class ReminderRunner(Leader):
     """Decides and records reminders; ``start()`` it, ``await stop()`` it."""
+
+    kind = "reminders"
+    name_field = "runner"
+    _log = log
 
     def __init__(self, store: EventStore, *, dsn: str, channels: Sequence[ChannelInfo], key: bytes,
                  clock: Clock = SYSTEM_CLOCK, link_hours: float = 72.0, name: str = "reminders",
                  batch_size: int = 500, decide_batch: int = 1000, group_size: int = 50, concurrency: int = 6,
                  poll_interval: float = 1.0, standby_interval: float = 1.0) -> None:
-        self.store = store
-        self.dsn = dsn
+        super().__init__(store, dsn=dsn, name=name, batch_size=batch_size, poll_interval=poll_interval,
+                         standby_interval=standby_interval)
         self.channels = list(channels)
         self.key = key
         self.clock = clock
         self.link_hours = link_hours
-        self.name = name
-        self.batch_size = batch_size
         self.decide_batch = decide_batch
         self.group_size = group_size
         #: Groups decided at once (each holds one pooled connection at a time).
         self.concurrency = concurrency
-        self.poll_interval = poll_interval
-        self.standby_interval = standby_interval
-        self.leading = False
-        self.checkpoint: str | None = None
         #: Totals since start (tests, benchmarks): clients decided, events recorded.
         self.decided = 0
         self.recorded = 0
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._rounds = 0
         self._states = StateCache(size=50_000)
         #: The version of each watched client's streams as last followed (or appended by this
         #: runner): a cached state at that version is current, and is decided on without a read.
@@ -148,75 +139,18 @@ class ReminderRunner:
         self._states.clear()
         self._seen.clear()
 
-    # -- lifecycle -----------------------------------------------------------
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name=f"reminders:{self.name}")
-        return self._task
+    # -- the leader's round (core/leader.py) ---------------------------------
+    def _lock_keys(self) -> list[int]:
+        return [lock_key("run", self.name)]
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
-
-    def kick(self) -> None:
-        """Run a round now (the clock was moved, say) rather than at the next poll."""
-        self._wake.set()
-
-    async def wait_rounds(self, n: int = 1, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        target = self._rounds + n
-        async with asyncio.timeout(timeout):
-            while self._rounds < target:
-                self.kick()
-                await asyncio.sleep(0.01)
-
-    async def run(self) -> None:
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self.dsn)
-                await self._session(conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection lost, server restart, fenced: re-elect after a pause
-                log.warning("reminders_error", runner=self.name, error=type(exc).__name__)
-            finally:
-                self.leading = False
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            await asyncio.sleep(self.standby_interval)
-
-    async def _session(self, conn: asyncpg.Connection) -> None:
-        await hold_leadership(conn, [lock_key("run", self.name)], standby_interval=self.standby_interval)
-        self.leading = True
-        self._states.clear()  # another leader may have recorded since this one last led
-        self._seen.clear()
-        await conn.add_listener(EVENTS_CHANNEL, lambda *_: self._wake.set())
-        checkpoint = self.checkpoint = await load_checkpoint(conn, self.name)
+    async def _lead(self, conn: asyncpg.Connection) -> str:
+        self.forget()  # another leader may have recorded since this one last led
+        checkpoint = await load_checkpoint(conn, self.name)
         log.info("reminders_leading", runner=self.name, checkpoint=checkpoint)
-        retry = len(_RETRY_DELAYS)
-        while True:
-            self._wake.clear()
-            events = await self.store.read_all(after=checkpoint, limit=self.batch_size)
-            if events:
-                retry = 0
-                checkpoint = self.checkpoint = await self._follow(conn, checkpoint, events)
-            await self.decide_due(conn)
-            self._rounds += 1
-            if len(events) == self.batch_size:
-                continue
-            if not events and retry < len(_RETRY_DELAYS):
-                await asyncio.sleep(_RETRY_DELAYS[retry])  # below the read horizon a moment longer
-                retry += 1
-                continue
-            try:
-                async with asyncio.timeout(self.poll_interval):
-                    await self._wake.wait()
-                retry = 0
-            except TimeoutError:
-                retry = len(_RETRY_DELAYS)
-                await conn.execute("SELECT 1")  # notice a lost session (and lock) while idle
+        return checkpoint
+
+    async def _work(self, conn: asyncpg.Connection) -> None:
+        await self.decide_due(conn)
 
     # -- 1. follow -----------------------------------------------------------
     async def _follow(self, conn: asyncpg.Connection, after: str, events: Sequence[RecordedEvent]) -> str:
