@@ -203,6 +203,9 @@ class ReplicaRouter:
                 # No longer a copy of the primary: another node may be taking writes (and destroying
                 # keys) that this process's LISTEN does not hear. Drop what was decrypted, as a gap does.
                 self.primary.notification_gap("replica_promoted")
+            # New connections, so a multi-host URL with target_session_attrs=standby finds whichever
+            # node is a standby now (the old primary, once it has rejoined as one).
+            await self.pool.expire_connections()
             self._sample = sample
             return sample
         replay = int(replay_lsn or 0)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from alliance.core.events.crypto import PostgresKeyRing
 from alliance.core.events.postgres import _APPEND, PostgresEventStore
-from alliance.core.events.replica import ReplicaRouter
+from alliance.core.events.replica import ReplicaRouter, open_router
 from alliance.core.events.store import START
 from alliance.core.projections.rebuild import rebuild, verify
 from tests.api.support import active_goal
@@ -230,6 +230,21 @@ async def test_a_rebuild_and_a_verification_replay_the_standby(api, pair: Pair):
     assert store.pages["standby"] > pages["standby"] + 1
     r = await api.http.get(f"/clients/{client_id}/plan", headers=clin)  # the new version, live on the primary
     assert r.status_code == 200 and "Plant tomatoes" in r.text, r.text
+
+
+async def test_a_url_naming_both_nodes_finds_the_standby(pair: Pair, counted_dsns, counted_pools):
+    primary_pool, _ = counted_pools
+    store = PostgresEventStore(primary_pool, sample_codec(), PostgresKeyRing(primary_pool, TEST_KEK),
+                               dsn=counted_dsns[0])
+    both = (f"postgresql://alliance_app@127.0.0.1:{pair.primary.port},127.0.0.1:{pair.standby.port}/counted"
+            "?target_session_attrs=standby")  # the primary named first: the driver skips it
+    router = await open_router(store, primary_pool, both, max_lag=5.0, pool_size=2)
+    try:
+        assert (await router.sample()).reason is None
+        assert await router.pool.fetchval("SELECT pg_is_in_recovery()") is True
+        assert await router.pool.fetchval("SELECT current_setting('port')::int") == pair.standby.port
+    finally:
+        await router.close()
 
 
 async def test_an_unreachable_or_promoted_standby_sends_reads_to_the_primary(api, pair: Pair):
