@@ -63,12 +63,14 @@ def _security_headers(policy: str) -> Any:
 
 
 def _demo_people() -> list[tuple[str, str, Any]]:
-    """The demo's clinicians and clients: the people the web app has pages for (an admin's
-    and an auditor's work is done with the API and the CLI)."""
-    from alliance.api.demo import CLIENTS, CLIN_A, CLIN_B
+    """The demo's people the web app has pages for: its clinicians, its admin (staff and clinic
+    settings), its auditor (decision history, as of any moment, and the signed export) and its
+    clients."""
+    from alliance.api.demo import ADMIN, AUDITOR, CLIENTS, CLIN_A, CLIN_B
     from alliance.core.identity import Role
 
-    people = [("Clinician A", Role.CLINICIAN, CLIN_A), ("Clinician B", Role.CLINICIAN, CLIN_B)]
+    people = [("Clinician A", Role.CLINICIAN, CLIN_A), ("Clinician B", Role.CLINICIAN, CLIN_B),
+              ("Admin", Role.ADMIN, ADMIN), ("Auditor", Role.AUDITOR, AUDITOR)]
     return people + [(f"{name.title()} (client)", Role.CLIENT, client_id) for name, client_id in CLIENTS.items()]
 
 

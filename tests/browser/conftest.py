@@ -101,8 +101,8 @@ class Server:
         return str(self.people[label]["id"])
 
     def admin_headers(self) -> dict[str, str]:
-        """The demo clinic's admin (the web app has no admin pages, so the sign-in list leaves
-        them out): a development token signed with the secret the server keeps in its home."""
+        """The demo clinic's admin for calls made beside a page: a development token signed with
+        the secret the server keeps in its home, made afresh on each call."""
         from alliance.api.demo import ADMIN, TENANT
 
         now = int(time.time())

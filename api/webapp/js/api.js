@@ -68,7 +68,8 @@ export async function request(method, path, body, { ifMatch, idempotencyKey } = 
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }  // e.g. a proxy's HTML error page
   if (response.status === 401 && session.token) { signOut(); ended(); }
   if (!response.ok) throw new ApiError(response.status, data);
-  return { data, etag: response.headers.get("ETag") };
+  // text: the body exactly as sent (a signed export is downloaded as it came, not re-serialised)
+  return { data, etag: response.headers.get("ETag"), text, type: response.headers.get("Content-Type") };
 }
 
 export const get = async (path) => (await request("GET", path)).data;

@@ -11,7 +11,7 @@ import { allReviews, awaitingClient, outcomeWords } from "./reviews.js";
 
 const me = () => api.principal().id;
 
-const STATUS_WORDS = { proposed: "Not agreed yet", active: "Agreed – working on it", paused: "Paused",
+export const STATUS_WORDS = { proposed: "Not agreed yet", active: "Agreed – working on it", paused: "Paused",
   achieved: "Achieved", not_achieved: "Closed", discontinued: "Stopped", maintenance: "Keeping it up",
   declined: "Declined", withdrawn: "Withdrawn", entered_in_error: "Removed (made by mistake)" };
 const FACET_WORDS = { specific: "What exactly", measure: "How I will know", achievable: "Why I can do it",

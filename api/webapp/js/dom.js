@@ -42,6 +42,13 @@ export function when(iso) {
   return d.toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric" });
 }
 
+// A moment with its time of day, in the viewer's locale and time zone (the API speaks UTC).
+export function whenTime(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleString(undefined, { day: "numeric", month: "short", year: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
 export function shortId(id) { return String(id).slice(0, 8); }
 
 export function problemText(err) {

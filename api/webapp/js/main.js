@@ -8,6 +8,8 @@ import { signInPage } from "./signin.js";
 import * as client from "./client.js";
 import * as clinician from "./clinician.js";
 import * as reviews from "./reviews.js";
+import * as auditor from "./auditor.js";
+import * as admin from "./admin.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -20,6 +22,14 @@ signOutButton.addEventListener("click", () => { api.signOut(); closeAll(); locat
 const CLIENT_NAV = [["#/me", "My goals"], ["#/me/reviews", "Reviews"], ["#/me/progress", "My progress"],
   ["#/me/check-in", "Check in"]];
 const STAFF_NAV = [["#/caseload", "Caseload"]];
+const AUDITOR_NAV = [["#/audit", "Audit"]];
+const ADMIN_NAV = [["#/admin", "Staff"], ["#/admin/settings", "Clinic settings"]];
+// Which pages a role has: admins and auditors have their own (the API refuses them the
+// clinical views), every other staff role has the clinician's.
+const AREAS = { client: "client", admin: "admin", auditor: "auditor" };
+const area = (role) => AREAS[role] || "staff";
+const NAV = { client: CLIENT_NAV, staff: STAFF_NAV, auditor: AUDITOR_NAV, admin: ADMIN_NAV };
+const HOME = { client: "#/me", staff: "#/caseload", auditor: "#/audit", admin: "#/admin" };
 
 function navigation(items) {
   const here = location.hash || "#/";
@@ -28,14 +38,18 @@ function navigation(items) {
 }
 
 const ROUTES = [
-  [/^#\/me$/, client.plan],
-  [/^#\/me\/reviews$/, reviews.clientReviews],
-  [/^#\/me\/progress$/, client.progress],
-  [/^#\/me\/check-in$/, client.checkIn],
-  [/^#\/me\/check-in\/([\w-]+)$/, client.questionnaire],
-  [/^#\/caseload$/, clinician.caseload],
-  [/^#\/clients\/([0-9a-f-]{36})$/, clinician.clientPage],
-  [/^#\/clients\/([0-9a-f-]{36})\/history$/, clinician.history],
+  [/^#\/me$/, client.plan, "client"],
+  [/^#\/me\/reviews$/, reviews.clientReviews, "client"],
+  [/^#\/me\/progress$/, client.progress, "client"],
+  [/^#\/me\/check-in$/, client.checkIn, "client"],
+  [/^#\/me\/check-in\/([\w-]+)$/, client.questionnaire, "client"],
+  [/^#\/caseload$/, clinician.caseload, "staff"],
+  [/^#\/clients\/([0-9a-f-]{36})$/, clinician.clientPage, "staff"],
+  [/^#\/clients\/([0-9a-f-]{36})\/history$/, clinician.history, "staff"],
+  [/^#\/audit$/, auditor.auditHome, "auditor"],
+  [/^#\/audit\/clients\/([0-9a-f-]{36})$/, auditor.auditClient, "auditor"],
+  [/^#\/admin$/, admin.staffPage, "admin"],
+  [/^#\/admin\/settings$/, admin.settingsPage, "admin"],
 ];
 
 export async function render() {
@@ -56,11 +70,11 @@ export async function render() {
     return focusHeading();
   }
   const hash = location.hash;
-  const isClient = who.role === "client";
-  navigation(isClient ? CLIENT_NAV : STAFF_NAV);
-  for (const [pattern, page] of ROUTES) {
+  const mine = area(who.role);
+  navigation(NAV[mine]);
+  for (const [pattern, page, forArea] of ROUTES) {
     const match = hash.match(pattern);
-    if (match && (pattern.source.startsWith("^#\\/me") === isClient)) {
+    if (match && forArea === mine) {
       replace(main, h("p", {}, "Loading…"));
       try {
         await page(main, ...match.slice(1));
@@ -74,7 +88,7 @@ export async function render() {
   location.replace(home());
 }
 
-function home() { return api.principal()?.role === "client" ? "#/me" : "#/caseload"; }
+function home() { return HOME[area(api.principal()?.role)]; }
 
 function focusHeading() {
   const heading = main.querySelector("h1");

@@ -1,0 +1,210 @@
+// The clinic administrator's pages: the staff (GET /staff; add, deactivate, invite to sign in)
+// and the clinic's settings (crisis information, escalation policy, not-on-track alert policy).
+// Every write goes through api.request with one Idempotency-Key per distinct request, reused
+// when the same request is sent again (a retry after a lost answer records nothing twice), and
+// a refusal (RFC 9457) is shown in the API's own words, next to the form, with the focus on it.
+import * as api from "./api.js";
+import { h, nextId, replace, say, whenTime } from "./dom.js";
+import { plainProblem } from "./reviews.js";
+import { roleWords, staffName } from "./history_words.js";
+
+const STAFF_ROLES = ["clinician", "supervisor", "auditor", "admin"];
+
+// A form's sending: the key per body, the button disabled meanwhile, a refusal shown and
+// focused (the field it names marked invalid), a success shown and focused.
+function sender(form, button, where) {
+  const keys = new Map();
+  return async (path, body, { done, fields = {} } = {}) => {
+    const sig = `${path} ${JSON.stringify(body)}`;
+    if (!keys.has(sig)) keys.set(sig, crypto.randomUUID());
+    for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+    button.disabled = true;
+    let box;
+    try {
+      const result = await api.request("POST", path, body, { idempotencyKey: keys.get(sig) });
+      box = h("p", { className: "notice", tabindex: -1 }, done(result.data));
+      say(box.textContent);
+    } catch (err) {
+      box = h("p", { className: "error", role: "alert", tabindex: -1 }, plainProblem(err));
+      const field = fields[err.problem?.field];
+      if (field) { field.setAttribute("aria-invalid", "true"); field.setAttribute("aria-errormessage", (box.id = nextId("problem"))); }
+    } finally {
+      button.disabled = false;
+    }
+    replace(where, box);
+    box.focus();
+    return box.className === "notice";
+  };
+}
+
+function labelled(label, field, hint) {
+  const hintId = hint ? `${field.id}-hint` : null;
+  if (hintId) field.setAttribute("aria-describedby", hintId);
+  return [h("label", { for: field.id }, label), hint ? h("p", { className: "muted", id: hintId }, hint) : null, field];
+}
+
+// -- staff -------------------------------------------------------------------------------------
+
+export async function staffPage(main) {
+  const list = h("section", { id: "staff", "aria-labelledby": "staff-h" });
+  replace(main, h("h1", {}, "Staff"),
+    h("p", {}, "The clinic's active staff. Deactivating someone stops their sign-in at once; their past entries stay in the record."),
+    addStaffForm((notice) => drawStaff(list, notice)), list);
+  await drawStaff(list);
+}
+
+// notice: what just changed, shown above the list with the focus on it (the row it was done in is gone).
+async function drawStaff(list, notice = null) {
+  const { staff } = await api.get("/staff");
+  const me = api.principal().id;
+  const said = notice ? h("p", { className: "notice", id: "staff-notice", tabindex: -1 }, notice) : null;
+  replace(list, h("h2", { id: "staff-h" }, `Active staff (${staff.length})`), said,
+    h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": "Active staff" },
+      h("table", { id: "staff-list" }, h("caption", { className: "visually-hidden" }, "Active staff of the clinic"),
+        h("thead", {}, h("tr", {}, ["Name and id", "Role", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, staff.map((person) => staffRow(person, person.staff_id === me, (text) => drawStaff(list, text)))))));
+  said?.focus();
+}
+
+function staffRow(person, isMe, redraw) {
+  const id = person.staff_id;
+  const nameId = `staff-name-${id}`;
+  const where = h("div", { className: "row-result" });
+  const actions = h("div", { className: "actions" });
+  const deactivate = h("button", { type: "button", className: "quiet deactivate", "aria-describedby": nameId }, "Deactivate");
+  const invite = h("button", { type: "button", className: "quiet invite", "aria-describedby": nameId }, "Invite to sign in");
+  deactivate.addEventListener("click", () => confirmDeactivation(person, actions, where, redraw, deactivate));
+  invite.addEventListener("click", () => inviteToSignIn(person, invite, where));
+  if (!isMe) actions.append(deactivate);  // an admin does not lock themselves out from here
+  actions.append(invite);
+  return h("tr", { "data-staff": id, "data-role": person.role },
+    h("td", {}, h("span", { id: nameId }, staffName(id), isMe ? " (you)" : ""), h("br"), h("code", { className: "staff-id" }, id)),
+    h("td", {}, roleWords(person.role)), h("td", {}, actions, where));
+}
+
+// Deactivation asks once more, in the row: the person's sign-in stops at once.
+function confirmDeactivation(person, actions, where, redraw, deactivate) {
+  const name = staffName(person.staff_id);
+  const yes = h("button", { type: "button", className: "confirm-deactivate" }, `Yes, deactivate ${name}`);
+  const keep = h("button", { type: "button", className: "quiet" }, "Keep them");
+  const question = h("div", { className: "hint", role: "group", "aria-label": `Deactivate ${name}?` },
+    h("p", {}, `Deactivate ${name}? Their sign-in stops working at once.`), h("div", { className: "actions" }, yes, keep));
+  actions.hidden = true;
+  replace(where, question);
+  yes.focus();
+  keep.addEventListener("click", () => { where.replaceChildren(); actions.hidden = false; deactivate.focus(); });
+  const send = sender(question, yes, where);
+  yes.addEventListener("click", async () => {
+    const ok = await send(`/staff/${person.staff_id}/deactivation`, undefined, { done: () => `${name} is deactivated.` });
+    if (ok) await redraw(`${name} is deactivated: their sign-in no longer works. Their past entries stay in the record.`);
+    else actions.hidden = false;
+  });
+}
+
+async function inviteToSignIn(person, button, where) {
+  const form = button.closest("td");
+  const send = sender(form, button, where);
+  await send("/identity/invitations", { principal_id: person.staff_id, role: person.role }, {
+    done: (issued) => [`Invitation for ${staffName(person.staff_id)}, valid until ${whenTime(issued.expires_at)}. `
+      + "Give them this code once (it is not shown again): ", h("code", { className: "invitation-code" }, issued.code)] });
+}
+
+function addStaffForm(redraw) {
+  const role = h("select", { id: nextId("new-role"), name: "role" }, STAFF_ROLES.map((r) => h("option", { value: r }, roleWords(r))));
+  const staffId = h("input", { type: "text", id: nextId("new-staff-id"), name: "staff_id", autocomplete: "off", spellcheck: "false" });
+  const where = h("div");
+  const button = h("button", { type: "submit" }, "Add to staff");
+  const form = h("form", { className: "card", id: "add-staff", novalidate: true, "aria-labelledby": "add-staff-h" },
+    h("h2", { id: "add-staff-h" }, "Add a staff member"),
+    labelled("Role", role),
+    labelled("Their Alliance id (optional)", staffId, "Leave empty for someone new: Alliance makes an id. "
+      + "To bring back someone deactivated, or give someone another role, enter their id."),
+    h("div", { className: "actions" }, button), where);
+  const send = sender(form, button, where);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { role: role.value, ...(staffId.value.trim() ? { staff_id: staffId.value.trim() } : {}) };
+    const ok = await send("/staff", body, { fields: { role, staff_id: staffId },
+      done: (result) => [`Added a ${roleWords(body.role)} with the id `, h("code", { className: "new-staff-id" }, result.created.staff_id),
+        ". Next, invite them to sign in (in the list below)."] });
+    if (ok) { staffId.value = ""; await redraw(null); }
+  });
+  return form;
+}
+
+// -- clinic settings ---------------------------------------------------------------------------
+
+export async function settingsPage(main) {
+  const { staff } = await api.get("/staff");
+  replace(main, h("h1", {}, "Clinic settings"),
+    h("p", { className: "hint" }, "Alliance does not show the settings in force to this page (there is no way to read them back "
+      + "yet), so each form starts from the default. Saving one replaces that setting for the whole clinic; the change is recorded."),
+    crisisForm(), escalationForm(staff.filter((s) => ["clinician", "supervisor"].includes(s.role))), alertForm());
+}
+
+function crisisForm() {
+  const text = h("textarea", { id: "crisis-text", name: "text", rows: 4, maxlength: 2000 });
+  const contacts = h("textarea", { id: "crisis-contacts", name: "contacts", rows: 3 });
+  const where = h("div");
+  const button = h("button", { type: "submit" }, "Save the crisis information");
+  const form = h("form", { className: "card", id: "crisis-form", novalidate: true, "aria-labelledby": "crisis-h" },
+    h("h2", { id: "crisis-h" }, "Crisis information"),
+    h("p", {}, "What clients see behind “Get help now”, when they give a risk answer, and in their plan."),
+    labelled("What to do, in plain words", text), labelled("Contacts (one a line)", contacts, "For example: Crisis line: 0000 000 000"),
+    h("div", { className: "actions" }, button), where);
+  const send = sender(form, button, where);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const lines = contacts.value.split("\n").map((l) => l.trim()).filter(Boolean);
+    send("/clinic/crisis-information", { text: text.value.trim(), contacts: lines },
+      { fields: { text, contacts }, done: () => "Saved. Clients see the new crisis information from now on." });
+  });
+  return form;
+}
+
+const numberOrNull = (field) => (field.value.trim() === "" ? null : Number(field.value));
+
+function escalationForm(dutyStaff) {
+  const hours = h("input", { type: "number", id: "escalation-hours", name: "escalation_interval_hours", min: 0, max: 72,
+    step: "any", inputmode: "decimal", value: 24 });
+  const duty = h("select", { id: "duty-clinician", name: "duty_clinician_id" },
+    h("option", { value: "" }, "No duty clinician"),
+    dutyStaff.map((s) => h("option", { value: s.staff_id }, `${staffName(s.staff_id)} (${roleWords(s.role)})`)));
+  const where = h("div");
+  const button = h("button", { type: "submit" }, "Save the escalation policy");
+  const form = h("form", { className: "card", id: "escalation-form", novalidate: true, "aria-labelledby": "escalation-h" },
+    h("h2", { id: "escalation-h" }, "When an unanswered risk flag escalates"),
+    labelled("Hours before escalation", hours, "More than 0 and at most 72; the default is 24."),
+    labelled("Duty clinician", duty, "Told when a flag escalates; an active clinician or supervisor."),
+    h("div", { className: "actions" }, button), where);
+  const send = sender(form, button, where);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send("/clinic/escalation-policy", { escalation_interval_hours: numberOrNull(hours), duty_clinician_id: duty.value || null },
+      { fields: { escalation_interval_hours: hours, duty_clinician_id: duty },
+        done: () => `Saved. An unanswered risk flag escalates after ${hours.value} hours.` });
+  });
+  return form;
+}
+
+function alertForm() {
+  const after = h("input", { type: "number", id: "alert-after", name: "after_administrations", min: 2, max: 100, step: 1,
+    inputmode: "numeric", value: 8 });
+  const weeks = h("input", { type: "number", id: "alert-weeks", name: "after_weeks", min: 0, max: 104, step: "any", inputmode: "decimal" });
+  const where = h("div");
+  const button = h("button", { type: "submit" }, "Save the alert policy");
+  const form = h("form", { className: "card", id: "alert-form", novalidate: true, "aria-labelledby": "alert-h" },
+    h("h2", { id: "alert-h" }, "When a client is not on track"),
+    h("p", {}, "A not-on-track alert is raised when a questionnaire shows no reliable improvement after this many answers, "
+      + "or after this many weeks from the first, whichever comes first."),
+    labelled("After how many answers", after, "2 to 100; the default is 8."),
+    labelled("Or after how many weeks (optional)", weeks, "More than 0 and at most 104; leave empty for no limit in weeks."),
+    h("div", { className: "actions" }, button), where);
+  const send = sender(form, button, where);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send("/clinic/alert-policy", { after_administrations: numberOrNull(after), after_weeks: numberOrNull(weeks) },
+      { fields: { after_administrations: after, after_weeks: weeks }, done: () => "Saved. Alerts follow the new policy from now on." });
+  });
+  return form;
+}
