@@ -116,9 +116,12 @@ class Leader:
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod
-    def running(cls) -> list[Leader]:
-        """Every leader started and not yet stopped whose task is still running (any subclass)."""
-        return [leader for leader in list(Leader._started) if leader.is_running]
+    def running(cls, loop: asyncio.AbstractEventLoop | None = None) -> list[Leader]:
+        """Every leader started and not yet stopped whose task is still running (any subclass),
+        or only those whose task runs on ``loop`` (a task can be stopped only from its own loop)."""
+        return [leader for leader in list(Leader._started)
+                if leader._task is not None and not leader._task.done()
+                and (loop is None or leader._task.get_loop() is loop)]
 
     @property
     def is_running(self) -> bool:

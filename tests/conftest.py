@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,6 +11,7 @@ import asyncpg
 import pytest
 
 from alliance.core.database import create_app_pool
+from alliance.core.leader import Leader
 from tests.database import create_test_database, drop_test_database
 
 
@@ -49,3 +52,28 @@ def pytest_configure(config: pytest.Config) -> None:
     from alliance.core.logging import configure_logging
 
     configure_logging(fmt="console", level="warning")
+
+
+class LeaderLeftRunning(UserWarning):
+    """A test ended with a background leader still running (stopped after it)."""
+
+
+async def stop_left_running(before: set[Leader]) -> list[Leader]:
+    """Stop every leader running now on this loop that was not in ``before``, with a warning
+    naming each (the tests and their fixtures share one loop: pyproject's asyncio_default_*_loop_scope)."""
+    left = [leader for leader in Leader.running(asyncio.get_running_loop()) if leader not in before]
+    for leader in left:
+        warnings.warn(f"{leader!r} was still running after the test: stopped", LeaderLeftRunning, stacklevel=1)
+        await leader.stop()  # cancel_and_wait: also ends one that swallowed a cancellation
+    return left
+
+
+@pytest.fixture(autouse=True)
+async def _no_leader_left_running() -> AsyncIterator[None]:
+    """A test stopped by pytest-timeout skips its ``finally``: a leader it started would keep
+    running (the tests share one event loop, see pyproject) and hold its lock, and the next
+    tests' leaders of that name would stand by behind it and fail in cascade (seen in CI).
+    Leaders already running when the test began (a wider fixture's) are left alone."""
+    before = set(Leader.running())
+    yield
+    await stop_left_running(before)
