@@ -85,6 +85,8 @@ def _audit_robin(server: Server, watched: Watched, robin: str, tmp_path: Path) -
     assert "Proposed a goal (version 1)" in proposed and "get out of the house in the mornings" in proposed
     consent = page.locator('#history tr[data-type="consent.granted"]').first.inner_text()
     assert "Consented to setting goals together" in consent
+    accepted = page.locator('#history tr[data-type="goal.change_accepted"]').inner_text()
+    assert f"Accepted moving the date of “{GOAL}” to" in accepted and "(now version 3)" in accepted
     text = page.locator("main").inner_text()
     assert '"event_id"' not in text and "goal.agreed" not in text
     goal = page.locator("#goals-then [data-goal]").first

@@ -22,6 +22,29 @@ function showProblem(where, text) {
   return box;
 }
 
+// The access log from a moment on. The API answers oldest first, at most 5,000 a page, so the
+// page moves `from` to the last entry it got until a page comes back short (at most `pages`).
+const PAGE = 5000;
+export async function accessLog(query, pages = 10) {
+  const all = [];
+  const seen = new Set();  // entries at the boundary moment come again on the next page
+  let from = query.from || null;
+  for (let i = 0; i < pages; i += 1) {
+    const params = new URLSearchParams({ ...query, limit: PAGE });
+    if (from) params.set("from", from);
+    const { entries } = await api.get(`/audit/access?${params}`);
+    for (const e of entries) {
+      const key = JSON.stringify(e);
+      if (!seen.has(key)) { seen.add(key); all.push(e); }
+    }
+    if (entries.length < PAGE) return { entries: all, complete: true };
+    from = entries.at(-1).at;
+  }
+  return { entries: all, complete: false };
+}
+
+const RECENT_DAYS = 30;
+
 // -- finding a client --------------------------------------------------------------------------
 
 export async function auditHome(main) {
@@ -33,11 +56,11 @@ export async function auditHome(main) {
   const recent = h("section", { id: "recent", "aria-labelledby": "recent-h" });
   main.append(check, find, recent);
   const [report, log] = await Promise.all([api.get("/audit/verify").catch((err) => ({ failed: err })),
-    api.get("/audit/access?limit=5000").catch((err) => ({ failed: err }))]);
+    accessLog({ from: new Date(Date.now() - RECENT_DAYS * 86_400_000).toISOString() }).catch((err) => ({ failed: err }))]);
   replace(check, h("h2", { id: "verify-h" }, "Is the record whole?"), verificationWords(report));
   replace(recent, h("h2", { id: "recent-h" }, "Clients whose records staff have read"),
-    h("p", { className: "muted" }, "Alliance gives auditors no list of clients; these are the clients in the access log. "
-      + "For any other client, enter their id above."),
+    h("p", { className: "muted" }, `Alliance gives auditors no list of clients; these are the clients in the access log of the last ${RECENT_DAYS} days`
+      + `${log.complete === false ? " (its first 50,000 reads)" : ""}. For any other client, enter their id above.`),
     log.failed ? h("p", { className: "error", role: "alert" }, plainProblem(log.failed)) : readClients(log.entries));
 }
 
@@ -267,10 +290,11 @@ function routeWords(route) {
 function accessSection(clientId) {
   const box = h("section", { id: "access", "aria-labelledby": "access-h" }, h("h2", { id: "access-h" }, "Who read this record"),
     h("p", {}, "Loading…"));
-  api.get(`/audit/access?client=${clientId}&limit=5000`).then((log) => {
+  accessLog({ client: clientId }).then((log) => {
     const latest = [...log.entries].reverse().slice(0, 50);
     replace(box, h("h2", { id: "access-h" }, "Who read this record"),
-      h("p", { className: "muted" }, `From the access log: every read by staff${log.entries.length > 50 ? ", the latest 50" : ""}, newest first.`),
+      h("p", { className: "muted" }, `From the access log: every read by staff${log.entries.length > 50 ? ", the latest 50" : ""}`
+        + `${log.complete ? "" : " of its first 50,000"}, newest first.`),
       !latest.length ? h("p", {}, "No reads yet.") : h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": "Access log" },
         h("table", { id: "access-log" }, h("caption", { className: "visually-hidden" }, "Reads of this client's record, newest first"),
           h("thead", {}, h("tr", {}, ["When", "Who", "Read", "Answer"].map((t) => h("th", { scope: "col" }, t)))),

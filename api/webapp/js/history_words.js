@@ -30,12 +30,15 @@ const party = (d) => (d.on_behalf ? " (on the client's behalf)" : "");
 // The goals' words as the entries up to here name them (a goal is named by its words in every sentence).
 export function goalTracker() {
   const words = new Map();
+  const changes = new Map();
   return {
     words: (goalId) => words.get(goalId) || "a goal",
+    change: (changeId) => changes.get(changeId),
     see(entry) {
       const d = entry.details || {};
       const text = d.client_words || d.statement;  // an accepted change of aim leaves the goal's words as they are
       if (["goal.proposed", "goal.revised", "goal.restated"].includes(entry.type) && text) words.set(entry.goal_id, text);
+      if (entry.type === "goal.change_proposed") changes.set(d.change_id, d);
     },
   };
 }
@@ -84,15 +87,16 @@ export function entryWords(entry, goals) {
     case "goal.activated": return { text: `Both agreed: ${goal} is active (version ${d.version}).` };
     case "goal.declined": return { text: `Declined the goal ${goal}.`, quote: d.reason };
     case "goal.withdrawn": return { text: `Withdrew the goal ${goal}.`, quote: d.reason };
-    case "goal.change_proposed": {
-      const what = d.kind === "target" && d.new_text ? ` the aim of ${goal} to ${quote(d.new_text)}`
-        : d.kind === "due_date" && d.new_date ? ` moving the date of ${goal} to ${when(d.new_date)}`
-          : ` a change to ${goal} (${String(d.kind).replaceAll("_", " ")})`;
-      return { text: `Proposed${what}${party(d)}.`, quote: d.rationale ? `Why: ${d.rationale}` : null };
+    case "goal.change_proposed": return { text: `Proposed ${changeWords(d, goal)}${party(d)}.`, quote: d.rationale ? `Why: ${d.rationale}` : null };
+    case "goal.change_accepted": {
+      const change = goals.change(d.change_id);
+      return { text: `Accepted ${change ? changeWords(change, goal) : `the proposed change to ${goal}`} (now version ${d.new_version})${party(d)}.` };
     }
-    case "goal.change_accepted": return { text: `Accepted the proposed change to ${goal} (now version ${d.new_version})${party(d)}.` };
-    case "goal.change_declined": return { text: `Declined the proposed change to ${goal}.`, quote: d.reason };
-    case "goal.change_withdrawn": return { text: `Withdrew the proposed change to ${goal}.` };
+    case "goal.change_declined": case "goal.change_withdrawn": {
+      const change = goals.change(d.change_id);
+      const what = change ? changeWords(change, goal) : `the proposed change to ${goal}`;
+      return entry.type === "goal.change_declined" ? { text: `Declined ${what}.`, quote: d.reason } : { text: `Withdrew ${what}.` };
+    }
     case "goal.milestone_added": return { text: `Added a milestone to ${goal}${d.provisional_date ? `, for ${when(d.provisional_date)}` : ""}:`, quote: d.description };
     case "goal.milestone_reached": return { text: `Reached a milestone of ${goal}.` };
     case "goal.checkpoint_scheduled": return { text: `Planned a review of ${goal} for ${when(d.provisional_date)}:`, quote: d.purpose };
@@ -117,6 +121,12 @@ export function entryWords(entry, goals) {
     case "goal.entered_in_error": return { text: `Marked ${goal} as made by mistake.`, quote: d.reason };
     default: return { text: `${entry.type.replaceAll(".", ": ").replaceAll("_", " ")}.` };
   }
+}
+
+function changeWords(change, goal) {
+  if (change.kind === "target" && change.new_text) return `changing the aim of ${goal} to ${quote(change.new_text)}`;
+  if (change.kind === "due_date" && change.new_date) return `moving the date of ${goal} to ${when(change.new_date)}`;
+  return `a change to ${goal} (${String(change.kind).replaceAll("_", " ")})`;
 }
 
 const CLOSED = { achieved: "achieved", not_achieved: "not_achieved", discontinued: "discontinued" };
