@@ -63,11 +63,13 @@ def test_an_admin_adds_and_deactivates_staff_and_changes_the_crisis_information(
     code.wait_for()
     assert len(code.inner_text()) == 68
 
-    # Deactivate them: asked once more in the row, then gone from the list and from the API's staff.
-    row.locator("button.deactivate").click()
-    confirm = row.locator("button.confirm-deactivate")
+    # Deactivate them, by keyboard: asked once more in the row (the focus on the question's
+    # button), then gone from the list and from the API's staff.
+    row.locator("button.deactivate").focus()
+    page.keyboard.press("Enter")
+    row.locator("button.confirm-deactivate").wait_for()
     assert page.evaluate("document.activeElement.classList.contains('confirm-deactivate')")
-    confirm.click()
+    page.keyboard.press("Enter")
     notice = page.locator("#staff-notice")
     notice.wait_for()
     assert "is deactivated" in notice.inner_text() and page.evaluate("document.activeElement.id") == "staff-notice"
@@ -103,8 +105,23 @@ def test_an_admin_adds_and_deactivates_staff_and_changes_the_crisis_information(
     page.locator("#escalation-form .notice").wait_for()
     assert page.get_attribute("#escalation-hours", "aria-invalid") is None
 
+    # A reminder naming the questionnaire is refused (it can be read on a lock screen).
+    page.fill("#reminder-body", "Your PHQ-9 is ready to fill in.")
+    page.locator("#reminder-form button[type=submit]").click()
+    refused = page.locator("#reminder-form .error")
+    refused.wait_for()
+    assert "never names the questionnaire" in refused.inner_text()
+    assert page.get_attribute("#reminder-body", "aria-invalid") == "true"
+    # A work email for the auditor (auditors are not notified of anything clinical).
+    page.select_option("#email-staff", server.id("Auditor"))
+    page.fill("#staff-email", "auditor@clinic.example")
+    page.locator("#email-form button[type=submit]").click()
+    page.locator("#email-form .notice").wait_for()
+    assert "auditor@clinic.example" in page.locator("#email-form .notice").inner_text()
+
     writes = [p for p in posts if "/stream-tickets" not in p["url"]]
-    assert len(writes) == 6, [p["url"] for p in writes]  # add, invite, deactivate, crisis, refused, saved
+    # add, invite, deactivate, crisis, escalation refused and saved, reminder refused, email
+    assert len(writes) == 8, [p["url"] for p in writes]
     assert all(p.get("idempotency-key") for p in writes), writes
     assert len({p["idempotency-key"] for p in writes}) == len(writes)
     assert not watched.errors, watched.errors

@@ -139,7 +139,49 @@ export async function settingsPage(main) {
   replace(main, h("h1", {}, "Clinic settings"),
     h("p", { className: "hint" }, "Alliance does not show the settings in force to this page (there is no way to read them back "
       + "yet), so each form starts from the default. Saving one replaces that setting for the whole clinic; the change is recorded."),
-    crisisForm(), escalationForm(staff.filter((s) => ["clinician", "supervisor"].includes(s.role))), alertForm());
+    crisisForm(), escalationForm(staff.filter((s) => ["clinician", "supervisor"].includes(s.role))), alertForm(),
+    reminderForm(), emailForm(staff));
+}
+
+function reminderForm() {
+  const subject = h("input", { type: "text", id: "reminder-subject", name: "subject", maxlength: 120, value: "A questionnaire is ready" });
+  const body = h("textarea", { id: "reminder-body", name: "body", rows: 3, maxlength: 2000 });
+  const where = h("div");
+  const button = h("button", { type: "submit" }, "Save the reminder");
+  const form = h("form", { className: "card", id: "reminder-form", novalidate: true, "aria-labelledby": "reminder-h" },
+    h("h2", { id: "reminder-h" }, "Reminder email"),
+    h("p", {}, "The email a client gets when a questionnaire is due, with a one-time link below your text. It can be read "
+      + "on a lock screen or by someone else, so it never names the questionnaire (Alliance refuses a text that does)."),
+    labelled("Subject (one line, up to 120 characters)", subject), labelled("Text (up to 2,000 characters)", body),
+    h("div", { className: "actions" }, button), where);
+  const send = sender(form, button, where);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send("/clinic/reminder-text", { subject: subject.value.trim(), body: body.value.trim() },
+      { fields: { subject, body }, done: () => "Saved. Reminders use the new text from now on." });
+  });
+  return form;
+}
+
+// A staff member's work email, where Alliance notifies them (an escalated risk flag, an alert).
+function emailForm(staff) {
+  const who = h("select", { id: "email-staff", name: "staff_id" },
+    staff.map((s) => h("option", { value: s.staff_id }, `${staffName(s.staff_id)} (${roleWords(s.role)})`)));
+  const email = h("input", { type: "email", id: "staff-email", name: "email", autocomplete: "off", maxlength: 320 });
+  const where = h("div");
+  const button = h("button", { type: "submit" }, "Save the work email");
+  const form = h("form", { className: "card", id: "email-form", novalidate: true, "aria-labelledby": "email-h" },
+    h("h2", { id: "email-h" }, "Work email for notifications"),
+    labelled("Staff member", who), labelled("Work email", email, "Leave empty to remove it. Stored sealed, like other personal data."),
+    h("div", { className: "actions" }, button), where);
+  const send = sender(form, button, where);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const address = email.value.trim() || null;
+    send(`/staff/${who.value}/contact`, { email: address }, { fields: { email },
+      done: () => (address ? `Saved. ${staffName(who.value)} is notified at ${address}.` : `Removed ${staffName(who.value)}'s work email.`) });
+  });
+  return form;
 }
 
 function crisisForm() {
