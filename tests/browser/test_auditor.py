@@ -120,6 +120,12 @@ def _audit_robin(server: Server, watched: Watched, robin: str, tmp_path: Path) -
     assert asked[-1].endswith("as_of=" + quote("2001-02-02T15:05:06.000Z", safe="")), asked[-1]
     page.locator("#as-of-now").click()
     expect(page.locator('#history tr[data-type="goal.agreed"]')).to_have_count(2)
+    assert "Recorded answers to PHQ-9" in page.locator('#history tr[data-type="measurement.recorded"]').first.inner_text()
+    # Decisions only: the questionnaire answers leave the list, the agreements stay.
+    page.select_option("#entry-kind", "decisions")
+    expect(page.locator('#history tr[data-type="measurement.recorded"]')).to_have_count(0)
+    assert page.locator('#history tr[data-type="goal.agreed"]').count() == 2
+    assert page.evaluate("document.activeElement.id") == "entry-kind"
 
     # The signed export: saved as the server sent it, JSON that verifies offline with the server's public keys.
     with page.expect_download() as download:

@@ -10,7 +10,7 @@ import * as api from "./api.js";
 import { h, nextId, replace, when, whenTime } from "./dom.js";
 import { plainProblem } from "./reviews.js";
 import { STATUS_WORDS } from "./client.js";
-import { actorWords, entryWords, goalTracker, goalsAsRecorded, roleWords, staffName } from "./history_words.js";
+import { actorWords, entryWords, goalTracker, goalsAsRecorded, roleWords, staffName, useInstruments } from "./history_words.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -136,7 +136,8 @@ function readClients(entries) {
 // -- one client's history ----------------------------------------------------------------------
 
 export async function auditClient(main, clientId) {
-  const now = await api.get(`/clients/${clientId}/history`);
+  const [now, instruments] = await Promise.all([api.get(`/clients/${clientId}/history`), api.instrumentList()]);
+  useInstruments(instruments);
   const status = h("p", { id: "as-of-status", className: "hint", tabindex: -1 });
   const goals = h("section", { id: "goals-then", "aria-labelledby": "goals-h" });
   const entries = h("section", { id: "entries", "aria-labelledby": "entries-h" });
@@ -159,7 +160,7 @@ export async function auditClient(main, clientId) {
       : `Showing the record as it stands now: ${list.length} entries.`);
     if (state.asOf && !list.length) status.append(" Nothing had been recorded for this client by then.");
     drawGoals(goals, list, state.asOf);
-    drawEntries(entries, list, clientId, (asOf) => show(asOf));
+    drawEntries(entries, list, clientId, (asOf) => show(asOf), state);
   };
   replace(main, h("h1", {}, `Decision history – ${api.nameOf(clientId)}`),
     h("p", {}, h("a", { href: "#/audit" }, "Choose another client")),
@@ -216,17 +217,25 @@ function drawGoals(box, entries, asOf) {
     })));
 }
 
-function drawEntries(box, entries, clientId, showAfter) {
+// Which entries to show: decisions only leaves out what was measured, noted and flagged.
+const KINDS = { all: "Everything", decisions: "Decisions: goals, agreements, changes, reviews, consents, care team",
+  measures: "Questionnaires, notes, risk flags and alerts" };
+const MEASURED = /^(measurement|note|risk|alert|feedback)\./;
+const shown = (kind, entry) => kind === "all" || (kind === "measures") === MEASURED.test(entry.type);
+
+function drawEntries(box, entries, clientId, showAfter, state) {
   const goals = goalTracker();
   let consents = "";
-  const rows = entries.map((entry) => {
-    goals.see(entry);
+  const kind = state.kind || "all";
+  const rows = entries.flatMap((entry) => {
+    goals.see(entry);  // every entry, shown or not: later sentences name the goals by their words then
+    if (!shown(kind, entry)) return [];
     const who = actorWords(entry, clientId);
     const words = entryWords(entry, goals);
     const whatId = `what-${entry.event_id}`;
     const inForce = entry.consents_in_force.map((c) => c.scope.replaceAll("_", " ")).join(", ") || "none";
     const consentLine = inForce !== consents ? h("p", { className: "muted" }, `Consents in force from here: ${inForce}.`) : null;
-    consents = inForce;
+    consents = inForce;  // (counted over the shown entries: a line says what changed since the one above)
     const late = Math.abs(new Date(entry.recorded_at) - new Date(entry.occurred_at)) > 60_000;
     return h("tr", { "data-event": entry.event_id, "data-type": entry.type },
       h("td", {}, whenTime(entry.occurred_at), late ? h("p", { className: "muted" }, `recorded ${whenTime(entry.recorded_at)}`) : null),
@@ -236,7 +245,15 @@ function drawEntries(box, entries, clientId, showAfter) {
       h("td", {}, h("button", { type: "button", className: "quiet as-of-entry", "aria-describedby": whatId,
         onclick: () => showAfter(entry.recorded_at) }, "As it stood after this")));
   });
+  const filter = h("select", { id: "entry-kind", name: "kind" },
+    Object.entries(KINDS).map(([value, text]) => h("option", { value, selected: value === kind }, text)));
+  filter.addEventListener("change", () => {
+    state.kind = filter.value;
+    drawEntries(box, entries, clientId, showAfter, state);
+    document.getElementById("entry-kind").focus();  // redrawn: the focus stays on the choice
+  });
   replace(box, h("h2", { id: "entries-h" }, "What happened, oldest first"),
+    h("label", { for: "entry-kind" }, "Show"), filter,
     !rows.length ? h("p", {}, "No entries.") : h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": "Decision history" },
       h("table", { id: "history" }, h("caption", { className: "visually-hidden" }, "Every recorded decision, oldest first"),
         h("thead", {}, h("tr", {}, ["When", "Who", "What happened", "Replay"].map((t) => h("th", { scope: "col" }, t)))),

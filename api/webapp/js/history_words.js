@@ -14,6 +14,11 @@ const SCOPE_WORDS = { goal_setting: "setting goals together", measurement: "ques
   care_team_sharing: "sharing their record with the care team" };
 const scopeWords = (scope) => SCOPE_WORDS[scope] || String(scope).replaceAll("_", " ");
 
+// Instruments by their title (GET /instruments, handed in once by the page), else their id.
+let titles = new Map();
+export function useInstruments(definitions) { titles = new Map(definitions.map((d) => [d.id, d.title])); }
+const instrumentName = (id) => titles.get(id) || String(id).replaceAll("_", " ");
+
 // Staff have no names in Alliance: a name where the sign-in list knows one, else a short id.
 export function staffName(id) { return knownName(id) || `Staff member ${String(id).slice(0, 8)}`; }
 
@@ -60,7 +65,7 @@ export function entryWords(entry, goals) {
     case "consent.withdrawn": return { text: `Withdrew consent to ${scopeWords(d.scope)}, from ${when(d.effective_at)}.` };
     case "measurement.recorded": {
       const total = d.scores && Object.keys(d.scores).length ? ` Score ${Object.values(d.scores)[0]}${d.band ? ` (${d.band})` : ""}.` : "";
-      return { text: `Recorded answers to ${String(d.instrument_id).toUpperCase()}.${total}${d.risk_items?.length ? " A risk answer was given." : ""}` };
+      return { text: `Recorded answers to ${instrumentName(d.instrument_id)}.${total}${d.risk_items?.length ? " A risk answer was given." : ""}` };
     }
     case "measurement.entered_in_error": return { text: "Marked a measurement as entered in error.", quote: d.reason };
     case "measurement.interpreted": return { text: "Added their own reading of a measurement:", quote: d.text };
@@ -75,9 +80,9 @@ export function entryWords(entry, goals) {
     case "legal_hold.released": return { text: "Lifted a legal hold." };
     case "erasure.requested": return { text: "Asked for the client's data to be erased." };
     case "erasure.completed": return { text: "The client's data was erased (its key destroyed)." };
-    case "episode.measure_attached": return { text: `Attached ${String(d.instrument_id).toUpperCase()} to the care episode.` };
-    case "episode.measure_detached": return { text: `Detached ${String(d.instrument_id).toUpperCase()} from the care episode.` };
-    case "alert.raised": return { text: `A not-on-track alert was raised for ${String(d.instrument_id).toUpperCase()}.`, quote: d.criterion };
+    case "episode.measure_attached": return { text: `Attached ${instrumentName(d.instrument_id)} to the care episode.` };
+    case "episode.measure_detached": return { text: `Detached ${instrumentName(d.instrument_id)} from the care episode.` };
+    case "alert.raised": return { text: `A not-on-track alert was raised for ${instrumentName(d.instrument_id)}.`, quote: d.criterion };
     case "alert.acknowledged": return { text: "Acknowledged a not-on-track alert. Action taken:", quote: d.action_taken };
     case "goal.proposed": return { text: `Proposed a goal (version ${d.version})${party(d)}:`, quote: d.client_words || d.statement };
     case "goal.restated": return { text: `Restated the goal in the client's own words (version ${d.version})${party(d)}:`, quote: d.client_words };
@@ -107,8 +112,8 @@ export function entryWords(entry, goals) {
     case "goal.intervention_linked": return { text: `Linked an intervention (${String(d.kind).replaceAll("_", " ")}) to ${goal}:`, quote: d.detail };
     case "goal.item_removed": return { text: `Removed a ${String(d.item_kind).replaceAll("_", " ")} from ${goal}.` };
     case "goal.attainment_scale_set": return { text: `Set the goal attainment scale of ${goal}.` };
-    case "goal.measure_attached": return { text: `Attached ${String(d.instrument_id).toUpperCase()} to ${goal}.` };
-    case "goal.measure_detached": return { text: `Detached ${String(d.instrument_id).toUpperCase()} from ${goal}.` };
+    case "goal.measure_attached": return { text: `Attached ${instrumentName(d.instrument_id)} to ${goal}.` };
+    case "goal.measure_detached": return { text: `Detached ${instrumentName(d.instrument_id)} from ${goal}.` };
     case "goal.review_recorded": return { text: `Recorded a review of ${goal}: ${outcomeWords(d.outcome)}.`, quote: d.summary || d.client_view };
     case "goal.review_confirmed": return d.agrees
       ? { text: `Agreed with the review of ${goal}.`, quote: d.client_view }
