@@ -23,6 +23,11 @@ or past it has replayed the destruction. At start-up, and whenever the store is 
 of that moment. Between samples the check uses the last sample (a replay position only grows),
 so it is conservative, never optimistic.
 
+A replay position only grows while the standby runs; after a crash it restarts from an earlier
+consistent point, so every new connection to it is vetted (``ReplicaRouter.vet``): one that finds
+the replay behind the last sample is refused, and the read goes to the primary until a sample has
+seen the standby past the watermark again.
+
 Events are immutable, so a lagging standby can only miss events, never show changed ones; the
 data keys are what erasure changes. So the check is made twice: in ``choose()`` (the whole read
 falls back), and for every key read of the replica store (``StandbyKeys``): a long read that
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -86,6 +92,15 @@ _COVERS_SQL = "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())"
 #: A standby that stops answering or cancels a statement (a replay conflict) is left for the primary.
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError, OSError, TimeoutError,
          asyncpg.CannotConnectNowError)
+
+
+class StandbyWentBack(ConnectionError):
+    """A new connection found the standby's replay behind where it was last seen: it restarted from an
+    earlier consistent point (after a crash), so what it shows may predate a destruction it had replayed."""
+
+
+#: Set while the router samples: its own connections must see the standby as it is, behind or not.
+_SAMPLING: contextvars.ContextVar[bool] = contextvars.ContextVar("replica_sampling", default=False)
 
 
 def _replica_trouble(exc: BaseException) -> bool:
@@ -173,7 +188,22 @@ class ReplicaRouter:
             self._sampling = asyncio.ensure_future(self._take_sample())
         return await asyncio.shield(self._sampling)
 
+    async def vet(self, conn: asyncpg.Connection) -> None:
+        """Every new connection to the standby (the pool's ``init``): refused while the standby's replay
+        is behind the last sample's — a replay position only grows while the standby runs, so a lower
+        one means it restarted from an earlier point, and the sample that let this read here is void."""
+        if _SAMPLING.get():
+            return
+        seen = self._sample
+        if seen is None or seen.reason is not None:
+            return
+        replay = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint")
+        if replay is None or int(replay) < seen.replay_lsn:
+            self._sample = None  # the next read samples again before it trusts the standby
+            raise StandbyWentBack("the standby's replay went back since the last sample (it restarted)")
+
     async def _take_sample(self) -> Sample:
+        _SAMPLING.set(True)  # this task is the sampler's own (ensure_future copied the context)
         epoch, taken, previous = self._epoch, self._clock(), self._sample
         try:
             async with self._primary_pool.acquire() as conn:
@@ -395,7 +425,14 @@ async def open_router(primary: PostgresEventStore, primary_pool: asyncpg.Pool, d
                       pool_size: int) -> ReplicaRouter:
     """The router with a pool on the standby that connects lazily: a standby that is down at start-up
     only sends reads to the primary until it answers."""
+    routers: list[ReplicaRouter] = []
+
+    async def vet(conn: asyncpg.Connection) -> None:
+        if routers:
+            await routers[0].vet(conn)
+
     pool = await asyncpg.create_pool(dsn, min_size=0, max_size=pool_size, timeout=SAMPLE_TIMEOUT,
-                                     max_inactive_connection_lifetime=60.0)
+                                     max_inactive_connection_lifetime=60.0, init=vet)
     assert pool is not None
-    return ReplicaRouter(primary, primary_pool, pool, dsn=dsn, max_lag=max_lag)
+    routers.append(ReplicaRouter(primary, primary_pool, pool, dsn=dsn, max_lag=max_lag))
+    return routers[0]

@@ -7,16 +7,18 @@ promoting the standby.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 from prometheus_client import REGISTRY
 
 from alliance.core.events.crypto import PostgresKeyRing
 from alliance.core.events.postgres import _APPEND, PostgresEventStore
-from alliance.core.events.replica import ReplicaRouter, open_router
+from alliance.core.events.replica import ReplicaRouter, StandbyWentBack, open_router
 from alliance.core.events.store import START
 from alliance.core.projections.rebuild import rebuild, verify
 from tests.api.support import active_goal
@@ -243,6 +245,17 @@ async def test_a_url_naming_both_nodes_finds_the_standby(pair: Pair, counted_dsn
         assert (await router.sample()).reason is None
         assert await router.pool.fetchval("SELECT pg_is_in_recovery()") is True
         assert await router.pool.fetchval("SELECT current_setting('port')::int") == pair.standby.port
+        # A standby whose replay is behind the last sample (it restarted from an earlier point, as after
+        # a crash) is refused on every new connection until it is sampled again: here, faked by a sample
+        # from "the future".
+        seen = await router.sample(fresh=True)
+        router._sample = dataclasses.replace(seen, replay_lsn=seen.replay_lsn + 10**12)
+        await router.pool.expire_connections()
+        with pytest.raises(StandbyWentBack):
+            await router.pool.fetchval("SELECT 1")
+        assert router._sample is None  # the next read samples first
+        assert (await router.sample()).reason is None  # and the sampler's own connections are not refused
+        assert await router.pool.fetchval("SELECT 1") == 1
     finally:
         await router.close()
 
