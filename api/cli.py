@@ -639,7 +639,7 @@ def replay(settings: Settings, client_id: str, as_of: str | None, as_json: bool)
     async def go() -> int:
         async with open_runtime(settings) as rt:
             with console.status("replaying events"):
-                view = await history_as_of(rt.store, client_uuid, moment)
+                view = await rt.read_stale(lambda store: history_as_of(store, client_uuid, moment))
         if view is None:
             console.print("[red]no events for this client[/red]")
             return EXIT_CHECK_FAILED
