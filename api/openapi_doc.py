@@ -126,6 +126,7 @@ _EXAMPLES = {
     "getProgress": ("PHQ-9 from 16 to 7: reliable improvement and recovery", examples.progress_example),
     "getHistory": ("The client agreed to version 2", examples.history_example),
     "listClients": ("One client on the caseload", examples.caseload_example),
+    "getClinicSettings": ("A clinic that set its crisis text and escalation", examples.clinic_settings_example),
     "listInstruments": ("The built-in PHQ-9", examples.instruments_example),
     "recordMeasurement": ("A PHQ-9 recorded", examples.measurement_example),
     "proposeGoal": ("A goal proposed in the client's words", lambda: COMMAND_EXAMPLE),

@@ -11,6 +11,7 @@ from litestar.params import QueryParameter
 from alliance.api.auth import Principal, require_role
 from alliance.api.commands import body_for, build, result_response
 from alliance.api.routes.clients import client_route
+from alliance.api.routes.clinic_settings import get_clinic_settings
 from alliance.api.routes.common import run_command, visible_client
 from alliance.api.schemas import Caseload, CommandResult, StaffList
 from alliance.api.state import AppServices
@@ -222,7 +223,7 @@ async def remove_member(request: Request, client_id: UUID, member_id: UUID,
 
 CLINIC_ROUTES = [
     activate_staff, deactivate_staff, list_staff, set_crisis, set_staff_contact, set_escalation_policy,
-    set_alert_policy, enrol_client, list_clients, remove_member,
+    set_alert_policy, get_clinic_settings, enrol_client, list_clients, remove_member,
     client_route("/clients/{client_id:uuid}/care-team", c.AddCareTeamMember, operation_id="addCareTeamMember",
                  tags=("clinic",), summary="Add a clinician or supervisor to the client's care team"),
     client_route("/clients/{client_id:uuid}/primary-clinician", c.ChangePrimaryClinician,

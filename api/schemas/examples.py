@@ -108,3 +108,17 @@ def measurement_example() -> dict[str, Any]:
 
 def instruments_example() -> dict[str, Any]:
     return {"instruments": [PHQ9_V1]}
+
+
+def clinic_settings_example() -> dict[str, Any]:
+    admin = "0190f0a2-7c1e-7b3a-9e55-3f7d2a1c4b04"
+    changed = {"at": "2026-03-02T08:00:00.120000+00:00", "by": admin, "by_role": "admin"}
+    return {"crisis_information": {**CRISIS, "shown_text": CRISIS["text"], "changed": changed},
+            "escalation_policy": {"escalation_interval_hours": 12.0, "duty_clinician_id": str(CLINICIAN),
+                                  "changed": changed},
+            "alert_policy": {"after_administrations": 8, "after_weeks": None, "changed": None},
+            "reminder_text": {"subject": "A questionnaire is ready",
+                              "body": "A questionnaire is ready for you. Open the link below to answer it; it works "
+                                      "once.", "changed": None},
+            "staff_contacts": [{"staff_id": str(CLINICIAN), "has_email": True, "changed": changed},
+                               {"staff_id": admin, "has_email": False, "changed": None}]}

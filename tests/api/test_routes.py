@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     "GET /staff": {"admin", "supervisor"},
     "POST /staff": {"admin"}, "POST /clinic/crisis-information": {"admin"},
     "POST /staff/{staff_id}/contact": {"admin"}, "POST /clinic/escalation-policy": {"admin"},
-    "POST /clinic/alert-policy": {"admin"},
+    "POST /clinic/alert-policy": {"admin"}, "GET /clinic/settings": {"admin"},
     "GET /clients": CASELOADS, "POST /clients": CASELOADS,
     "POST /clients/{client_id}/care-team": CARE | {"admin"},
     "POST /clients/{client_id}/consents": {"client"},
