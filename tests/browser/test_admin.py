@@ -1,7 +1,8 @@
 """The clinic administrator's pages: a staff member added (and invited to sign in), deactivated
-after a confirmation, the crisis information changed (clients see the new words), and a refused
-value shown in the API's words with the focus on it. Every write carries an Idempotency-Key.
-Axe-core finds no serious or critical violation at desktop and phone size."""
+after a confirmation, the crisis information changed (clients see the new words), a refused
+value shown in the API's words with the focus on it, and the settings page opened again with
+every form showing what was saved (GET /clinic/settings), a work email only as "set". Every
+write carries an Idempotency-Key. Axe-core finds no serious or critical violation at desktop and phone size."""
 
 from __future__ import annotations
 
@@ -105,6 +106,12 @@ def test_an_admin_adds_and_deactivates_staff_and_changes_the_crisis_information(
     page.locator("#escalation-form .notice").wait_for()
     assert page.get_attribute("#escalation-hours", "aria-invalid") is None
 
+    # Before anything is saved, the alert form shows the default in force, said so.
+    assert page.input_value("#alert-after") == "8" and page.input_value("#alert-weeks") == ""
+    assert "default is in force" in page.locator("#alert-form .changed").inner_text()
+    # A saved form says who changed it (read back from GET /clinic/settings).
+    page.locator("#escalation-form .changed", has_text="by you").wait_for()
+
     # A reminder naming the questionnaire is refused (it can be read on a lock screen).
     page.fill("#reminder-body", "Your PHQ-9 is ready to fill in.")
     page.locator("#reminder-form button[type=submit]").click()
@@ -118,6 +125,25 @@ def test_an_admin_adds_and_deactivates_staff_and_changes_the_crisis_information(
     page.locator("#email-form button[type=submit]").click()
     page.locator("#email-form .notice").wait_for()
     assert "auditor@clinic.example" in page.locator("#email-form .notice").inner_text()
+
+    # Opened again, every form starts from what was saved before (GET /clinic/settings), not the default.
+    page.locator("#nav a", has_text="Staff").click()
+    page.locator("#staff-list").wait_for()
+    page.locator("#nav a", has_text="Clinic settings").click()
+    page.locator("#crisis-form").wait_for()
+    assert page.input_value("#crisis-text") == CRISIS
+    assert page.input_value("#crisis-contacts") == ("Crisis line: 0000 000 000 (synthetic)\n"
+                                                    "Text SHOUT to 00000 (synthetic)")
+    assert "Last changed" in page.locator("#crisis-form .changed").inner_text()
+    assert page.input_value("#escalation-hours") == "12" and page.input_value("#duty-clinician") == ""
+    # the refused reminder was not saved: the default text is still in force
+    assert page.input_value("#reminder-subject") == "A questionnaire is ready"
+    assert "default text is in force" in page.locator("#reminder-form .changed").inner_text()
+    # the auditor's address is never sent back to the page, only that one is set
+    page.select_option("#email-staff", server.id("Auditor"))
+    assert "has a work email set" in page.locator("#email-status").inner_text()
+    assert page.input_value("#staff-email") == ""
+    assert "auditor@clinic.example" not in page.locator("main").inner_text()
 
     writes = [p for p in posts if "/stream-tickets" not in p["url"]]
     # add, invite, deactivate, crisis, escalation refused and saved, reminder refused, email

@@ -65,9 +65,15 @@ def test_a_change_is_consented_side_by_side_and_a_review_reaches_the_history(ser
     desk.get_by_role("link", name="History: who did what").click()
     rows = desk.locator("main tbody tr")
     rows.first.wait_for(timeout=10_000)
-    assert "goal review recorded" in rows.nth(0).inner_text() and "Clinician A" in rows.nth(0).inner_text()
+    # in plain words (history_words.js, as the auditor's page has them), never the event types
+    newest = rows.nth(0).inner_text()
+    assert f"Recorded a review of “{GOAL}”: Keep going as we are." in newest and "Clinician A" in newest, newest
+    assert "clinician" in newest and "Six feels right for now" in newest, newest
     history = desk.locator("main tbody").inner_text()
-    assert "goal change accepted" in history and "goal change proposed" in history
+    change = f"changing the aim of “{GOAL}” to “{SUGGESTED}”"
+    assert f"Proposed {change}." in history and f"Accepted {change}" in history, history
+    assert "The client" in desk.locator("main tbody tr[data-type='goal.change_accepted']").first.inner_text()
+    assert "goal review recorded" not in history and "goal.change" not in history, history
     assert not staff.errors and not client.errors, staff.errors + client.errors
 
 

@@ -1,5 +1,6 @@
 // The clinic administrator's pages: the staff (GET /staff; add, deactivate, invite to sign in)
-// and the clinic's settings (crisis information, escalation policy, not-on-track alert policy).
+// and the clinic's settings (crisis information, escalation policy, not-on-track alert policy,
+// reminder text, staff work emails), each form filled from GET /clinic/settings.
 // Every write goes through api.request with one Idempotency-Key per distinct request, reused
 // when the same request is sent again (a retry after a lost answer records nothing twice), and
 // a refusal (RFC 9457) is shown in the API's own words, next to the form, with the focus on it.
@@ -134,119 +135,160 @@ function addStaffForm(redraw) {
 
 // -- clinic settings ---------------------------------------------------------------------------
 
-export async function settingsPage(main) {
-  const { staff } = await api.get("/staff");
-  replace(main, h("h1", {}, "Clinic settings"),
-    h("p", { className: "hint" }, "Alliance does not show the settings in force to this page (there is no way to read them back "
-      + "yet), so each form starts from the default. Saving one replaces that setting for the whole clinic; the change is recorded."),
-    crisisForm(), escalationForm(staff.filter((s) => ["clinician", "supervisor"].includes(s.role))), alertForm(),
-    reminderForm(), emailForm(staff));
+const readSettings = async () => (await api.request("GET", "/clinic/settings")).data;
+
+// "Last changed … by …" under a form's heading, or that the default is in force; after a save it
+// is read again (the API's record of the change, not the page's guess).
+function changedLine(changed, unset) {
+  const line = h("p", { className: "muted changed" });
+  const show = (change) => replace(line, change
+    ? `Last changed ${whenTime(change.at)} by ${change.by === api.principal().id ? "you" : staffName(change.by)}.` : unset);
+  show(changed);
+  return { line, refresh: async (pick) => show(pick(await readSettings())) };
 }
 
-function reminderForm() {
-  const subject = h("input", { type: "text", id: "reminder-subject", name: "subject", maxlength: 120, value: "A questionnaire is ready" });
+export async function settingsPage(main) {
+  const [{ staff }, settings] = await Promise.all([api.get("/staff"), readSettings()]);
+  replace(main, h("h1", {}, "Clinic settings"),
+    h("p", { className: "hint" }, "Each form shows the setting in force now. Saving one replaces it for the whole clinic; "
+      + "the change is recorded."),
+    crisisForm(settings.crisis_information),
+    escalationForm(staff.filter((s) => ["clinician", "supervisor"].includes(s.role)), settings.escalation_policy),
+    alertForm(settings.alert_policy), reminderForm(settings.reminder_text), emailForm(staff, settings.staff_contacts));
+}
+
+function reminderForm(current) {
+  const subject = h("input", { type: "text", id: "reminder-subject", name: "subject", maxlength: 120, value: current.subject });
   const body = h("textarea", { id: "reminder-body", name: "body", rows: 3, maxlength: 2000 });
+  body.value = current.body;
+  const changed = changedLine(current.changed, "Not changed: the default text is in force.");
   const where = h("div");
   const button = h("button", { type: "submit" }, "Save the reminder");
   const form = h("form", { className: "card", id: "reminder-form", novalidate: true, "aria-labelledby": "reminder-h" },
-    h("h2", { id: "reminder-h" }, "Reminder email"),
+    h("h2", { id: "reminder-h" }, "Reminder email"), changed.line,
     h("p", {}, "The email a client gets when a questionnaire is due, with a one-time link below your text. It can be read "
       + "on a lock screen or by someone else, so it never names the questionnaire (Alliance refuses a text that does)."),
     labelled("Subject (one line, up to 120 characters)", subject), labelled("Text (up to 2,000 characters)", body),
     h("div", { className: "actions" }, button), where);
   const send = sender(form, button, where);
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    send("/clinic/reminder-text", { subject: subject.value.trim(), body: body.value.trim() },
+    const ok = await send("/clinic/reminder-text", { subject: subject.value.trim(), body: body.value.trim() },
       { fields: { subject, body }, done: () => "Saved. Reminders use the new text from now on." });
+    if (ok) await changed.refresh((s) => s.reminder_text.changed);
   });
   return form;
 }
 
 // A staff member's work email, where Alliance notifies them (an escalated risk flag, an alert).
-function emailForm(staff) {
+// The API says only whether one is set (the address is sealed personal data), so the field starts empty.
+function emailForm(staff, contacts) {
+  const isSet = new Map(contacts.map((c) => [c.staff_id, c.has_email]));
   const who = h("select", { id: "email-staff", name: "staff_id" },
     staff.map((s) => h("option", { value: s.staff_id }, `${staffName(s.staff_id)} (${roleWords(s.role)})`)));
   const email = h("input", { type: "email", id: "staff-email", name: "email", autocomplete: "off", maxlength: 320 });
+  const status = h("p", { className: "muted", id: "email-status", "aria-live": "polite" });
+  const showStatus = () => replace(status, isSet.get(who.value)
+    ? `${staffName(who.value)} has a work email set (not shown here: it is stored sealed).`
+    : `${staffName(who.value)} has no work email set.`);
+  who.addEventListener("change", showStatus);
+  showStatus();
   const where = h("div");
   const button = h("button", { type: "submit" }, "Save the work email");
   const form = h("form", { className: "card", id: "email-form", novalidate: true, "aria-labelledby": "email-h" },
     h("h2", { id: "email-h" }, "Work email for notifications"),
-    labelled("Staff member", who), labelled("Work email", email, "Leave empty to remove it. Stored sealed, like other personal data."),
+    labelled("Staff member", who), status,
+    labelled("Work email", email, "Leave empty to remove it. Stored sealed, like other personal data."),
     h("div", { className: "actions" }, button), where);
   const send = sender(form, button, where);
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const address = email.value.trim() || null;
-    send(`/staff/${who.value}/contact`, { email: address }, { fields: { email },
-      done: () => (address ? `Saved. ${staffName(who.value)} is notified at ${address}.` : `Removed ${staffName(who.value)}'s work email.`) });
+    const staffId = who.value;
+    const ok = await send(`/staff/${staffId}/contact`, { email: address }, { fields: { email },
+      done: () => (address ? `Saved. ${staffName(staffId)} is notified at ${address}.` : `Removed ${staffName(staffId)}'s work email.`) });
+    if (ok) { isSet.set(staffId, address !== null); showStatus(); }
   });
   return form;
 }
 
-function crisisForm() {
+function crisisForm(current) {
   const text = h("textarea", { id: "crisis-text", name: "text", rows: 4, maxlength: 2000 });
   const contacts = h("textarea", { id: "crisis-contacts", name: "contacts", rows: 3 });
+  text.value = current.text ?? "";
+  contacts.value = current.contacts.join("\n");
+  const changed = changedLine(current.changed, `Not set by the clinic: clients are shown “${current.shown_text}”`);
   const where = h("div");
   const button = h("button", { type: "submit" }, "Save the crisis information");
   const form = h("form", { className: "card", id: "crisis-form", novalidate: true, "aria-labelledby": "crisis-h" },
-    h("h2", { id: "crisis-h" }, "Crisis information"),
+    h("h2", { id: "crisis-h" }, "Crisis information"), changed.line,
     h("p", {}, "What clients see behind “Get help now”, when they give a risk answer, and in their plan."),
     labelled("What to do, in plain words", text), labelled("Contacts (one a line)", contacts, "For example: Crisis line: 0000 000 000"),
     h("div", { className: "actions" }, button), where);
   const send = sender(form, button, where);
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const lines = contacts.value.split("\n").map((l) => l.trim()).filter(Boolean);
-    send("/clinic/crisis-information", { text: text.value.trim(), contacts: lines },
+    const ok = await send("/clinic/crisis-information", { text: text.value.trim(), contacts: lines },
       { fields: { text, contacts }, done: () => "Saved. Clients see the new crisis information from now on." });
+    if (ok) await changed.refresh((s) => s.crisis_information.changed);
   });
   return form;
 }
 
 const numberOrNull = (field) => (field.value.trim() === "" ? null : Number(field.value));
 
-function escalationForm(dutyStaff) {
+function escalationForm(dutyStaff, current) {
   const hours = h("input", { type: "number", id: "escalation-hours", name: "escalation_interval_hours", min: 0, max: 72,
-    step: "any", inputmode: "decimal", value: 24 });
+    step: "any", inputmode: "decimal", value: current.escalation_interval_hours });
+  const dutyId = current.duty_clinician_id;
+  // A duty clinician since deactivated stays named (and chosen) until another is saved.
+  const gone = dutyId && !dutyStaff.some((s) => s.staff_id === dutyId)
+    ? h("option", { value: dutyId }, `${staffName(dutyId)} (no longer active)`) : null;
   const duty = h("select", { id: "duty-clinician", name: "duty_clinician_id" },
     h("option", { value: "" }, "No duty clinician"),
-    dutyStaff.map((s) => h("option", { value: s.staff_id }, `${staffName(s.staff_id)} (${roleWords(s.role)})`)));
+    dutyStaff.map((s) => h("option", { value: s.staff_id }, `${staffName(s.staff_id)} (${roleWords(s.role)})`)), gone);
+  duty.value = dutyId || "";
+  const changed = changedLine(current.changed, "Not changed: the default is in force (24 hours, no duty clinician).");
   const where = h("div");
   const button = h("button", { type: "submit" }, "Save the escalation policy");
   const form = h("form", { className: "card", id: "escalation-form", novalidate: true, "aria-labelledby": "escalation-h" },
-    h("h2", { id: "escalation-h" }, "When an unanswered risk flag escalates"),
+    h("h2", { id: "escalation-h" }, "When an unanswered risk flag escalates"), changed.line,
     labelled("Hours before escalation", hours, "More than 0 and at most 72; the default is 24."),
     labelled("Duty clinician", duty, "Told when a flag escalates; an active clinician or supervisor."),
     h("div", { className: "actions" }, button), where);
   const send = sender(form, button, where);
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    send("/clinic/escalation-policy", { escalation_interval_hours: numberOrNull(hours), duty_clinician_id: duty.value || null },
+    const ok = await send("/clinic/escalation-policy", { escalation_interval_hours: numberOrNull(hours), duty_clinician_id: duty.value || null },
       { fields: { escalation_interval_hours: hours, duty_clinician_id: duty },
         done: () => `Saved. An unanswered risk flag escalates after ${hours.value} hours.` });
+    if (ok) await changed.refresh((s) => s.escalation_policy.changed);
   });
   return form;
 }
 
-function alertForm() {
+function alertForm(current) {
   const after = h("input", { type: "number", id: "alert-after", name: "after_administrations", min: 2, max: 100, step: 1,
-    inputmode: "numeric", value: 8 });
-  const weeks = h("input", { type: "number", id: "alert-weeks", name: "after_weeks", min: 0, max: 104, step: "any", inputmode: "decimal" });
+    inputmode: "numeric", value: current.after_administrations });
+  const weeks = h("input", { type: "number", id: "alert-weeks", name: "after_weeks", min: 0, max: 104, step: "any", inputmode: "decimal",
+    value: current.after_weeks ?? undefined });
+  const changed = changedLine(current.changed, "Not changed: the default is in force (8 answers, no limit in weeks).");
   const where = h("div");
   const button = h("button", { type: "submit" }, "Save the alert policy");
   const form = h("form", { className: "card", id: "alert-form", novalidate: true, "aria-labelledby": "alert-h" },
-    h("h2", { id: "alert-h" }, "When a client is not on track"),
+    h("h2", { id: "alert-h" }, "When a client is not on track"), changed.line,
     h("p", {}, "A not-on-track alert is raised when a questionnaire shows no reliable improvement after this many answers, "
       + "or after this many weeks from the first, whichever comes first."),
     labelled("After how many answers", after, "2 to 100; the default is 8."),
     labelled("Or after how many weeks (optional)", weeks, "More than 0 and at most 104; leave empty for no limit in weeks."),
     h("div", { className: "actions" }, button), where);
   const send = sender(form, button, where);
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    send("/clinic/alert-policy", { after_administrations: numberOrNull(after), after_weeks: numberOrNull(weeks) },
+    const ok = await send("/clinic/alert-policy", { after_administrations: numberOrNull(after), after_weeks: numberOrNull(weeks) },
       { fields: { after_administrations: after, after_weeks: weeks }, done: () => "Saved. Alerts follow the new policy from now on." });
+    if (ok) await changed.refresh((s) => s.alert_policy.changed);
   });
   return form;
 }

@@ -6,6 +6,7 @@ import { act, h, replace, say, when } from "./dom.js";
 import { follow } from "./live.js";
 import { chartCards } from "./client.js";
 import { clinicianReviews } from "./reviews.js";
+import { actorWords, entryWords, goalTracker, useInstruments } from "./history_words.js";
 
 // -- caseload ----------------------------------------------------------------------------------
 
@@ -224,14 +225,25 @@ function goalCard(goal) {
 // -- history -----------------------------------------------------------------------------------
 
 export async function history(main, clientId) {
-  const view = await api.get(`/clients/${clientId}/history`);
+  const [view, instruments] = await Promise.all([api.get(`/clients/${clientId}/history`), api.instrumentList()]);
+  useInstruments(instruments);
+  // Worded oldest first (a sentence names a goal by its words as the entries before it left them),
+  // shown newest first.
+  const goals = goalTracker();
+  const rows = view.entries.map((e) => {
+    goals.see(e);
+    const who = actorWords(e, clientId);
+    const words = entryWords(e, goals);
+    return h("tr", { "data-event": e.event_id, "data-type": e.type },
+      h("td", {}, when(e.occurred_at)),
+      h("td", {}, h("p", { className: "what" }, words.text), words.quote ? h("p", { className: "words" }, `“${words.quote}”`) : null),
+      h("td", {}, h("span", { className: "who" }, who.name), h("br"), h("span", { className: "muted" }, who.role)),
+      h("td", {}, e.goal_version ?? ""));
+  }).reverse();
   replace(main, h("h1", {}, `History – ${api.nameOf(clientId)}`),
     h("p", {}, h("a", { href: `#/clients/${clientId}` }, "Back to plan and progress")),
-    h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": "History" }, h("table", {},
+    h("div", { className: "table-scroll", tabindex: 0, role: "region", "aria-label": "History" }, h("table", { id: "history" },
       h("caption", { className: "visually-hidden" }, "Every recorded decision, newest first"),
       h("thead", {}, h("tr", {}, ["When", "What", "Who", "Goal version"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, [...view.entries].reverse().map((e) => h("tr", {},
-        h("td", {}, when(e.occurred_at)), h("td", {}, e.type.replaceAll(".", " ").replaceAll("_", " ")),
-        h("td", {}, `${e.actor_role}${e.actor_id === clientId ? "" : ` ${api.nameOf(e.actor_id).replace("Client ", "")}`}`),
-        h("td", {}, e.goal_version ?? "")))))));
+      h("tbody", {}, rows))));
 }
