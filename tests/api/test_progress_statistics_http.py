@@ -55,7 +55,12 @@ async def test_statistics_and_plain_language_through_http(api, clinic):  # type:
     assert m["informants"]["differ"] is False
 
     # The plugin glossary (GAD-7's "hypervigilance") flags the goal's words in the plan
-    r = await api.http.get(f"/clients/{client_id}/plan", headers=me)
-    assert r.status_code == 200, r.text
+    # (the plan is its own projection: caught up on its own, not when progress is)
+    for _ in range(100):
+        r = await api.http.get(f"/clients/{client_id}/plan", headers=me)
+        assert r.status_code == 200, r.text
+        if any(g["goal_id"] == goal_id for g in r.json()["goals"]):
+            break
+        await asyncio.sleep(0.1)
     [goal] = [g for g in r.json()["goals"] if g["goal_id"] == goal_id]
     assert [h["term"] for h in goal["plain_language"]] == ["hypervigilance"]
