@@ -527,8 +527,8 @@ async def run_wrk(port: int, mode: str, seconds: float, connections: int, script
             k, ok, c4, c5 = (int(x) for x in rest.split())
             counts[k] = [a + b for a, b in zip(counts[k], (ok, c4, c5), strict=True)]
         elif kind == "lat":
-            k, *values = rest.split()
-            latencies[int(k)].extend(float(v) / 1000 for v in values)
+            cls, *values = rest.split()
+            latencies[int(cls)].extend(float(v) / 1000 for v in values)
         elif kind == "sample":
             samples.append(rest)
     out.unlink()
