@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -178,7 +179,9 @@ class PostgresEventStore(StoreBase):
         self._destroyed_seen: dict[UUID, asyncio.Event] = {}
         #: Streams appended by this process since the last NOTIFY, with their new versions.
         self._appended: dict[str, int] = {}
-        self._append_listeners: list[Callable[[dict[str, int] | None], None]] = []
+        # Weak where a listener is a bound method: a command handler (and its cache) that goes
+        # away takes its listener with it, instead of every NOTIFY calling it for ever.
+        self._append_listeners: list[Callable[[], Callable[[dict[str, int] | None], None] | None]] = []
         self.listen_gaps = 0  # how many times the LISTEN connection was lost (for /ready and tests)
 
     # -- lifecycle -----------------------------------------------------------
@@ -546,11 +549,17 @@ class PostgresEventStore(StoreBase):
             self._tell_appended(streams_of_payload(payload))
 
     def _tell_appended(self, streams: dict[str, int] | None) -> None:
-        for listener in self._append_listeners:
+        alive = []
+        for ref in self._append_listeners:
+            listener = ref()
+            if listener is None:  # its owner is gone
+                continue
+            alive.append(ref)
             try:
                 listener(streams)
             except Exception as exc:  # a hint only: a broken listener must not stop the others
                 log.error("append_listener_failed", error=type(exc).__name__)
+        self._append_listeners = alive
 
     @property
     def follows_appends(self) -> bool:
@@ -560,8 +569,12 @@ class PostgresEventStore(StoreBase):
 
     def on_streams_appended(self, listener: Callable[[dict[str, int] | None], None]) -> None:
         """Call ``listener({stream_id: version})`` when streams reach new versions (any process);
-        ``listener(None)``: any stream may have moved (an empty or unreadable payload)."""
-        self._append_listeners.append(listener)
+        ``listener(None)``: any stream may have moved (an empty or unreadable payload).
+        A bound method is held weakly: it stops being called once its object is gone."""
+        if hasattr(listener, "__self__") and hasattr(listener, "__func__"):
+            self._append_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+        else:
+            self._append_listeners.append(lambda: listener)
 
     def _on_keys(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):

@@ -163,3 +163,26 @@ async def test_a_grouped_burst_leaves_the_copies_of_streams_it_did_not_touch(two
     assert mine is not None and mine.version == (await a.stream_version(client_stream(worlds[0].client_id)))
     await asyncio.sleep(0.3)  # every NOTIFY of the burst has reached the other worker
     assert theirs.handler.trusted_client(theirs.client_id) is not None
+
+
+async def test_a_handler_that_goes_away_takes_its_append_listener_with_it(two_workers) -> None:
+    """Each handler registers its cache with the store; held strongly, every handler ever made
+    (tests make hundreds) would be called on every NOTIFY for the life of the store."""
+    import gc
+
+    store, _ = two_workers
+    called: list[Any] = []
+    store.on_streams_appended(called.append)  # a plain callable is held as given
+    before = len(store._append_listeners)
+    handlers = [CommandHandler(store, scorer=SCORER) for _ in range(5)]
+    assert len(store._append_listeners) == before + 5
+    del handlers
+    gc.collect()
+    store._tell_appended({"client-x": 1})
+    assert len(store._append_listeners) == before
+    assert called == [{"client-x": 1}]
+    kept = CommandHandler(store, scorer=SCORER)  # still referenced: its listener stays
+    gc.collect()
+    store._tell_appended(None)
+    assert len(store._append_listeners) == before + 1 and called[-1] is None
+    assert kept.cache is not None
