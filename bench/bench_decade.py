@@ -60,7 +60,7 @@ from alliance.core.compliance.signing import canonical_json
 from alliance.core.database import create_app_pool, ensure_database, start_embedded, with_database, with_user
 from alliance.core.events.crypto import PostgresKeyRing
 from alliance.core.events.postgres import PostgresEventStore
-from alliance.core.events.store import START, StreamAppend
+from alliance.core.events.store import StreamAppend
 from alliance.core.events.verify import verify_store
 from alliance.core.logging import configure_logging
 from alliance.core.migrations import apply_migrations
@@ -68,6 +68,7 @@ from alliance.core.projections.asof import history_as_of
 from alliance.core.projections.queries import read_plan, read_progress
 from alliance.core.projections.rebuild import rebuild
 from alliance.core.projections.registry import PROJECTIONS
+from bench.bench_projections import read_all_baseline
 from bench.harness import APP_ROLE, bench_settings, console
 from tests.database import TEST_KEK
 from tests.projections.helpers import Client, domain_codec
@@ -243,18 +244,6 @@ async def timed_reads(read: Any, reads: int) -> list[float]:
     return times
 
 
-async def read_all_alone(store: PostgresEventStore, batch: int) -> tuple[int, float]:
-    started = time.perf_counter()
-    after, n = START, 0
-    while True:
-        events = await store.read_all(after=after, limit=batch)
-        n += len(events)
-        if len(events) < batch:
-            break
-        after = events[-1].checkpoint
-    return n, time.perf_counter() - started
-
-
 async def sizes(owner: asyncpg.Connection) -> list[tuple[str, int, int, int]]:
     """(relation, heap + TOAST bytes, index bytes, total bytes) of the store's and projections' tables."""
     rows = await owner.fetch(
@@ -396,7 +385,7 @@ async def main(args: argparse.Namespace) -> None:
         pool = await create_app_pool(app, min_size=1, max_size=max(1, args.connections - 3 - len(PROJECTIONS)))
         store = PostgresEventStore(pool, domain_codec(), PostgresKeyRing(pool, kek), dsn=app, group_commit=True)
         await store.listen()
-        n, secs = await read_all_alone(store, args.batch)
+        n, secs = await read_all_baseline(store, args.batch)
         console.print(f"  read_all alone: {n:,} events in {secs:,.1f} s = {n / secs:,.0f} events/s")
         started = time.perf_counter()
         passes = args.rebuild_passes or max(1, -(-total // REBUILD_EVENTS_PER_PASS))

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,27 +31,7 @@ import httpx
 
 from bench.bench_api import bench_settings_for, seed
 from bench.harness import console, create_bench_database, drop_bench_database
-
-
-@contextlib.asynccontextmanager
-async def running(app: Any) -> AsyncIterator[None]:
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        async with app.lifespan():
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(hold())
-    await asyncio.wait({task, asyncio.create_task(started.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-
+from tests.api.conftest import running  # the app's lifespan on this loop, as the API tests hold it
 
 #: What the request itself sends (the rest is the followers': projector, notifications, reminders).
 REQUEST_PATH = ("idempotency_keys", "append_events(", "FROM streams s", "WHERE stream_id = $1",

@@ -25,6 +25,7 @@ test harness can stop one a test left running (a test killed by its timeout skip
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import weakref
@@ -62,7 +63,7 @@ async def hold_leadership(conn: asyncpg.Connection, keys: Sequence[int], *, stan
         await asyncio.sleep(standby_interval)
 
 
-class Leader:
+class Leader(abc.ABC):
     """A follower of the store run by one process at a time; ``start()`` it, ``await stop()`` it.
 
     A subclass sets ``kind`` (its task's name and its log events ``<kind>_error``), ``name_field``
@@ -99,20 +100,21 @@ class Leader:
         return f"<{type(self).__name__} {self.name!r}{' leading' if self.leading else ''}>"
 
     # -- what a subclass provides -------------------------------------------
+    @abc.abstractmethod
     def _lock_keys(self) -> list[int]:
         """The session advisory locks that make this process the leader."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _lead(self, conn: asyncpg.Connection) -> str:
         """Just elected, on the leader's connection: prepare and answer the checkpoint to follow from."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _follow(self, conn: asyncpg.Connection, after: str, events: Sequence[RecordedEvent]) -> str:
         """Follow one non-empty page read after ``after``; answer the new checkpoint."""
-        raise NotImplementedError
 
     async def _work(self, conn: asyncpg.Connection) -> None:
-        """The rest of a round (due work read from the clock, deliveries, decisions)."""
+        """The rest of a round (due work read from the clock, deliveries, decisions); none by default."""
+        return None
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod

@@ -242,6 +242,22 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     return [v for v in result if v["impact"] in ("serious", "critical")]
 
 
+def check_pages(page: Any, pages: Any, size: str, viewport: dict[str, int]) -> dict[str, Any]:
+    """Open each ``(name, hash, ready selector)`` of ``pages`` in the signed-in ``page``: its
+    screenshot ``<name>-<size>``, nothing wider than a phone's screen, and the serious or critical
+    axe violations found, by page name."""
+    found: dict[str, Any] = {}
+    for name, where, ready in pages:
+        page.evaluate(f"location.hash = {where!r}")
+        page.locator(ready).wait_for(timeout=15_000)
+        if violations := axe_violations(page):
+            found[name] = violations
+        screenshot(page, f"{name}-{size}")
+        if size == "phone":
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], name
+    return found
+
+
 def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

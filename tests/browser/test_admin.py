@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE, Server, axe_violations, screenshot, sign_in
+from tests.browser.conftest import DESKTOP, PHONE, Server, check_pages, screenshot, sign_in
 
 ADMIN = "Admin"
 ROBIN = "Robin (client)"
@@ -157,16 +157,8 @@ def test_an_admin_adds_and_deactivates_staff_and_changes_the_crisis_information(
 def test_the_admin_pages_are_accessible(server: Server, open_page, size, viewport):
     watched = open_page(viewport)
     page = sign_in(watched, server, ADMIN)
-    found = {}
-    for name, where, ready in (("admin-staff", "#/admin", "#staff-list"),
-                               ("admin-settings", "#/admin/settings", "#alert-form")):
-        page.evaluate(f"location.hash = {where!r}")
-        page.locator(ready).wait_for(timeout=15_000)
-        if violations := axe_violations(page):
-            found[name] = violations
-        screenshot(page, f"{name}-{size}")
-        if size == "phone":
-            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], name
+    found = check_pages(page, (("admin-staff", "#/admin", "#staff-list"),
+                               ("admin-settings", "#/admin/settings", "#alert-form")), size, viewport)
     print(f"\n[axe] admin pages, {size}: serious or critical violations: {found or 'none'}")
     assert not found, found
     assert not watched.errors, watched.errors

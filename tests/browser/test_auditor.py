@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from alliance.core.compliance.export import verify_export_file
-from tests.browser.conftest import DESKTOP, PHONE, Server, Watched, axe_violations, screenshot, sign_in
+from tests.browser.conftest import DESKTOP, PHONE, Server, Watched, check_pages, screenshot, sign_in
 
 AUDITOR = "Auditor"
 ROBIN = "Robin (client)"
@@ -120,7 +120,8 @@ def _audit_robin(server: Server, watched: Watched, robin: str, tmp_path: Path) -
     assert asked[-1].endswith("as_of=" + quote("2001-02-02T15:05:06.000Z", safe="")), asked[-1]
     page.locator("#as-of-now").click()
     expect(page.locator('#history tr[data-type="goal.agreed"]')).to_have_count(2)
-    assert "Recorded answers to PHQ-9" in page.locator('#history tr[data-type="measurement.recorded"]').first.inner_text()
+    answers = page.locator('#history tr[data-type="measurement.recorded"]').first
+    assert "Recorded answers to PHQ-9" in answers.inner_text()
     # Decisions only: the questionnaire answers leave the list, the agreements stay.
     page.select_option("#entry-kind", "decisions")
     expect(page.locator('#history tr[data-type="measurement.recorded"]')).to_have_count(0)
@@ -160,16 +161,9 @@ def test_the_auditor_pages_are_accessible(server: Server, open_page, size, viewp
     robin = _robin_read_by_a_clinician(server)
     watched = open_page(viewport)
     page = sign_in(watched, server, AUDITOR)
-    found = {}
-    for name, where, ready in (("auditor-home", "#/audit", "#read-clients"),
-                               ("auditor-history", f"#/audit/clients/{robin}", "#access-log")):
-        page.evaluate(f"location.hash = {where!r}")
-        page.locator(ready).wait_for(timeout=15_000)
-        if violations := axe_violations(page):
-            found[name] = violations
-        screenshot(page, f"{name}-{size}")
-        if size == "phone":
-            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], name
+    found = check_pages(page, (("auditor-home", "#/audit", "#read-clients"),
+                               ("auditor-history", f"#/audit/clients/{robin}", "#access-log")),
+                        size, viewport)
     print(f"\n[axe] auditor pages, {size}: serious or critical violations: {found or 'none'}")
     assert not found, found
     assert not watched.errors, watched.errors

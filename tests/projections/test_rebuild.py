@@ -324,7 +324,7 @@ async def test_a_rebuild_in_passes_writes_the_same_rows_holding_a_part_of_the_do
     assert max(held) < one_peak, (max(held), one_peak)  # each pass held fewer documents
     head = await store.head()
     for projection in PROJECTIONS:
-        assert parse_checkpoint((await status_of(app_pool, projection.name))) == parse_checkpoint(head)
+        assert parse_checkpoint(await status_of(app_pool, projection.name)) == parse_checkpoint(head)
     assert all(r.ok for r in await verify(app_pool, store))
     with pytest.raises(ValueError):
         await rebuild(app_pool, store, dsn=database.app_dsn, passes=0)
