@@ -711,7 +711,8 @@ def print_write_budget(samples: Counter[str], posts: float, *, rate: int) -> Non
 
 
 async def run(quick: bool, subscribers: int | None = None, sse_only: bool = False,
-              profile_writes: bool = False) -> ApiResults:
+              profile_writes: bool = False, writes_only: bool = False,
+              profile_out: Path | None = None) -> ApiResults:
     results = ApiResults("API: mixed traffic vs hello-world ceiling, SSE fan-out (issue 6)")
     seconds = 10.0 if quick else 30.0
     sse_seconds, default_subscribers = (5.0, 200) if quick else (20.0, 1000)
@@ -743,6 +744,34 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             api = spawn("alliance", "alliance.api.app:create_app", env, work)
             servers.append(api)
             await wait_ready(api, "/ready", caught_up=True)
+        elif writes_only:  # the writes phase alone (to profile and size the write path)
+            api = spawn("alliance", "alliance.api.app:create_app", env, work)
+            servers.append(api)
+            await wait_ready(api, "/ready", caught_up=True)
+            await run_wrk(api.port, "writes", 2, connections, script, data, work)  # warm-up
+            recording = None
+            if profile_writes:
+                recording = asyncio.create_task(profile_stages.record(
+                    profile_stages.worker_pids(api.proc.pid), seconds - 1, work / "py-spy"))
+            writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
+            describe("writes only (client measurement POSTs)", writes)
+            if recording is not None:
+                recorded = await recording
+                print_write_budget(profile_stages.budget(recorded), writes.counts[2][0] * (seconds - 1)
+                                   / seconds, rate=250)
+                if profile_out is not None:  # the collapsed stacks, for a flame graph or a closer look
+                    os.makedirs(profile_out, exist_ok=True)
+                    for path in recorded:
+                        shutil.copy(path, os.path.join(profile_out, path.name))
+                    console.print(f"  py-spy recordings (collapsed stacks) in {profile_out}")
+            results.row("measurement POSTs/s accepted, writes only", writes.counts[2][0] / writes.seconds,
+                        baseline_name="the issue's 2,400/s", baseline=2400.0, target=1.0)
+            results.row("writes only: POST p99", pct(writes.latencies[2], 99), unit="ms", target=100,
+                        lower_is_better=True)
+            results.row("writes only: POST p50", pct(writes.latencies[2], 50), unit="ms", info=True)
+            results.row("writes only: 5xx, unexpected 4xx, socket errors",
+                        writes.server_errors + writes.client_errors + sum(writes.socket_errors.values()),
+                        unit="", target=0, lower_is_better=True)
         else:
             # 1. the ceiling: bare Litestar hello-world, same uvicorn flags, same generator
             hello = spawn("hello", "bench.hello_app:create_app", env, work)
@@ -819,25 +848,26 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
                         lower_is_better=True)
 
         # 4. SSE fan-out: one subscriber per client, one measurement per client per second
-        await wait_ready(api, "/ready", caught_up=True)
-        console.print(f"  SSE: {subscribers:,} subscribers, {subscribers:,} measurements/s for {sse_seconds:.0f} s")
-        sse = await sse_fanout(api.port, s, subscribers, sse_seconds)
-        console.print(f"  sent {sse.offered:,} of {int(sse_seconds * subscribers):,} scheduled POSTs (at most "
-                      f"{MAX_POSTS_IN_FLIGHT} in flight); {sse.posted:,} accepted in {sse.seconds:.1f} s "
-                      f"({sse.posted / max(sse.seconds, 1e-9):,.0f}/s; "
-                      f"POST p50 {pct(sse.post_latencies, 50):.1f} ms, p99 {pct(sse.post_latencies, 99):.1f} ms), "
-                      f"{sse.post_errors} POST errors, {len(sse.stream_errors)} stream errors, "
-                      f"{sse.missed} updates not received within 10 s")
-        for e in (sse.error_samples + sse.stream_errors)[:5]:
-            console.print(f"    [red]sample error[/] {e}", markup=False, highlight=False)
-        results.row(f"SSE: measurements/s accepted ({subscribers:,} clients)", sse.posted / max(sse.seconds, 1e-9),
-                    baseline_name="offered/s", baseline=float(subscribers), info=True)
-        results.row("SSE: update latency p50", pct(sse.latencies, 50), unit="ms", info=True)
-        results.row("SSE: update latency p99", pct(sse.latencies, 99), unit="ms", target=200, lower_is_better=True)
-        results.row("SSE: streams failed + POST errors + updates missed",
-                    len(sse.stream_errors) + sse.post_errors + sse.missed, unit="", target=0, lower_is_better=True)
-        if api.proc.poll() is not None:
-            console.print(f"[red]the service exited during the run[/]: {api.tail()}")
+        if not writes_only:
+            await wait_ready(api, "/ready", caught_up=True)
+            console.print(f"  SSE: {subscribers:,} subscribers, {subscribers:,} measurements/s for {sse_seconds:.0f} s")
+            sse = await sse_fanout(api.port, s, subscribers, sse_seconds)
+            console.print(f"  sent {sse.offered:,} of {int(sse_seconds * subscribers):,} scheduled POSTs (at most "
+                          f"{MAX_POSTS_IN_FLIGHT} in flight); {sse.posted:,} accepted in {sse.seconds:.1f} s "
+                          f"({sse.posted / max(sse.seconds, 1e-9):,.0f}/s; "
+                          f"POST p50 {pct(sse.post_latencies, 50):.1f} ms, p99 {pct(sse.post_latencies, 99):.1f} ms), "
+                          f"{sse.post_errors} POST errors, {len(sse.stream_errors)} stream errors, "
+                          f"{sse.missed} updates not received within 10 s")
+            for e in (sse.error_samples + sse.stream_errors)[:5]:
+                console.print(f"    [red]sample error[/] {e}", markup=False, highlight=False)
+            results.row(f"SSE: measurements/s accepted ({subscribers:,} clients)", sse.posted / max(sse.seconds, 1e-9),
+                        baseline_name="offered/s", baseline=float(subscribers), info=True)
+            results.row("SSE: update latency p50", pct(sse.latencies, 50), unit="ms", info=True)
+            results.row("SSE: update latency p99", pct(sse.latencies, 99), unit="ms", target=200, lower_is_better=True)
+            results.row("SSE: streams failed + POST errors + updates missed",
+                        len(sse.stream_errors) + sse.post_errors + sse.missed, unit="", target=0, lower_is_better=True)
+            if api.proc.poll() is not None:
+                console.print(f"[red]the service exited during the run[/]: {api.tail()}")
     finally:
         for server in servers:
             stop(server)
@@ -856,6 +886,10 @@ def main() -> ApiResults:
                         help="SSE subscribers (and clients), each sent one measurement a second "
                              "(default 1,000; 200 with --quick)")
     parser.add_argument("--sse-only", action="store_true", help="only the SSE phase (to size it with --subscribers)")
+    parser.add_argument("--writes-only", action="store_true",
+                        help="only the writes phase (measurement POSTs), with --profile-writes to profile it")
+    parser.add_argument("--profile-out", type=Path, default=None,
+                        help="with --writes-only --profile-writes: keep the py-spy recordings in this directory")
     parser.add_argument("--profile-writes", action="store_true",
                         help="record the workers with py-spy during the writes phase and print the CPU per "
                              "measurement POST by stage (needs py-spy: pip install py-spy)")
@@ -874,7 +908,8 @@ def main() -> ApiResults:
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        return runner.run(run(args.quick, args.subscribers, args.sse_only, args.profile_writes))
+        return runner.run(run(args.quick, args.subscribers, args.sse_only, args.profile_writes, args.writes_only,
+                              args.profile_out))
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ async def load(store: EventStore, stream_id: str, initial: Any, evolve: Callable
     trip as a view): when the cached state is at that version (or newer, appended by this
     process since) nothing is read at all.
     """
-    cached = cache.get(stream_id) if cache is not None else None
+    # A state known to be behind is still a correct prefix of the stream: only what follows it is read.
+    cached = cache.base(stream_id) if cache is not None else None
     state, version = (cached.state, cached.version) if cached is not None else (initial, 0)
     if known_version is not None and known_version <= version:
         return cached if cached is not None else Loaded(stream_id, initial, 0)
@@ -106,13 +107,25 @@ class StateCache:
 
     States can hold a client's words (a goal's statement), so an erasure anywhere clears
     the cache in every process (the store relays the key-destroyed notification).
+
+    A state another process's append has overtaken (``drop_behind``) is kept but marked
+    *behind*: ``get`` no longer answers with it (nothing may decide on it unread), while
+    ``load`` still folds only the newer events onto it (``base``) instead of the whole stream.
     """
 
     def __init__(self, size: int = 20_000) -> None:
         self.size = size
         self._entries: OrderedDict[str, Loaded] = OrderedDict()
+        self._behind: set[str] = set()
 
     def get(self, stream_id: str) -> Loaded | None:
+        """The cached state, unless it is known to be behind the stream."""
+        if stream_id in self._behind:
+            return None
+        return self.base(stream_id)
+
+    def base(self, stream_id: str) -> Loaded | None:
+        """The cached state even when it is behind: a prefix to fold the stream's newer events onto."""
         entry = self._entries.get(stream_id)
         if entry is not None:
             self._entries.move_to_end(stream_id)
@@ -121,22 +134,26 @@ class StateCache:
     def put(self, loaded: Loaded) -> None:
         self._entries[loaded.stream_id] = loaded
         self._entries.move_to_end(loaded.stream_id)
+        self._behind.discard(loaded.stream_id)
         while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            evicted, _ = self._entries.popitem(last=False)
+            self._behind.discard(evicted)
 
     def clear(self) -> None:
         """Drop everything (a client was erased: cached states may hold their words)."""
         self._entries.clear()
+        self._behind.clear()
 
     def drop_behind(self, streams: dict[str, int] | None) -> None:
-        """Forget the states older than these streams' versions (None: every state)."""
+        """Mark the states older than these streams' versions as behind (None: every state, since
+        what moved is unknown)."""
         if streams is None:
-            self._entries.clear()
+            self._behind.update(self._entries)
             return
         for stream_id, version in streams.items():
             entry = self._entries.get(stream_id)
             if entry is not None and entry.version < version:
-                del self._entries[stream_id]
+                self._behind.add(stream_id)
 
 
 def envelope(command: Command, subject_id: UUID, payloads: Sequence[EventPayload]) -> list[NewEvent]:
