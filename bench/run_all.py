@@ -1,4 +1,4 @@
-"""Run every benchmark module present: ``python -m bench.run_all [--quick]``.
+"""Run every benchmark module present: ``python -m bench.run_all [--quick] [--only bench_store,bench_api]``.
 
 Each module (``bench_store``, ``bench_projections``, ``bench_api`` — the last needs
 ``wrk``) exposes ``main()``, which reads its options from the command line and
@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 from bench.harness import Results, console
 
 MODULES = ("bench_store", "bench_projections", "bench_api", "bench_alerts", "bench_reminders")
 
 
+def _only(argv: list[str]) -> tuple[str, ...]:
+    """The modules ``--only a,b`` names (taken out of ``argv``: each module reads the rest)."""
+    if "--only" not in argv:
+        return MODULES
+    at = argv.index("--only")
+    if at + 1 >= len(argv):
+        raise SystemExit("--only needs module names, e.g. --only bench_store,bench_api")
+    names = tuple(n.strip() for n in argv[at + 1].split(",") if n.strip())
+    del argv[at:at + 2]
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark module {unknown[0]!r}; one of: {', '.join(MODULES)}")
+    return names
+
+
 def main() -> int:
+    if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
+        print(__doc__.strip())
+        return 0
     collected: list[Results] = []
-    for name in MODULES:
+    for name in _only(sys.argv):
         if importlib.util.find_spec(f"bench.{name}") is None:
             continue
         console.rule(f"bench.{name}")
