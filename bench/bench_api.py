@@ -710,6 +710,29 @@ def print_write_budget(samples: Counter[str], posts: float, *, rate: int) -> Non
         console.print(f"    {stage:<40} {n / rate / max(posts, 1) * 1e6:7,.0f} µs  {n / total:6.1%}")
 
 
+async def timed_writes(api: Server, seconds: float, connections: int, script: Path, data: Path,
+                       work: Path, results: ApiResults) -> WrkResult:
+    """The writes phase, with the CPU each side spent per accepted POST (/proc: the service's
+    workers, every PostgreSQL process of a server on this machine, wrk)."""
+    pids = tuple(profile_stages.worker_pids(api.proc.pid))
+    before = profile_stages.cpu_ticks_by_name(names=("postgres",), pids=pids)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is a child: counted once it is waited for
+    writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = profile_stages.cpu_ticks_by_name(names=("postgres",), pids=pids)
+    describe("writes only (client measurement POSTs)", writes)
+    per_post = profile_stages.cpu_per_request(before, after, writes.counts[2][0])
+    per_post["wrk"] = ((waited.ru_utime + waited.ru_stime) - (children.ru_utime + children.ru_stime)) \
+        / max(writes.counts[2][0], 1) * 1e6
+    console.print("  CPU per accepted POST: " + ", ".join(
+        f"{name} {per_post[name]:,.0f} µs" for name in ("workers", "postgres", "wrk"))
+        + f" ({sum(per_post.values()):,.0f} µs in all; 2 cores give {2e6 / 2400:,.0f} µs a POST at 2,400/s;"
+        " postgres counts only a server on this machine)")
+    for name in ("workers", "postgres", "wrk"):
+        results.row(f"writes only: CPU per POST, {name}", per_post[name], unit="µs", info=True)
+    return writes
+
+
 async def run(quick: bool, subscribers: int | None = None, sse_only: bool = False,
               profile_writes: bool = False, writes_only: bool = False,
               profile_out: Path | None = None) -> ApiResults:
@@ -753,8 +776,7 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             if profile_writes:
                 recording = asyncio.create_task(profile_stages.record(
                     profile_stages.worker_pids(api.proc.pid), seconds - 1, work / "py-spy"))
-            writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
-            describe("writes only (client measurement POSTs)", writes)
+            writes = await timed_writes(api, seconds, connections, script, data, work, results)
             if recording is not None:
                 recorded = await recording
                 print_write_budget(profile_stages.budget(recorded), writes.counts[2][0] * (seconds - 1)
@@ -811,8 +833,7 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             if profile_writes:  # py-spy on each worker while the phase runs (bench/profile_stages.py)
                 recording = asyncio.create_task(profile_stages.record(
                     profile_stages.worker_pids(api.proc.pid), seconds - 1, work / "py-spy"))
-            writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
-            describe("writes only (client measurement POSTs)", writes)
+            writes = await timed_writes(api, seconds, connections, script, data, work, results)
             if recording is not None:
                 print_write_budget(profile_stages.budget(await recording), writes.counts[2][0] * (seconds - 1)
                                    / seconds, rate=250)

@@ -11,6 +11,7 @@ measured apart (``pg_stat_statements``, see bench/README.md).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from collections import Counter
@@ -60,6 +61,37 @@ async def record(pids: list[int], seconds: float, into: Path, rate: int = 250) -
     for proc in procs:
         await proc.wait()
     return [o for o in outs if o.exists() and o.stat().st_size > 0]
+
+
+def cpu_ticks_by_name(names: tuple[str, ...] = ("postgres", "wrk"), pids: tuple[int, ...] = ()
+                      ) -> dict[str, int]:
+    """CPU ticks (user + system, /proc) used so far by every live process whose command name is
+    in ``names``, summed per name, and by ``pids`` (as "workers"). Take one reading before and
+    one after a phase: the difference is what each side spent on it. Processes that start or end
+    in between count only their part inside the window."""
+    totals: dict[str, int] = dict.fromkeys((*names, "workers"), 0)
+    wanted = set(pids)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if int(entry.name) in wanted:
+            totals["workers"] += ticks
+        elif comm in names:
+            totals[comm] += ticks
+    return totals
+
+
+def cpu_per_request(before: dict[str, int], after: dict[str, int], requests: float) -> dict[str, float]:
+    """Microseconds of CPU per request on each side between two ``cpu_ticks_by_name`` readings."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return {name: (after.get(name, 0) - before.get(name, 0)) / hz / max(requests, 1) * 1e6 for name in after}
 
 
 def stage_of(frames: list[str]) -> str:
