@@ -338,7 +338,10 @@ class CommandHandler:
                 else:
                     result = await self.store.append(written.stream_id, events, written.version)
             except ConcurrencyConflict as conflict:
-                if (done := await self._already_recorded(command)) is not None:
+                # A single-stream append answers a retry of recorded events as a duplicate, never
+                # as a conflict (the store looks for the event ids first): only an append that
+                # also asserted other streams' versions can conflict after its events went in.
+                if asserted and (done := await self._already_recorded(command)) is not None:
                     return done
                 if not retry:
                     raise

@@ -163,11 +163,14 @@ class GroupCommitter:
         self.group_sizes: Counter[int] = Counter()
 
     async def append(self, stream_id: str, expected: int, rows: Sequence[PreparedEvent],
-                     single: Callable[[], Awaitable[Any]]) -> Any:
+                     single: Callable[[], Awaitable[Any]],
+                     unwritten: Callable[[], Awaitable[Any]] | None = None) -> Any:
         """Append ``rows`` in a group when something is in flight, else run ``single()`` at once.
 
         Returns ``single()``'s answer, or the group's rows (a list of ``Row``) for an append
-        the group wrote.
+        the group wrote. An append the group did not write runs ``unwritten()`` (``single`` if
+        not given): the group already found its head elsewhere, locked or missing, so the caller
+        may go straight to the path that sorts those out instead of trying the common case again.
         """
         eligible = expected > 0 and len(rows) <= MAX_GROUPED_APPEND
         if (self._in_flight == 0 and not self._pending) or not eligible:
@@ -177,7 +180,7 @@ class GroupCommitter:
         self._schedule()
         written = await future
         if written is None:  # not for the group to write (conflict, locked head, new stream...)
-            return await self._single(single)
+            return await self._single(unwritten or single)
         return written
 
     async def _single(self, single: Callable[[], Awaitable[Any]]) -> Any:

@@ -278,11 +278,13 @@ class PostgresEventStore(StoreBase):
                                    code="event_id_reused", field="events")
         return exc
 
-    async def _append_single(self, stream_id: str, expected_version: int, rows: Sequence[PreparedEvent]
-                             ) -> list[asyncpg.Record]:
+    async def _append_single(self, stream_id: str, expected_version: int, rows: Sequence[PreparedEvent], *,
+                             common_case: bool = True) -> list[asyncpg.Record]:
+        """``common_case=False``: the head is known not to be simply at the expected version (a
+        group passed the append over), so ``append_events``, which answers every case, goes first."""
         async with self._pool.acquire() as conn:
             records = []
-            if len(rows) == 1 and expected_version > 0:
+            if common_case and len(rows) == 1 and expected_version > 0:
                 r = rows[0]
                 e = r.event
                 records = await conn.fetch(
@@ -307,7 +309,8 @@ class PostgresEventStore(StoreBase):
                 records = await self._append_single(stream_id, expected_version, rows)
             else:
                 records = await self.group.append(
-                    stream_id, expected_version, rows, lambda: self._append_single(stream_id, expected_version, rows))
+                    stream_id, expected_version, rows, lambda: self._append_single(stream_id, expected_version, rows),
+                    lambda: self._append_single(stream_id, expected_version, rows, common_case=False))
         except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
             raise self._translate(exc, stream_id, expected_version) from exc
         result = self._result(stream_id, expected_version, rows, records)

@@ -147,8 +147,22 @@ async def test_a_measurement_decided_on_a_state_left_behind_is_recorded_once_aft
     await _until(lambda: w.handler.trusted(stream) is None)
     w.handler.cache.put(behind)  # as if the notification were still on its way
     command = w.measurement(at=w.tick())
-    outcome = await w.handler.handle_client(w.client_id, command, just_loaded=True)
+    looked_up: list[Any] = []
+    original = a.read_event
+
+    async def read_event(event_id: Any) -> Any:
+        looked_up.append(event_id)
+        return await original(event_id)
+
+    a.read_event = read_event  # type: ignore[method-assign]
+    try:
+        outcome = await w.handler.handle_client(w.client_id, command, just_loaded=True)
+    finally:
+        del a.read_event
     assert outcome.version == theirs.version + 1 and not outcome.duplicate
+    # The conflict alone says the command was not recorded (the store answers a recorded retry as a
+    # duplicate first): nobody looks its events up (seen: one read more per conflicting POST).
+    assert looked_up == []
     events = await a.read_stream(stream)
     assert [e.version for e in events] == list(range(1, len(events) + 1))
     assert [e.causation_id for e in events[-2:]] == [theirs.events[0].causation_id, command.command_id]
