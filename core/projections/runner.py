@@ -47,7 +47,6 @@ from alliance.core.leader import hold_leadership
 from alliance.core.logging import get_logger
 from alliance.core.projections.base import ERASURE_EVENT, Projection
 from alliance.core.projections.sealing import HEAD, RowSealer, keys_of, open_rows, sealer, sealer_after_refold
-from alliance.core.tasks import Turns
 
 log = get_logger("alliance.projections")
 
@@ -315,9 +314,7 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     last: dict[UUID, str] = {}
     apply = projection.apply
     initial = projection.initial
-    turns = Turns()  # a big batch (catching up) must not hold the loop that serves requests
     for event in relevant:
-        await turns.take()
         client = event.subject_id
         current = docs.get(client)
         at = _cp(event.checkpoint)
@@ -342,7 +339,6 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     keys = keys_of(store)
     sealers: dict[UUID, RowSealer] = {}
     for client in before:
-        await turns.take()
         if client in unreadable and client not in refolded:
             sealers[client] = await _refold_for_storage(store, target, client, last[client], tenants[client],
                                                         docs, rewrite)
@@ -361,7 +357,6 @@ async def apply_batch(conn: asyncpg.Connection, store: EventStore, target: Targe
     insert: list[tuple[UUID, int, int, bytes]] = []
     update: list[tuple[UUID, int, int, bytes]] = []
     for client, old in before.items():
-        await turns.take()
         doc, at, _ = docs[client]
         meta: tuple[Any, ...] = ()
         if layout:
