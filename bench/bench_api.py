@@ -711,26 +711,50 @@ def print_write_budget(samples: Counter[str], posts: float, *, rate: int) -> Non
 
 
 async def timed_writes(api: Server, seconds: float, connections: int, script: Path, data: Path,
-                       work: Path, results: ApiResults) -> WrkResult:
-    """The writes phase, with the CPU each side spent per accepted POST (/proc: the service's
-    workers, every PostgreSQL process of a server on this machine, wrk)."""
+                       work: Path, results: ApiResults, *, profile: bool = False,
+                       profile_out: Path | None = None) -> WrkResult:
+    """The writes phase (every request a client's measurement POST; each worker's store groups the
+    concurrent appends into shared commits), with the CPU each side spent per accepted POST
+    (/proc: the service's workers, every PostgreSQL process of a server on this machine; wrk from
+    the children's rusage). ``profile``: py-spy on each worker meanwhile (bench/profile_stages.py),
+    its recordings kept in ``profile_out`` when given."""
     pids = tuple(profile_stages.worker_pids(api.proc.pid))
-    before = profile_stages.cpu_ticks_by_name(names=("postgres",), pids=pids)
+    recording = asyncio.create_task(profile_stages.record(list(pids), seconds - 1, work / "py-spy")) \
+        if profile else None
+    before = profile_stages.cpu_ticks_by_name(pids=pids)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is a child: counted once it is waited for
     writes = await run_wrk(api.port, "writes", seconds, connections, script, data, work)
     waited = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after = profile_stages.cpu_ticks_by_name(names=("postgres",), pids=pids)
+    after = profile_stages.cpu_ticks_by_name(pids=pids)
     describe("writes only (client measurement POSTs)", writes)
     per_post = profile_stages.cpu_per_request(before, after, writes.counts[2][0])
     per_post["wrk"] = ((waited.ru_utime + waited.ru_stime) - (children.ru_utime + children.ru_stime)) \
         / max(writes.counts[2][0], 1) * 1e6
+    # py-spy's recorders are this process's children too, and end within the phase.
+    label = {"workers": "workers", "postgres": "postgres", "wrk": "wrk + py-spy" if profile else "wrk"}
     console.print("  CPU per accepted POST: " + ", ".join(
-        f"{name} {per_post[name]:,.0f} µs" for name in ("workers", "postgres", "wrk"))
+        f"{label[name]} {per_post[name]:,.0f} µs" for name in ("workers", "postgres", "wrk"))
         + f" ({sum(per_post.values()):,.0f} µs in all; 2 cores give {2e6 / 2400:,.0f} µs a POST at 2,400/s;"
         " postgres counts only a server on this machine)")
     for name in ("workers", "postgres", "wrk"):
-        results.row(f"writes only: CPU per POST, {name}", per_post[name], unit="µs", info=True)
+        results.row(f"writes only: CPU per POST, {label[name]}", per_post[name], unit="µs", info=True)
+    if recording is not None:
+        recorded = await recording
+        print_write_budget(profile_stages.budget(recorded), writes.counts[2][0] * (seconds - 1) / seconds, rate=250)
+        if profile_out is not None:  # the collapsed stacks, for a flame graph or a closer look
+            os.makedirs(profile_out, exist_ok=True)
+            for path in recorded:
+                shutil.copy(path, os.path.join(profile_out, path.name))
+            console.print(f"  py-spy recordings (collapsed stacks) in {profile_out}")
     return writes
+
+
+def write_rows(results: ApiResults, writes: WrkResult) -> None:
+    """The writes phase's figures against issue 18's targets."""
+    results.row("measurement POSTs/s accepted, writes only", writes.counts[2][0] / writes.seconds,
+                baseline_name="the issue's 2,400/s", baseline=2400.0, target=1.0)
+    results.row("writes only: POST p99", pct(writes.latencies[2], 99), unit="ms", target=100, lower_is_better=True)
+    results.row("writes only: POST p50", pct(writes.latencies[2], 50), unit="ms", info=True)
 
 
 async def run(quick: bool, subscribers: int | None = None, sse_only: bool = False,
@@ -772,25 +796,9 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             servers.append(api)
             await wait_ready(api, "/ready", caught_up=True)
             await run_wrk(api.port, "writes", 2, connections, script, data, work)  # warm-up
-            recording = None
-            if profile_writes:
-                recording = asyncio.create_task(profile_stages.record(
-                    profile_stages.worker_pids(api.proc.pid), seconds - 1, work / "py-spy"))
-            writes = await timed_writes(api, seconds, connections, script, data, work, results)
-            if recording is not None:
-                recorded = await recording
-                print_write_budget(profile_stages.budget(recorded), writes.counts[2][0] * (seconds - 1)
-                                   / seconds, rate=250)
-                if profile_out is not None:  # the collapsed stacks, for a flame graph or a closer look
-                    os.makedirs(profile_out, exist_ok=True)
-                    for path in recorded:
-                        shutil.copy(path, os.path.join(profile_out, path.name))
-                    console.print(f"  py-spy recordings (collapsed stacks) in {profile_out}")
-            results.row("measurement POSTs/s accepted, writes only", writes.counts[2][0] / writes.seconds,
-                        baseline_name="the issue's 2,400/s", baseline=2400.0, target=1.0)
-            results.row("writes only: POST p99", pct(writes.latencies[2], 99), unit="ms", target=100,
-                        lower_is_better=True)
-            results.row("writes only: POST p50", pct(writes.latencies[2], 50), unit="ms", info=True)
+            writes = await timed_writes(api, seconds, connections, script, data, work, results,
+                                        profile=profile_writes, profile_out=profile_out)
+            write_rows(results, writes)
             results.row("writes only: 5xx, unexpected 4xx, socket errors",
                         writes.server_errors + writes.client_errors + sum(writes.socket_errors.values()),
                         unit="", target=0, lower_is_better=True)
@@ -827,25 +835,13 @@ async def run(quick: bool, subscribers: int | None = None, sse_only: bool = Fals
             describe("reads only by clinicians (never cached; each read access-logged)", staff)
             mixed = await run_wrk(api.port, "mixed", seconds, connections, script, data, work)
             describe("mixed 70/25/5", mixed)
-            # Writes only: every request a client's measurement POST (concurrent appends, grouped
-            # into shared commits by each worker's store: ALLIANCE_GROUP_COMMIT=on, the default).
-            recording = None
-            if profile_writes:  # py-spy on each worker while the phase runs (bench/profile_stages.py)
-                recording = asyncio.create_task(profile_stages.record(
-                    profile_stages.worker_pids(api.proc.pid), seconds - 1, work / "py-spy"))
-            writes = await timed_writes(api, seconds, connections, script, data, work, results)
-            if recording is not None:
-                print_write_budget(profile_stages.budget(await recording), writes.counts[2][0] * (seconds - 1)
-                                   / seconds, rate=250)
+            writes = await timed_writes(api, seconds, connections, script, data, work, results,
+                                        profile=profile_writes)
             hello_rate = ceiling.rate(1)
             results.row("hello-world GET (ceiling)", hello_rate, info=True)
             results.row("reads/s in the 70/25/5 mix", mixed.rate(1), baseline_name="hello/s", baseline=hello_rate,
                         target=0.15)
-            results.row("measurement POSTs/s accepted, writes only", writes.counts[2][0] / writes.seconds,
-                        baseline_name="the issue's 2,400/s", baseline=2400.0, target=1.0)
-            results.row("writes only: POST p99", pct(writes.latencies[2], 99), unit="ms", target=100,
-                        lower_is_better=True)
-            results.row("writes only: POST p50", pct(writes.latencies[2], 50), unit="ms", info=True)
+            write_rows(results, writes)
             results.row("reads/s, reads only (clients)", reads.rate(1), baseline_name="hello/s", baseline=hello_rate,
                         target=0.25)
             results.row("reads/s, reads only, view cache off", reads_uncached.rate(1), baseline_name="hello/s",

@@ -63,8 +63,7 @@ async def record(pids: list[int], seconds: float, into: Path, rate: int = 250) -
     return [o for o in outs if o.exists() and o.stat().st_size > 0]
 
 
-def cpu_ticks_by_name(names: tuple[str, ...] = ("postgres", "wrk"), pids: tuple[int, ...] = ()
-                      ) -> dict[str, int]:
+def cpu_ticks_by_name(names: tuple[str, ...] = ("postgres",), pids: tuple[int, ...] = ()) -> dict[str, int]:
     """CPU ticks (user + system, /proc) used so far by every live process whose command name is
     in ``names``, summed per name, and by ``pids`` (as "workers"). Take one reading before and
     one after a phase: the difference is what each side spent on it. Processes that start or end
