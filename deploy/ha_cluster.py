@@ -330,11 +330,27 @@ class HACluster:
         wait_for("the standby", standby_ready, deadline - time.monotonic(), every=1.0)
         for name in NODES:
             for key, value in TEST_KEEPER_SETTINGS.items():
-                self.run(pg_autoctl(), "config", "set", "--pgdata", str(self.root / name), key, str(value))
+                self._config_set(name, key, str(value))
             self.run(pg_autoctl(), "reload", "--pgdata", str(self.root / name))
         wait_for("synchronous replication", lambda: self.sync_standby_names(NODES[0]) != "",
                  deadline - time.monotonic())
         return self.dsn()
+
+    def _config_set(self, name: str, key: str, value: str, attempts: int = 10) -> None:
+        """``pg_autoctl config set`` on a running node. Its keeper rewrites the same file as its state
+        changes, and a ``config set`` that reads it mid-write fails with "Unrecognized configuration
+        file" (seen in CI just after the standby reached secondary): that one failure is tried again."""
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            done = self.run(pg_autoctl(), "config", "set", "--pgdata", str(self.root / name), key, value,
+                            check=last)
+            if done.returncode == 0:
+                return
+            if "Unrecognized configuration file" not in (done.stderr or done.stdout):
+                break
+            time.sleep(0.2)
+        lines = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise ClusterError(f"pg_autoctl config exited {done.returncode}: {lines[0]}")
 
     def down(self) -> None:
         """Stop every member (TERM, then KILL after 10 s) and remove the folder."""
